@@ -1,0 +1,25 @@
+"""gradtx: gradient transformations for JAX, with an optax-style functional face and a torch.optim-style facade.
+
+The functional face lives here (``gradtx.adam``, ``gradtx.chain``, ...); the
+stateful, torch-style face is :mod:`gradtx.optim`.
+"""
+
+from gradtx.base import EmptyState as EmptyState
+from gradtx.base import GradientTransformation as GradientTransformation
+from gradtx.base import Params as Params
+from gradtx.base import Schedule as Schedule
+from gradtx.base import ScalarOrSchedule as ScalarOrSchedule
+from gradtx.base import Updates as Updates
+from gradtx.base import apply_updates as apply_updates
+from gradtx.base import chain as chain
+from gradtx.base import identity as identity
+from gradtx.base import named_chain as named_chain
+from gradtx.base import set_to_zero as set_to_zero
+from gradtx.base import stateless as stateless
+from gradtx.base import stateless_with_tree_map as stateless_with_tree_map
+from gradtx.aliases import *  # noqa: F403 - each alias module's __all__
+from gradtx.transforms import *  # noqa: F403 - each transform module's __all__
+from gradtx.tree import safe_increment as safe_increment
+from gradtx.tree import tree_global_norm as global_norm
+
+__version__ = "0.1.0"

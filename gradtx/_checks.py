@@ -1,0 +1,47 @@
+"""Argument checks that run on Python numbers and stand aside for traced values.
+
+Factories are called with plain numbers by users and with traced arrays by
+:func:`gradtx.inject_hyperparams` and the facade; only the former can be checked
+in Python, so every check here skips values it cannot read without tracing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def concrete_float(value: Any) -> float | None:
+    """``value`` as a Python float when it is known now; ``None`` for tracers and schedules."""
+    if callable(value) or isinstance(value, jax.core.Tracer):
+        return None
+    try:
+        array = np.asarray(value)
+    except Exception:  # noqa: BLE001 - anything unreadable is left to the computation
+        return None
+    if array.shape != () or not np.issubdtype(array.dtype, np.number):
+        return None
+    return float(array.real)
+
+
+def check_range(name: str, value: Any, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False, where: str = "") -> None:
+    """Raises ``ValueError`` when a known ``value`` lies outside ``[low, high]`` (or the open ends)."""
+    x = concrete_float(value)
+    if x is None:
+        return
+    bad = math.isnan(x)
+    if low is not None:
+        bad |= x <= low if low_open else x < low
+    if high is not None:
+        bad |= x >= high if high_open else x > high
+    if bad:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        prefix = f"{where}: " if where else ""
+        raise ValueError(f"{prefix}{name} must be in {left}{lo}, {hi}{right}, got {value!r}")

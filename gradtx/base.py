@@ -1,0 +1,216 @@
+"""The gradient-transformation protocol and its smallest pieces.
+
+A :class:`GradientTransformation` is a pair of pure functions ``(init, update)``
+over pytrees, in the same protocol that optax uses::
+
+    state = tx.init(params)
+    updates, state = tx.update(grads, state, params, **extra_args)
+    params = apply_updates(params, updates)
+
+Because the pair is a ``NamedTuple`` of two callables with optax's signatures,
+a gradtx transform can be placed inside ``optax.chain`` and an optax transform
+inside :func:`gradtx.chain`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+Params = Any  # a pytree of arrays
+Updates = Any  # a pytree shaped like Params
+OptState = Any  # a pytree of arrays (usually nested NamedTuples)
+Schedule = Callable[[jax.typing.ArrayLike], jax.typing.ArrayLike]
+ScalarOrSchedule = float | jax.Array | Schedule
+
+NO_PARAMS_MSG = (
+    "This transformation needs the current parameters: call "
+    "`update(updates, state, params)` with `params`."
+)
+
+
+class TransformInitFn(Protocol):
+    """``init(params) -> state``: builds the initial state for ``params``."""
+
+    def __call__(self, params: Params) -> OptState: ...
+
+
+class TransformUpdateFn(Protocol):
+    """``update(updates, state, params=None, **extra_args) -> (updates, state)``."""
+
+    def __call__(
+        self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, OptState]: ...
+
+
+class GradientTransformation(NamedTuple):
+    """A pure ``(init, update)`` pair; structurally identical to optax's.
+
+    Attributes:
+      init: ``init(params) -> state``.
+      update: ``update(updates, state, params=None, **extra_args) -> (updates, state)``.
+        Every gradtx update accepts (and, unless it uses them, ignores) extra
+        keyword arguments such as ``value`` or ``grad``.
+    """
+
+    init: TransformInitFn
+    update: TransformUpdateFn
+
+
+class EmptyState(NamedTuple):
+    """The state of a transformation that keeps none."""
+
+
+def identity() -> GradientTransformation:
+    """The transformation that returns the updates unchanged (``optax.identity``)."""
+
+    def init(params):
+        del params
+        return EmptyState()
+
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        return updates, state
+
+    return GradientTransformation(init, update)
+
+
+def set_to_zero() -> GradientTransformation:
+    """Replaces every update with zeros (``optax.set_to_zero``), e.g. to freeze parameters."""
+
+    def init(params):
+        del params
+        return EmptyState()
+
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        return jax.tree.map(jnp.zeros_like, updates), state
+
+    return GradientTransformation(init, update)
+
+
+def stateless(f: Callable[[Updates, Params | None], Updates]) -> GradientTransformation:
+    """A transformation from a function ``f(updates, params) -> updates`` that keeps no state.
+
+    Follows ``optax.stateless``. Example::
+
+        clip_sign = stateless(lambda u, p: jax.tree.map(jnp.sign, u))
+    """
+
+    def init(params):
+        del params
+        return EmptyState()
+
+    def update(updates, state, params=None, **extra_args):
+        del extra_args
+        return f(updates, params), state
+
+    return GradientTransformation(init, update)
+
+
+def stateless_with_tree_map(f: Callable[[jax.Array, jax.Array | None], jax.Array]) -> GradientTransformation:
+    """Like :func:`stateless`, with ``f(update_leaf, param_leaf)`` applied leaf by leaf."""
+
+    def tree_f(updates, params):
+        if params is None:
+            return jax.tree.map(lambda u: f(u, None), updates)
+        return jax.tree.map(f, updates, params)
+
+    return stateless(tree_f)
+
+
+def accepts_extra_args(update: Callable) -> bool:
+    """Whether ``update`` takes ``**extra_args`` (optax's plain transforms do not)."""
+    try:
+        signature = inspect.signature(update)
+    except (TypeError, ValueError):  # builtins and some C callables
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+
+
+def with_extra_args_support(tx: Any) -> GradientTransformation:
+    """Wraps any ``(init, update)`` pair so that its update tolerates extra keyword args."""
+    init, update = tx
+    if accepts_extra_args(update):
+        return GradientTransformation(init, update)
+
+    def tolerant_update(updates, state, params=None, **extra_args):
+        del extra_args
+        return update(updates, state, params)
+
+    return GradientTransformation(init, tolerant_update)
+
+
+def chain(*transforms: Any) -> GradientTransformation:
+    """Applies transformations in sequence; the state is the tuple of their states.
+
+    Follows ``optax.chain``: any ``(init, update)`` pair may take part, optax's
+    included. Extra keyword arguments reach every member that accepts them.
+
+    Example::
+
+        tx = chain(clip_by_global_norm(1.0), scale_by_adam(), scale_by_learning_rate(1e-3))
+    """
+    members = tuple(with_extra_args_support(t) for t in transforms)
+
+    def init(params):
+        return tuple(t.init(params) for t in members)
+
+    def update(updates, state, params=None, **extra_args):
+        if not isinstance(state, tuple) or len(state) != len(members):
+            raise ValueError(
+                f"chain of {len(members)} transformations got a state of "
+                f"{len(state) if isinstance(state, tuple) else type(state).__name__} "
+                "entries; build the state with this chain's `init`."
+            )
+        new_state = []
+        for t, s in zip(members, state):
+            updates, s = t.update(updates, s, params, **extra_args)
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    return GradientTransformation(init, update)
+
+
+def named_chain(*named: tuple[str, Any]) -> GradientTransformation:
+    """A chain whose state is a dict keyed by the members' names.
+
+    The state can then be read by name (``state["adam"].mu``). Follows
+    ``optax.named_chain``.
+    """
+    names = [name for name, _ in named]
+    if len(set(names)) != len(names):
+        raise ValueError(f"named_chain: names must be unique, got {names}")
+    members = {name: with_extra_args_support(t) for name, t in named}
+
+    def init(params):
+        return {name: t.init(params) for name, t in members.items()}
+
+    def update(updates, state, params=None, **extra_args):
+        missing = [name for name in members if name not in state]
+        if missing:
+            raise ValueError(f"named_chain: the state has no entry for {missing}")
+        new_state = {}
+        for name, t in members.items():
+            updates, new_state[name] = t.update(updates, state[name], params, **extra_args)
+        return updates, new_state
+
+    return GradientTransformation(init, update)
+
+
+def apply_updates(params: Params, updates: Updates) -> Params:
+    """Returns ``params + updates``, each result in its parameter's dtype (``optax.apply_updates``).
+
+    ``None`` leaves of ``params`` (and the updates matching them) are passed over.
+    """
+    return jax.tree.map(
+        lambda p, u: None if p is None else jnp.asarray(p + u).astype(jnp.asarray(p).dtype),
+        params,
+        updates,
+        is_leaf=lambda x: x is None,
+    )

@@ -1,0 +1,1 @@
+"""gradtx.optim: the torch.optim-style facade (being written)."""

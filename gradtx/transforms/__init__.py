@@ -1,0 +1,36 @@
+"""The composable pieces, one module per family; each module's ``__all__`` is re-exported here."""
+
+from gradtx.transforms import (
+    accumulators,
+    adam_variants,
+    clipping,
+    decay,
+    factored,
+    hyperparams,
+    lbfgs,
+    momentum,
+    moments,
+    muon,
+    scaling,
+    sparse,
+    step_rules,
+    wrappers,
+)
+from gradtx.transforms.accumulators import *  # noqa: F403
+from gradtx.transforms.adam_variants import *  # noqa: F403
+from gradtx.transforms.clipping import *  # noqa: F403
+from gradtx.transforms.decay import *  # noqa: F403
+from gradtx.transforms.factored import *  # noqa: F403
+from gradtx.transforms.hyperparams import *  # noqa: F403
+from gradtx.transforms.lbfgs import *  # noqa: F403
+from gradtx.transforms.momentum import *  # noqa: F403
+from gradtx.transforms.moments import *  # noqa: F403
+from gradtx.transforms.muon import *  # noqa: F403
+from gradtx.transforms.scaling import *  # noqa: F403
+from gradtx.transforms.sparse import *  # noqa: F403
+from gradtx.transforms.step_rules import *  # noqa: F403
+from gradtx.transforms.wrappers import *  # noqa: F403
+
+_MODULES = (accumulators, adam_variants, clipping, decay, factored, hyperparams, lbfgs, momentum, moments, muon,
+            scaling, sparse, step_rules, wrappers)
+__all__ = [name for module in _MODULES for name in module.__all__]

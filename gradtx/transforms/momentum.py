@@ -1,0 +1,65 @@
+"""Momentum: the heavy-ball trace, with torch's dampening and first-step variants."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx import tree as gt
+from gradtx._checks import check_range
+from gradtx.base import GradientTransformation
+
+
+__all__ = ["TraceState", "trace"]
+
+class TraceState(NamedTuple):
+    """State of :func:`trace`."""
+
+    count: jax.Array  # shape=(), dtype=int32: steps taken so far
+    trace: Any  # like params (in accumulator_dtype): the momentum buffer
+
+
+def trace(decay: Any, nesterov: bool = False, accumulator_dtype: Any = None, *,
+          dampening: Any = 0.0, torch_init: bool = False) -> GradientTransformation:
+    r"""Heavy-ball momentum (Polyak, 1964), optionally with Nesterov's look-ahead (Sutskever et al., 2013).
+
+    .. math::
+        b_t = \mu\, b_{t-1} + (1 - \tau)\, g_t, \qquad
+        u_t = \begin{cases} g_t + \mu\, b_t & \text{nesterov} \\ b_t & \text{otherwise} \end{cases}
+
+    With ``dampening=0`` and ``torch_init=False`` this is ``optax.trace``. torch.optim.SGD
+    instead sets ``b_1 = g_1`` on the first step (no dampening then): pass
+    ``torch_init=True`` for that.
+
+    Args:
+      decay: the momentum coefficient :math:`\mu`.
+      nesterov: whether to use Nesterov momentum.
+      accumulator_dtype: dtype of the buffer; ``None`` keeps the parameters'.
+      dampening: :math:`\tau`, torch's dampening.
+      torch_init: initialise the buffer with the first gradient, as torch does.
+    """
+    check_range("momentum", decay, 0.0, where="trace")
+    check_range("dampening", dampening, where="trace")
+
+    def init(params):
+        return TraceState(count=gt.zero_count(), trace=gt.tree_zeros_like(params, accumulator_dtype))
+
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+
+        def new_buffer(g, b):
+            moved = decay * b + (1 - dampening) * g
+            if torch_init:
+                moved = jnp.where(state.count == 0, g, moved)
+            return moved.astype(b.dtype)
+
+        buffers = gt.tree_map(new_buffer, updates, state.trace)
+        if nesterov:
+            out = gt.tree_map(lambda g, b: (g + decay * b).astype(g.dtype), updates, buffers)
+        else:
+            out = gt.tree_map(lambda g, b: b.astype(g.dtype), updates, buffers)
+        return out, TraceState(count=gt.safe_increment(state.count), trace=buffers)
+
+    return GradientTransformation(init, update)

@@ -1,0 +1,150 @@
+"""Shared machinery of the parity suites: a test problem, trajectory runners and tolerances.
+
+Every parity test runs the same problem through two implementations and
+compares the parameters after every step. Gradients always come from JAX, from
+each trajectory's own current parameters, so the two runs see the same function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Relative/absolute tolerances per dtype. float64 is the contract (~1e-7 relative).
+TOLERANCES = {
+    "float64": dict(rtol=1e-7, atol=1e-10),
+    "float32": dict(rtol=2e-5, atol=2e-6),
+    "bfloat16": dict(rtol=2e-2, atol=2e-2),
+}
+
+
+def make_params(dtype: str = "float64", seed: int = 0) -> dict:
+    """A small tree with a matrix, a vector, a 0-d leaf and a nested list."""
+    rng = np.random.default_rng(seed)
+    leaves = {
+        "w": rng.normal(size=(4, 3)),
+        "b": rng.normal(size=(5,)),
+        "s": np.asarray(rng.normal()),
+        "nested": [rng.normal(size=(2, 2))],
+    }
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype=dtype), leaves)
+
+
+def loss(params: Any) -> jax.Array:
+    """A smooth, non-quadratic loss whose gradient changes sign and scale across leaves."""
+    total = 0.0
+    for i, x in enumerate(jax.tree.leaves(params)):
+        x = x.astype(jnp.float64) if x.dtype == jnp.float64 else x.astype(jnp.float32)
+        total = total + jnp.sum(0.5 * (i + 1) * x**2 + jnp.sin(3.0 * x) - 0.3 * x)
+    return total
+
+
+grad_fn = jax.grad(loss)
+
+
+def assert_trees_close(actual: Any, expected: Any, dtype: str, context: str = "") -> None:
+    """Leafwise ``assert_allclose`` with the dtype's tolerance, naming the failing leaf."""
+    tol = TOLERANCES[dtype]
+    flat_a, tree_a = jax.tree_util.tree_flatten_with_path(actual)
+    flat_e, tree_e = jax.tree_util.tree_flatten_with_path(expected)
+    assert tree_a == tree_e, f"{context}: structures differ: {tree_a} vs {tree_e}"
+    for (path, a), (_, e) in zip(flat_a, flat_e):
+        np.testing.assert_allclose(
+            np.asarray(a, dtype=np.float64), np.asarray(e, dtype=np.float64),
+            err_msg=f"{context} at {jax.tree_util.keystr(path)}", **tol,
+        )
+
+
+def run_functional(tx: Any, params: Any, steps: int, *, jit: bool = True,
+                   extra_args: Callable[[Any, Any], dict] | None = None) -> list[Any]:
+    """Runs ``steps`` updates of ``tx`` (any init/update pair) and returns the params after each."""
+    state = tx.init(params)
+
+    def step(params, state):
+        grads = grad_fn(params)
+        extra = extra_args(params, grads) if extra_args else {}
+        updates, state = tx.update(grads, state, params, **extra)
+        new = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
+        return new, state
+
+    step = jax.jit(step) if jit else step
+    trajectory = []
+    for _ in range(steps):
+        params, state = step(params, state)
+        trajectory.append(params)
+    return trajectory
+
+
+def run_torch(torch_name: str, kwargs: dict, params: Any, steps: int, *, closure_steps: bool = False) -> list[Any]:
+    """Runs ``torch.optim.<torch_name>(leaves, **kwargs)`` with JAX's gradients; returns params after each step."""
+    import torch
+
+    leaves, treedef = jax.tree.flatten(params)
+    tensors = [torch.tensor(np.asarray(x, dtype=np.float64 if x.dtype == jnp.float64 else np.float32),
+                            requires_grad=True) for x in leaves]
+    opt = getattr(torch.optim, torch_name)(tensors, **kwargs)
+    dtypes = [x.dtype for x in leaves]
+
+    def current():
+        return jax.tree.unflatten(treedef, [jnp.array(t.detach().numpy().copy(), dtype=d) for t, d in zip(tensors, dtypes)])
+
+    def set_grads():
+        grads = jax.tree.leaves(grad_fn(current()))
+        for t, g in zip(tensors, grads):
+            t.grad = torch.tensor(np.asarray(g))
+        return float(loss(current()))
+
+    trajectory = []
+    for _ in range(steps):
+        if closure_steps:
+            opt.step(set_grads)
+        else:
+            set_grads()
+            opt.step()
+        trajectory.append(current())
+    return trajectory
+
+
+@dataclass(frozen=True)
+class OptaxCase:
+    """An alias or transform that optax has too, called with the same arguments in both."""
+
+    name: str  # attribute name in both gradtx and optax (dotted for submodules, e.g. "contrib.muon")
+    kwargs: dict = field(default_factory=dict)
+    steps: int = 12
+    extra_args: Callable[[Any, Any], dict] | None = None  # (params, grads) -> extra update args
+    dtypes: tuple = ("float64", "float32")
+    label: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.label or f"{self.name}-" + ",".join(f"{k}={v}" for k, v in self.kwargs.items())
+
+
+@dataclass(frozen=True)
+class TorchCase:
+    """A torch.optim class with one option set, and the gradtx chain that must reproduce it.
+
+    ``chain`` receives ``kwargs`` and returns a GradientTransformation whose
+    updates, applied per parameter, equal torch's steps. The facade suite uses the
+    same table with ``gradtx.optim.<torch_name>``.
+    """
+
+    torch_name: str
+    kwargs: dict
+    chain: Callable[..., Any] | None = None
+    steps: int = 12
+    dtypes: tuple = ("float64", "float32")
+    closure: bool = False  # torch's step needs a closure (LBFGS)
+    params: Callable[[str], Any] | None = None  # dtype -> params, when make_params does not suit
+    extra_args: Callable[[Any, Any], dict] | None = None  # (params, grads) -> extra update args
+    label: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.label or f"{self.torch_name}-" + ",".join(f"{k}={v}" for k, v in self.kwargs.items())
