@@ -21,6 +21,8 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 
+from gradtx.tree import check_matching_trees
+
 PyTree = Any
 Params = Any  # a pytree of arrays
 Updates = Any  # a pytree shaped like Params
@@ -162,6 +164,8 @@ def chain(*transforms: Any) -> GradientTransformation:
         return tuple(t.init(params) for t in members)
 
     def update(updates, state, params=None, **extra_args):
+        if params is not None and jax.tree.structure(params) != jax.tree.structure(updates):
+            check_matching_trees(params, updates, what="updates", against="params", check_shapes=False)
         if not isinstance(state, tuple) or len(state) != len(members):
             raise ValueError(
                 f"chain of {len(members)} transformations got a state of "
@@ -207,7 +211,9 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     """Returns ``params + updates``, each result in its parameter's dtype (``optax.apply_updates``).
 
     ``None`` leaves of ``params`` (and the updates matching them) are passed over.
+    A mismatch of structure or shape raises a ``ValueError`` naming the first path where they differ.
     """
+    check_matching_trees(params, updates, what="updates", against="params")
     return jax.tree.map(
         lambda p, u: None if p is None else jnp.asarray(p + u).astype(jnp.asarray(p).dtype),
         params,

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.base import PyTree
+PyTree = Any  # a nest of arrays
 
 _is_none = lambda x: x is None  # noqa: E731
 
