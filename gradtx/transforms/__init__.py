@@ -5,6 +5,7 @@ from gradtx.transforms import (
     adam_variants,
     clipping,
     decay,
+    dtypes,
     factored,
     hyperparams,
     lbfgs,
@@ -20,6 +21,7 @@ from gradtx.transforms.accumulators import *  # noqa: F403
 from gradtx.transforms.adam_variants import *  # noqa: F403
 from gradtx.transforms.clipping import *  # noqa: F403
 from gradtx.transforms.decay import *  # noqa: F403
+from gradtx.transforms.dtypes import *  # noqa: F403
 from gradtx.transforms.factored import *  # noqa: F403
 from gradtx.transforms.hyperparams import *  # noqa: F403
 from gradtx.transforms.lbfgs import *  # noqa: F403
@@ -31,6 +33,6 @@ from gradtx.transforms.sparse import *  # noqa: F403
 from gradtx.transforms.step_rules import *  # noqa: F403
 from gradtx.transforms.wrappers import *  # noqa: F403
 
-_MODULES = (accumulators, adam_variants, clipping, decay, factored, hyperparams, lbfgs, momentum, moments, muon,
+_MODULES = (accumulators, adam_variants, clipping, decay, dtypes, factored, hyperparams, lbfgs, momentum, moments, muon,
             scaling, sparse, step_rules, wrappers)
 __all__ = [name for module in _MODULES for name in module.__all__]

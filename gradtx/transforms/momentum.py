@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from gradtx import tree as gt
 from gradtx._checks import check_range
+from gradtx._hyper import value_at
 from gradtx.base import GradientTransformation
 
 
@@ -34,7 +35,7 @@ def trace(decay: Any, nesterov: bool = False, accumulator_dtype: Any = None, *,
     ``torch_init=True`` for that.
 
     Args:
-      decay: the momentum coefficient :math:`\mu`.
+      decay: the momentum coefficient :math:`\mu` (a float, an array or a schedule).
       nesterov: whether to use Nesterov momentum.
       accumulator_dtype: dtype of the buffer; ``None`` keeps the parameters'.
       dampening: :math:`\tau`, torch's dampening.
@@ -48,16 +49,17 @@ def trace(decay: Any, nesterov: bool = False, accumulator_dtype: Any = None, *,
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
+        mu, tau = value_at(decay, state.count), value_at(dampening, state.count)
 
         def new_buffer(g, b):
-            moved = decay * b + (1 - dampening) * g
+            moved = mu * b + (1 - tau) * g
             if torch_init:
                 moved = jnp.where(state.count == 0, g, moved)
             return moved.astype(b.dtype)
 
         buffers = gt.tree_map(new_buffer, updates, state.trace)
         if nesterov:
-            out = gt.tree_map(lambda g, b: (g + decay * b).astype(g.dtype), updates, buffers)
+            out = gt.tree_map(lambda g, b: (g + mu * b).astype(g.dtype), updates, buffers)
         else:
             out = gt.tree_map(lambda g, b: b.astype(g.dtype), updates, buffers)
         return out, TraceState(count=gt.safe_increment(state.count), trace=buffers)
