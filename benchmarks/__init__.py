@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of gradtx against optax and torch.optim."""
