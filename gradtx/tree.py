@@ -23,9 +23,19 @@ def tree_map(f, tree: PyTree, *rest: PyTree) -> PyTree:
 
 
 def _zeros_keeping_sharding(x: Any, dtype: Any) -> jax.Array:
+    """Zeros shaped like ``x`` on ``x``'s sharding, outside jit and under it.
+
+    Outside jit the sharding is read off the array. Under jit a tracer has no
+    sharding to read, and zeros that depend on nothing would be placed on one
+    device; making them depend (trivially, NaN-safely) on ``x`` lets XLA's
+    sharding propagation give them ``x``'s sharding.
+    """
+    if isinstance(x, jax.core.Tracer):
+        dtype = x.dtype if dtype is None else dtype
+        return jnp.where(jnp.isnan(x), 0, 0).astype(dtype)
     dtype = jnp.asarray(x).dtype if dtype is None else dtype
     sharding = getattr(x, "sharding", None)
-    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) and sharding is not None:
+    if isinstance(x, jax.Array) and sharding is not None:
         return jnp.zeros(jnp.shape(x), dtype, device=sharding)
     return jnp.zeros(jnp.shape(x), dtype)
 

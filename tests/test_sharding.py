@@ -1,0 +1,89 @@
+"""Sharded parameters and state on 8 simulated CPU devices (a 2 x 4 mesh): same numbers, shardings kept."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import gradtx
+from tests.harness import assert_trees_close
+
+pytestmark = pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 (simulated) devices")
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    return Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ("data", "model"))
+
+
+def _params(dtype="float64"):
+    rng = np.random.default_rng(0)
+    return {"w": jnp.asarray(rng.normal(size=(8, 12)), dtype), "b": jnp.asarray(rng.normal(size=(12,)), dtype),
+            "s": jnp.asarray(rng.normal(), dtype)}
+
+
+def _shard(params, mesh):
+    specs = {"w": P("data", "model"), "b": P("model"), "s": P()}
+    return {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in params.items()}
+
+
+def _loss(p):
+    return sum(jnp.sum(jnp.sin(x) + 0.5 * x**2) for x in jax.tree.leaves(p))
+
+
+def _train(tx, params, steps=6):
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state):
+        updates, state = tx.update(jax.grad(_loss)(params), state, params)
+        return gradtx.apply_updates(params, updates), state
+
+    for _ in range(steps):
+        params, state = step(params, state)
+    return params, state
+
+
+OPTIMIZERS = {
+    "adam": lambda: gradtx.adam(0.05),
+    "sgd-momentum": lambda: gradtx.sgd(0.05, momentum=0.9, nesterov=True),
+    "clip-adamw": lambda: gradtx.chain(gradtx.clip_by_global_norm(0.5), gradtx.adamw(0.05, weight_decay=0.1)),
+}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_sharded_run_matches_single_device(mesh, name):
+    single, _ = _train(OPTIMIZERS[name](), _params())
+    sharded, state = _train(OPTIMIZERS[name](), _shard(_params(), mesh))
+    assert_trees_close(sharded, single, "float64")
+    assert sharded["w"].sharding.spec == P("data", "model")
+    mu_like = [x for x in jax.tree.leaves(state) if getattr(x, "shape", ()) == (8, 12)]
+    assert mu_like and all(x.sharding.is_equivalent_to(sharded["w"].sharding, 2) for x in mu_like)
+
+
+@pytest.mark.parametrize("under_jit", [False, True])
+def test_init_keeps_param_sharding(mesh, under_jit):
+    params = _shard(_params("float32"), mesh)
+    init = jax.jit(gradtx.adam(1e-3).init) if under_jit else gradtx.adam(1e-3).init
+    state = init(params)
+    for key in ("w", "b"):
+        assert state[0].mu[key].sharding.is_equivalent_to(params[key].sharding, params[key].ndim)
+        assert state[0].mu[key].dtype == jnp.float32
+
+
+def test_zero_redundancy_shards_state_and_keeps_numbers(mesh):
+    replicated = {k: jax.device_put(v, NamedSharding(mesh, P())) for k, v in _params().items()}
+    plain, _ = _train(gradtx.adam(0.05), replicated)
+    zero, state = _train(gradtx.zero_redundancy(gradtx.adam(0.05), mesh, "data"), replicated)
+    assert_trees_close(zero, plain, "float64")
+    mu_w = state.inner_state[0].mu["w"]
+    assert mu_w.sharding.spec == P("data")
+    # each device holds half of the moment
+    assert mu_w.addressable_shards[0].data.shape == (4, 12)
+
+
+def test_zero_redundancy_rejects_unknown_axis(mesh):
+    with pytest.raises(ValueError, match="'dp'"):
+        gradtx.zero_redundancy(gradtx.adam(0.1), mesh, "dp")
