@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 
-from gradtx.tree import check_matching_trees
+from gradtx.tree import check_matching_trees, tree_map
 
 PyTree = Any
 Params = Any  # a pytree of arrays
@@ -91,7 +91,7 @@ def set_to_zero() -> GradientTransformation:
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
-        return jax.tree.map(jnp.zeros_like, updates), state
+        return tree_map(jnp.zeros_like, updates), state
 
     return GradientTransformation(init, update)
 
@@ -120,8 +120,8 @@ def stateless_with_tree_map(f: Callable[[jax.Array, jax.Array | None], jax.Array
 
     def tree_f(updates, params):
         if params is None:
-            return jax.tree.map(lambda u: f(u, None), updates)
-        return jax.tree.map(f, updates, params)
+            return tree_map(lambda u: f(u, None), updates)
+        return tree_map(f, updates, params)
 
     return stateless(tree_f)
 
@@ -210,13 +210,9 @@ def named_chain(*named: tuple[str, Any]) -> GradientTransformation:
 def apply_updates(params: Params, updates: Updates) -> Params:
     """Returns ``params + updates``, each result in its parameter's dtype (``optax.apply_updates``).
 
-    ``None`` leaves of ``params`` (and the updates matching them) are passed over.
+    ``None`` and other non-array leaves of ``params`` (functions, strings in a
+    model tree) are passed over and returned as they are.
     A mismatch of structure or shape raises a ``ValueError`` naming the first path where they differ.
     """
     check_matching_trees(params, updates, what="updates", against="params")
-    return jax.tree.map(
-        lambda p, u: None if p is None else jnp.asarray(p + u).astype(jnp.asarray(p).dtype),
-        params,
-        updates,
-        is_leaf=lambda x: x is None,
-    )
+    return tree_map(lambda p, u: jnp.asarray(p + u).astype(jnp.asarray(p).dtype), params, updates)

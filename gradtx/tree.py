@@ -17,9 +17,30 @@ PyTree = Any  # a nest of arrays
 _is_none = lambda x: x is None  # noqa: E731
 
 
+def is_array_like(x: Any) -> bool:
+    """Whether a leaf is numeric data a transform acts on: arrays, tracers and Python numbers (not bools).
+
+    Other leaves of real model trees (``None``, functions, strings, activation
+    objects in equinox modules) are passed over by every transform.
+    """
+    if isinstance(x, (jax.Array, np.ndarray, np.generic, jax.core.Tracer, jax.ShapeDtypeStruct)):
+        return True
+    return isinstance(x, (int, float, complex)) and not isinstance(x, bool)
+
+
 def tree_map(f, tree: PyTree, *rest: PyTree) -> PyTree:
-    """``jax.tree.map`` that keeps ``None`` leaves of ``tree`` as ``None``."""
-    return jax.tree.map(lambda x, *r: None if x is None else f(x, *r), tree, *rest, is_leaf=_is_none)
+    """``jax.tree.map`` over the array leaves of ``tree``; ``None`` and non-array leaves are kept as they are."""
+    def apply(x, *r):
+        if not is_array_like(x):
+            return x
+        return f(*(jnp.asarray(a) if isinstance(a, (int, float, complex)) else a for a in (x, *r)))
+
+    return jax.tree.map(apply, tree, *rest, is_leaf=_is_none)
+
+
+def array_leaves(tree: PyTree) -> list:
+    """The array leaves of ``tree`` (non-array leaves such as functions are left out)."""
+    return [x for x in jax.tree.leaves(tree) if is_array_like(x)]
 
 
 def _zeros_keeping_sharding(x: Any, dtype: Any) -> jax.Array:
@@ -84,13 +105,13 @@ def tree_scale(scalar: Any, tree: PyTree) -> PyTree:
 
 def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
     """The real inner product ``sum(real(conj(a) * b))`` over all leaves."""
-    leaves = jax.tree.leaves(tree_map(lambda x, y: jnp.sum(jnp.real(jnp.conj(x) * y)), a, b))
+    leaves = array_leaves(tree_map(lambda x, y: jnp.sum(jnp.real(jnp.conj(x) * y)), a, b))
     return sum(leaves, jnp.zeros([]))
 
 
 def tree_sum_of_squares(tree: PyTree) -> jax.Array:
     """``sum(|x|^2)`` over every element of every leaf."""
-    leaves = [jnp.sum(jnp.abs(x) ** 2) for x in jax.tree.leaves(tree)]
+    leaves = [jnp.sum(jnp.abs(x) ** 2) for x in array_leaves(tree)]
     return sum(leaves, jnp.zeros([]))
 
 
