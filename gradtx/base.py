@@ -63,6 +63,16 @@ class GradientTransformation(NamedTuple):
     init: TransformInitFn
     update: TransformUpdateFn
 
+    def __repr__(self) -> str:
+        from gradtx._describe import format_text
+
+        return format_text(self)
+
+    def _repr_html_(self) -> str:
+        from gradtx._describe import format_html
+
+        return f"<div style='font-family: monospace'>{format_html(self)}</div>"
+
 
 class EmptyState(NamedTuple):
     """The state of a transformation that keeps none."""
@@ -137,15 +147,14 @@ def accepts_extra_args(update: Callable) -> bool:
 
 def with_extra_args_support(tx: Any) -> GradientTransformation:
     """Wraps any ``(init, update)`` pair so that its update tolerates extra keyword args."""
-    init, update = tx
-    if accepts_extra_args(update):
-        return GradientTransformation(init, update)
+    if accepts_extra_args(tx.update):
+        return GradientTransformation(tx.init, tx.update)
 
     def tolerant_update(updates, state, params=None, **extra_args):
         del extra_args
-        return update(updates, state, params)
+        return tx.update(updates, state, params)
 
-    return GradientTransformation(init, tolerant_update)
+    return GradientTransformation(tx.init, tolerant_update)
 
 
 def chain(*transforms: Any) -> GradientTransformation:

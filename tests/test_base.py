@@ -164,3 +164,13 @@ def test_invalid_hyperparameters_rejected():
         gradtx.sgd(1e-3, momentum=-0.1)
     with pytest.raises(ValueError, match="max_norm"):
         gradtx.clip_by_global_norm(-1.0)
+
+
+def test_repr_shows_the_chain_and_its_hyperparameters():
+    tx = gradtx.chain(gradtx.clip_by_global_norm(1.0), gradtx.adamw(1e-3, b1=0.8, weight_decay=0.1))
+    text = repr(tx)
+    assert "clip_by_global_norm(max_norm=1.0)" in text and "scale_by_adam(b1=0.8)" in text
+    assert "add_decayed_weights(weight_decay=0.1)" in text and "scale(step_size=-0.001)" in text
+    html = tx._repr_html_()
+    assert "<ol>" in html and "scale_by_adam" in html and "b1" in html
+    assert "scale(step_size=2.0)" in repr(gradtx.chain(optax.scale(2.0)))

@@ -14,22 +14,20 @@ from gradtx.base import EmptyState, GradientTransformation
 
 __all__ = ["clip", "clip_by_global_norm"]
 
-def _stateless(fn) -> GradientTransformation:
-    def init(params):
-        del params
-        return EmptyState()
-
-    def update(updates, state, params=None, **extra_args):
-        del params, extra_args
-        return fn(updates), state
-
-    return GradientTransformation(init, update)
+def _no_state(params):
+    del params
+    return EmptyState()
 
 
 def clip(max_delta: Any) -> GradientTransformation:
     """Clips every element of the updates to ``[-max_delta, max_delta]`` (``optax.clip``)."""
     check_range("max_delta", max_delta, 0.0, where="clip")
-    return _stateless(lambda updates: gt.tree_map(lambda u: jnp.clip(u, -max_delta, max_delta), updates))
+
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        return gt.tree_map(lambda u: jnp.clip(u, -max_delta, max_delta), updates), state
+
+    return GradientTransformation(_no_state, update)
 
 
 def clip_by_global_norm(max_norm: Any) -> GradientTransformation:
@@ -42,11 +40,13 @@ def clip_by_global_norm(max_norm: Any) -> GradientTransformation:
     """
     check_range("max_norm", max_norm, 0.0, where="clip_by_global_norm")
 
-    def clip_all(updates):
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
         norm = gt.tree_global_norm(updates)
         keep = norm < max_norm
-        return gt.tree_map(
+        clipped = gt.tree_map(
             lambda u: jax.lax.select(keep, u, ((u / norm.astype(u.dtype)) * max_norm).astype(u.dtype)), updates
         )
+        return clipped, state
 
-    return _stateless(clip_all)
+    return GradientTransformation(_no_state, update)

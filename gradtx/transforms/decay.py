@@ -28,29 +28,24 @@ class WeightDecayState(NamedTuple):
     count: jax.Array  # shape=(), dtype=int32: steps taken so far
 
 
-def _decay(factor_at, scheduled: bool, mask: Any) -> GradientTransformation:
-    """Adds ``factor_at(count) * param`` to each update; keeps a count only when ``scheduled``."""
+def _weight_decay_state(scheduled: bool) -> Any:
+    return WeightDecayState(count=gt.zero_count()) if scheduled else EmptyState()
 
-    def init(params):
-        del params
-        return WeightDecayState(count=gt.zero_count()) if scheduled else EmptyState()
 
-    def update(updates, state, params=None, **extra_args):
-        del extra_args
-        if params is None:
-            raise ValueError(NO_PARAMS_MSG)
-        count = state.count if scheduled else None
-        factor = factor_at(count)
-        updates = gt.tree_map(lambda u, p: (u + factor * p).astype(u.dtype), updates, params)
-        new_state = WeightDecayState(count=gt.safe_increment(state.count)) if scheduled else state
-        return updates, new_state
+def _add_decay(updates: Any, state: Any, params: Any, factor: Any, scheduled: bool) -> tuple[Any, Any]:
+    """``updates + factor * params``, and the state with its count advanced when the rate is scheduled."""
+    if params is None:
+        raise ValueError(NO_PARAMS_MSG)
+    updates = gt.tree_map(lambda u, p: (u + factor * p).astype(u.dtype), updates, params)
+    return updates, WeightDecayState(count=gt.safe_increment(state.count)) if scheduled else state
 
-    tx = GradientTransformation(init, update)
-    if mask is not None:
-        from gradtx.transforms.wrappers import masked
 
-        return masked(tx, mask)
-    return tx
+def _maybe_masked(tx: GradientTransformation, mask: Any) -> GradientTransformation:
+    if mask is None:
+        return tx
+    from gradtx.transforms.wrappers import masked
+
+    return masked(tx, mask)
 
 
 def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: Any = None) -> GradientTransformation:
@@ -64,7 +59,18 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: Any = None) 
       mask: a tree of booleans (or a function of the params returning one);
         ``False`` leaves are not decayed.
     """
-    return _decay(lambda count: value_at(weight_decay, count), any_schedule(weight_decay), mask)
+    _scheduled = any_schedule(weight_decay)
+
+    def init(params):
+        del params
+        return _weight_decay_state(_scheduled)
+
+    def update(updates, state, params=None, **extra_args):
+        del extra_args
+        factor = value_at(weight_decay, state.count if _scheduled else None)
+        return _add_decay(updates, state, params, factor, _scheduled)
+
+    return _maybe_masked(GradientTransformation(init, update), mask)
 
 
 def decoupled_weight_decay(weight_decay: ScalarOrSchedule, learning_rate: ScalarOrSchedule = 1.0,
@@ -75,8 +81,16 @@ def decoupled_weight_decay(weight_decay: ScalarOrSchedule, learning_rate: Scalar
     AdamW, and in NAdam/RAdam with ``decoupled_weight_decay=True``) written as an
     update: it adds ``-lr * wd * param`` to the already lr-scaled step.
     """
-    return _decay(
-        lambda count: -value_at(learning_rate, count) * value_at(weight_decay, count),
-        any_schedule(weight_decay, learning_rate),
-        mask,
-    )
+    _scheduled = any_schedule(weight_decay, learning_rate)
+
+    def init(params):
+        del params
+        return _weight_decay_state(_scheduled)
+
+    def update(updates, state, params=None, **extra_args):
+        del extra_args
+        count = state.count if _scheduled else None
+        factor = -value_at(learning_rate, count) * value_at(weight_decay, count)
+        return _add_decay(updates, state, params, factor, _scheduled)
+
+    return _maybe_masked(GradientTransformation(init, update), mask)
