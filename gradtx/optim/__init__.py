@@ -1,1 +1,48 @@
-"""gradtx.optim: the torch.optim-style facade (being written)."""
+"""gradtx.optim: torch.optim's stateful interface over gradtx's chains.
+
+Change the import and how gradients are obtained::
+
+    import gradtx.optim as optim
+
+    opt = optim.AdamW(params_tree, lr=1e-3)   # or [Parameter, ...], [(name, array), ...], param-group dicts
+    for batch in data:
+        loss, grads = jax.value_and_grad(loss_fn)(opt.params, batch)
+        opt.step(grads)                       # or set p.grad on each Parameter and call opt.step()
+        opt.zero_grad()
+
+Every class is a declaration over the functional chains (see
+:mod:`gradtx.optim.optimizer` to add one); this module re-exports the ``__all__``
+of each optimizer family module, and ``gradtx.optim.lr_scheduler`` is imported
+on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+from gradtx.optim._hooks import RemovableHandle as RemovableHandle
+from gradtx.optim._hooks import register_optimizer_step_post_hook as register_optimizer_step_post_hook
+from gradtx.optim._hooks import register_optimizer_step_pre_hook as register_optimizer_step_pre_hook
+from gradtx.optim.optimizer import Optimizer as Optimizer
+from gradtx.optim.optimizer import required as required
+from gradtx.optim.parameter import Parameter as Parameter
+
+# One module per family; each lists its optimizer classes in __all__. Modules not written yet are skipped.
+_FAMILIES = ("sgd", "adam", "accumulators", "adam_variants", "step_rules", "factored", "second_order")
+
+__all__ = ["Optimizer", "Parameter", "RemovableHandle", "required", "register_optimizer_step_pre_hook",
+           "register_optimizer_step_post_hook"]
+for _name in _FAMILIES:
+    if importlib.util.find_spec(f"{__name__}.{_name}") is None:
+        continue
+    _module = importlib.import_module(f"{__name__}.{_name}")
+    globals().update({name: getattr(_module, name) for name in _module.__all__})
+    __all__ += list(_module.__all__)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "lr_scheduler":  # imported on first use, as torch.optim.lr_scheduler
+        return importlib.import_module(f"{__name__}.lr_scheduler")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from gradtx.base import GradientTransformation, chain, identity
+from gradtx.optim._params import is_array
+from gradtx.optim.optimizer import Optimizer, number
 from gradtx.transforms.decay import add_decayed_weights
 from gradtx.transforms.decay import decoupled_weight_decay as decay_after_lr
 from gradtx.transforms.moments import scale_by_adam
 from gradtx.transforms.scaling import maximize as negate, scale_by_learning_rate
 
-__all__: list[str] = []
+__all__ = ["Adam", "AdamW"]
 
 
 def adam_chain(lr: Any = 1e-3, betas: Any = (0.9, 0.999), eps: Any = 1e-8, weight_decay: Any = 0.0,
@@ -40,3 +44,106 @@ def adamw_chain(lr: Any = 1e-3, betas: Any = (0.9, 0.999), eps: Any = 1e-8, weig
                 ) -> GradientTransformation:
     """torch.optim.AdamW's step: :func:`adam_chain` with decoupled decay."""
     return adam_chain(lr, betas, eps, weight_decay, amsgrad, maximize, True, use_weight_decay)
+
+
+def _check_adam(group: dict[str, Any]) -> None:
+    """torch.optim.Adam's checks, in torch's order and words."""
+    lr, betas, foreach, capturable = group["lr"], group["betas"], group["foreach"], group["capturable"]
+    if is_array(lr):
+        if foreach and not capturable:
+            raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+        if np.size(lr) != 1:
+            raise ValueError("Tensor lr must be 1-element")
+    if not 0.0 <= number(lr):
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if not 0.0 <= number(group["eps"]):
+        raise ValueError(f"Invalid epsilon value: {group['eps']}")
+    for i in (0, 1):
+        if not 0.0 <= number(betas[i]) < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
+    if not 0.0 <= number(group["weight_decay"]):
+        raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+    floats = all(isinstance(b, float) for b in betas[:2])
+    if not (floats or all(is_array(b) for b in betas[:2])):
+        raise ValueError("betas must be either both floats or both Tensors")
+    for i in (0, 1):
+        if is_array(betas[i]):
+            if not capturable and foreach:
+                raise ValueError(f"betas[{i}] as a Tensor is not supported for capturable=False and foreach=True")
+            if np.size(betas[i]) != 1:
+                raise ValueError(f"Tensor betas[{i}] must be 1-element")
+
+
+class Adam(Optimizer):
+    r"""torch.optim.Adam (Kingma & Ba, 2015, https://arxiv.org/abs/1412.6980), with AMSGrad and decoupled decay options.
+
+    .. math::
+        g_t \leftarrow \pm\nabla f(\theta_{t-1}) + \lambda\theta_{t-1}, \quad
+        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \\
+        \theta_t = \theta_{t-1} - \gamma \frac{m_t / (1-\beta_1^t)}{\sqrt{\hat v_t / (1-\beta_2^t)} + \epsilon},
+        \quad \hat v_t = \max(\hat v_{t-1}, v_t) \text{ (amsgrad) or } v_t
+
+    The same numbers as torch 2.13's ``Adam``; the step is :func:`adam_chain`.
+    With ``decoupled_weight_decay=True`` the decay is AdamW's,
+    :math:`\theta \leftarrow \theta(1 - \gamma\lambda)` before the step, instead of
+    the L2 term in :math:`g_t`. AMSGrad: Reddi et al., 2018,
+    https://openreview.net/forum?id=ryQu7f-RZ. ``opt.state[p]`` holds ``step``,
+    ``exp_avg``, ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``.
+
+    Args:
+      params: parameters or param groups (see :class:`gradtx.optim.Optimizer`).
+      lr: learning rate :math:`\gamma` (default 1e-3).
+      betas: :math:`(\beta_1, \beta_2)`, the moments' decay rates (default (0.9, 0.999)).
+      eps: :math:`\epsilon`, added to the denominator (default 1e-8).
+      weight_decay: :math:`\lambda` (default 0).
+      amsgrad: divide by the running maximum of the second moment.
+      foreach: ``True`` compiles one program per group; ``False`` a per-parameter loop.
+      maximize: maximize the objective instead of minimizing it.
+      capturable: accepted for torch compatibility (every step is a compiled program).
+      differentiable: accepted for torch compatibility.
+      fused: ``True`` or ``None`` (with ``foreach=None``): one program for all groups.
+      decoupled_weight_decay: AdamW's decay instead of L2.
+    """
+
+    chain_builder = staticmethod(adam_chain)
+    state_names = {"exp_avg": "mu", "exp_avg_sq": "nu", "max_exp_avg_sq": "nu_max"}
+
+    def __init__(self, params: Any, lr: Any = 1e-3, betas: tuple[Any, Any] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0, amsgrad: bool = False, *, foreach: bool | None = None,
+                 maximize: bool = False, capturable: bool = False, differentiable: bool = False,
+                 fused: bool | None = None, decoupled_weight_decay: bool = False) -> None:
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay, "amsgrad": amsgrad,
+                    "maximize": maximize, "foreach": foreach, "capturable": capturable,
+                    "differentiable": differentiable, "fused": fused,
+                    "decoupled_weight_decay": decoupled_weight_decay}
+        super().__init__(params, defaults)
+
+    @classmethod
+    def check_options(cls, group: dict[str, Any]) -> None:
+        _check_adam(group)
+
+
+class AdamW(Adam):
+    r"""torch.optim.AdamW: Adam with decoupled weight decay (Loshchilov & Hutter, 2019, https://arxiv.org/abs/1711.05101).
+
+    .. math::
+        \theta_{t-1} \leftarrow \theta_{t-1}(1 - \gamma\lambda), \quad
+        \theta_t = \theta_{t-1} - \gamma \frac{m_t / (1-\beta_1^t)}{\sqrt{\hat v_t / (1-\beta_2^t)} + \epsilon}
+
+    :class:`Adam` with ``decoupled_weight_decay=True`` and torch's default
+    ``weight_decay=1e-2``; as torch's, loading a state dict keeps
+    ``decoupled_weight_decay=True``. Args as :class:`Adam`.
+    """
+
+    def __init__(self, params: Any, lr: Any = 1e-3, betas: tuple[Any, Any] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None, capturable: bool = False, differentiable: bool = False,
+                 fused: bool | None = None) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
+                         capturable=capturable, differentiable=differentiable, fused=fused,
+                         decoupled_weight_decay=True)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = True

@@ -1,0 +1,315 @@
+"""The compiled step behind every facade optimizer, and the translation between chain state and torch's state.
+
+A declaration (see :mod:`gradtx.optim.optimizer`) turns one param group's
+options into a chain. Here that chain runs once per parameter inside a jitted
+function: one program for all groups (``fused``), one per group (``foreach``),
+or one per parameter (for-loop). Options that are numbers reach the program as
+arguments (weakly typed scalars, so they neither recompile nor change dtypes);
+the others are static.
+
+Per-parameter state lives in ``opt.state[p]`` under torch's names. The program
+receives those dicts, rebuilds the chain's state from them (a template from
+``tx.init`` gives the structure; XLA drops its unused zeros), runs the update and
+hands back dicts with the same names. A parameter without state (its first step)
+passes an empty dict, and the template is its initial state.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx.optim._params import path_parts
+from gradtx.transforms.dtypes import complex_as_real
+
+__all__: list[str] = []
+
+KERNEL_FLAGS = frozenset({"foreach", "fused", "capturable", "differentiable"})
+NOT_OPTIONS = frozenset({"params", "param_names"}) | KERNEL_FLAGS
+STEP = object()  # marks count leaves in a layout
+
+_traces = 0
+
+
+def trace_count() -> int:
+    """How many times a group update has been traced (compiled) so far; tests use it to prove no recompilation."""
+    return _traces
+
+
+# --- options: static structure vs dynamic numbers -----------------------------------------------------------
+
+
+def is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float, np.number)):
+        return True
+    if isinstance(value, (jax.Array, np.ndarray)):
+        return value.size == 1 and jnp.issubdtype(value.dtype, jnp.number) and not jnp.iscomplexobj(value)
+    return False
+
+
+def is_dynamic(value: Any) -> bool:
+    """Numbers, and tuples/lists of numbers (betas), enter the program as arguments."""
+    if isinstance(value, (tuple, list)):
+        return len(value) > 0 and all(is_number(v) for v in value)
+    return is_number(value)
+
+
+def as_float(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return tuple(as_float(v) for v in value)
+    return float(np.asarray(value).reshape(()))
+
+
+def freeze(value: Any, name: str) -> Any:
+    """A hashable form of a static option (lists become tuples)."""
+    if isinstance(value, list):
+        value = tuple(value)
+    if isinstance(value, dict):
+        value = tuple(sorted(value.items()))
+    try:
+        hash(value)
+    except TypeError:
+        raise TypeError(f"option {name!r} = {value!r} is neither a number (which the compiled step takes as an "
+                        "argument) nor hashable (which it could be compiled for); pass a number, a bool, a string "
+                        "or a tuple") from None
+    return value
+
+
+@functools.cache
+def builder_parameters(builder: Callable) -> frozenset[str] | None:
+    """The keyword names a chain builder accepts; ``None`` when it takes ``**kwargs``."""
+    params = inspect.signature(builder).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params)
+
+
+def zero_flags(builder: Callable, group: dict) -> dict[str, bool]:
+    """``use_<option>=(group[option] != 0)`` for each ``use_<option>`` keyword of the builder (see Optimizer.flags)."""
+    accepted = builder_parameters(builder) or frozenset()
+    flags = {}
+    for name in accepted:
+        option = name[4:]
+        if name.startswith("use_") and option in group:
+            value = group[option]
+            flags[name] = True if callable(value) else bool(np.any(np.asarray(as_float(value)) != 0))
+    return flags
+
+
+def split_options(decl: Any, group: dict) -> tuple[tuple, dict]:
+    """``(static, dynamic)``: the hashable options (with the declaration's flags) and the numbers."""
+    accepted = builder_parameters(decl.chain_builder)
+    static, dynamic = {}, {}
+    for name, value in group.items():
+        if name in NOT_OPTIONS or (accepted is not None and name not in accepted):
+            continue
+        if name not in decl.static_options and is_dynamic(value):
+            dynamic[name] = as_float(value)
+        else:
+            static[name] = freeze(value, name)
+    static.update(decl.flags(group))
+    return tuple(sorted(static.items())), dynamic
+
+
+# --- state layout: chain-state leaves <-> torch's names -----------------------------------------------------
+
+
+@functools.cache
+def _suffixes(state_names: tuple) -> tuple:
+    return tuple((torch_name, tuple(field.split("."))) for torch_name, field in state_names)
+
+
+def layout(decl: Any, template: Any) -> list[Any]:
+    """For each leaf of a chain state, its torch name, or ``STEP`` for a step counter.
+
+    A leaf takes the name whose declared field path (``state_names``, e.g.
+    ``"mu"`` or ``"2.nu"``) ends its path; an unnamed leaf called ``count`` is the
+    step. Any other unnamed leaf is a declaration error.
+    """
+    names = _suffixes(tuple(decl.state_names.items()))
+    result = []
+    for path, _ in jax.tree_util.tree_flatten_with_path(template)[0]:
+        parts = path_parts(path)
+        match = [torch_name for torch_name, suffix in names if parts[-len(suffix):] == suffix]
+        if len(match) > 1:
+            raise TypeError(f"{decl.__name__}.state_names: chain state leaf {'.'.join(parts)!r} matches {match}")
+        if match:
+            result.append(match[0])
+        elif parts and parts[-1] == "count":
+            result.append(STEP)
+        else:
+            raise TypeError(
+                f"{decl.__name__}: the chain's state leaf {'.'.join(parts)!r} has no torch name; add "
+                f"'<torch name>': '{parts[-1]}' to {decl.__name__}.state_names so that state_dict() can carry it"
+            )
+    taken = [n for n in result if n is not STEP]
+    repeated = sorted({n for n in taken if taken.count(n) > 1})
+    if repeated:
+        raise TypeError(f"{decl.__name__}.state_names: {repeated} each match several chain state leaves; "
+                        "give a longer field path (e.g. '2.mu')")
+    return result
+
+
+def _is_real_view(leaf: Any, param: Any) -> bool:
+    """Whether a state leaf is the real view (trailing axis of 2) of a complex parameter's buffer."""
+    return (jnp.iscomplexobj(param) and not jnp.iscomplexobj(leaf)
+            and tuple(leaf.shape) == tuple(param.shape) + (2,))
+
+
+def torch_shape_dtype(leaf: Any, param: Any) -> tuple[tuple, Any]:
+    """Shape and dtype under which a chain-state leaf is stored in ``opt.state`` (complex, where torch keeps it)."""
+    if _is_real_view(leaf, param):
+        return tuple(param.shape), param.dtype
+    return tuple(leaf.shape), leaf.dtype
+
+
+def _into_chain(value: Any, template: Any, param: Any, key: str) -> Any:
+    value = jnp.asarray(value)
+    if _is_real_view(template, param) and jnp.iscomplexobj(value):
+        value = jnp.stack([jnp.real(value), jnp.imag(value)], axis=-1)
+    if value.shape != template.shape:
+        expected, _ = torch_shape_dtype(template, param)
+        raise ValueError(f"state entry {key!r} has shape {tuple(jnp.asarray(value).shape)}, but this optimizer "
+                         f"keeps it with shape {expected} for a parameter of shape {tuple(param.shape)}")
+    return value.astype(template.dtype)
+
+
+def _out_of_chain(leaf: Any, param: Any) -> Any:
+    if _is_real_view(leaf, param):
+        return jax.lax.complex(leaf[..., 0], leaf[..., 1]).astype(param.dtype)
+    return leaf
+
+
+def order_keys(decl: Any) -> list[str]:
+    """torch's key order in a state dict: the step first, then ``state_names`` in declaration order."""
+    return ([decl.step_name] if decl.step_name else []) + list(decl.state_names)
+
+
+def from_torch(decl: Any, template: Any, names: list, torch_state: dict, param: Any, fresh: Any) -> Any:
+    """The chain state described by ``torch_state``; where ``fresh`` (a traced bool), the template (initial) state.
+
+    Entries ``torch_state`` lacks keep the template's values (an option switched on
+    later, such as amsgrad, starts from its initial state, as it would have in torch).
+    """
+    leaves, treedef = jax.tree.flatten(template)
+    started = any(name in torch_state for name in names if name is not STEP)
+    out = []
+    for leaf, name in zip(leaves, names):
+        if name is STEP and decl.step_name is None:  # torch keeps no step: it has state once a step was taken
+            loaded = jnp.asarray(1 if started else 0, leaf.dtype)
+        elif name is STEP and decl.step_name in torch_state:
+            loaded = jnp.asarray(torch_state[decl.step_name]).reshape(()).astype(leaf.dtype)
+        elif name is not STEP and name in torch_state:
+            loaded = _into_chain(torch_state[name], leaf, param, name)
+        else:
+            out.append(leaf)
+            continue
+        out.append(jnp.where(fresh, leaf, loaded))
+    return jax.tree.unflatten(treedef, out)
+
+
+def to_torch(decl: Any, state: Any, names: list, param: Any) -> dict:
+    """The chain state under torch's names (the step as a float32 scalar, as torch keeps it)."""
+    found = {}
+    for leaf, name in zip(jax.tree.leaves(state), names):
+        if name is STEP:
+            if decl.step_name is not None and decl.step_name not in found:
+                found[decl.step_name] = jnp.asarray(leaf, jnp.float32)
+        else:
+            found[name] = _out_of_chain(leaf, param)
+    return {key: found[key] for key in order_keys(decl) if key in found}
+
+
+# --- the compiled update ------------------------------------------------------------------------------------
+
+
+def build_chain(decl: Any, static: tuple, dynamic: dict) -> Any:
+    tx = decl.chain_builder(**dict(static), **dynamic)
+    return complex_as_real(tx) if decl.complex_as_real else tx
+
+
+def _param_update(decl: Any, tx: Any, param: Any, grad: Any, torch_state: dict, fresh: Any) -> tuple[Any, dict]:
+    if jnp.iscomplexobj(grad):
+        grad = jnp.conj(grad)  # jax.grad of a real loss is the conjugate of torch's gradient
+    template = tx.init(param)
+    names = layout(decl, template)
+    state = from_torch(decl, template, names, torch_state, param, fresh)
+    updates, state = tx.update(grad, state, param)
+    new_param = jnp.asarray(param + updates).astype(param.dtype)
+    return new_param, to_torch(decl, state, names, param)
+
+
+def group_update(decl: Any, static: tuple, dynamic: dict, params: list, grads: list, states: list,
+                 fresh: Any) -> tuple:
+    """One group's step: the chain for its options, applied to each parameter with its own state.
+
+    ``fresh[i]`` says that parameter ``i`` has no state yet: its entry in ``states``
+    is a placeholder of the right shapes (so that the first step and the later
+    ones are one program) and the chain's initial state is used instead.
+    """
+    global _traces
+    _traces += 1
+    tx = build_chain(decl, static, dynamic)
+    results = [_param_update(decl, tx, p, g, s, fresh[i]) for i, (p, g, s) in enumerate(zip(params, grads, states))]
+    return [r[0] for r in results], [r[1] for r in results]
+
+
+def fused_update(decl: Any, statics: tuple, dynamics: list, params: list, grads: list, states: list,
+                 fresh: list) -> tuple:
+    """Every group's step in one program."""
+    results = [group_update(decl, *args) for args in zip(statics, dynamics, params, grads, states, fresh)]
+    return [r[0] for r in results], [r[1] for r in results]
+
+
+_STATIC = (0, 1)
+_PROGRAMS = {
+    ("fused", True): jax.jit(fused_update, static_argnums=_STATIC, donate_argnums=(3, 5)),
+    ("fused", False): jax.jit(fused_update, static_argnums=_STATIC, donate_argnums=(5,)),
+    ("group", True): jax.jit(group_update, static_argnums=_STATIC, donate_argnums=(3, 5)),
+    ("group", False): jax.jit(group_update, static_argnums=_STATIC, donate_argnums=(5,)),
+}
+
+
+def program(kind: str, donate_params: bool) -> Callable:
+    """The jitted fused (all groups) or group update; optimizer state is always donated, params optionally."""
+    return _PROGRAMS[kind, donate_params]
+
+
+@functools.cache
+def _entries(decl: Any, static: tuple, dynamic_items: tuple, shape: tuple, dtype: Any) -> tuple:
+    def init(param, dynamic):
+        return build_chain(decl, static, dynamic).init(param)
+
+    param = jax.ShapeDtypeStruct(shape, dtype)
+    template = jax.eval_shape(init, param, dict(dynamic_items))
+    entries = {}
+    for leaf, name in zip(jax.tree.leaves(template), layout(decl, template)):
+        if name is not STEP:
+            entries[name] = torch_shape_dtype(leaf, param)
+        elif decl.step_name is not None:
+            entries[decl.step_name] = ((), jnp.dtype(jnp.float32))
+    return tuple((key, entries[key]) for key in order_keys(decl) if key in entries)
+
+
+def state_entries(decl: Any, group: dict, param: Any) -> dict[str, tuple]:
+    """``{torch name: (shape, dtype)}`` of the state the group's chain keeps for ``param``, the step included."""
+    static, dynamic = split_options(decl, group)
+    return dict(_entries(decl, static, tuple(sorted(dynamic.items())), tuple(param.shape), jnp.dtype(param.dtype)))
+
+
+def placeholder_state(decl: Any, group: dict, param: Any) -> dict:
+    """Zeros in the shapes of a parameter's state: what a parameter without state passes to the program."""
+    sharding = getattr(param.data, "sharding", None)
+    out = {}
+    for key, (shape, dtype) in state_entries(decl, group, param).items():
+        on = sharding if sharding is not None and shape == tuple(param.shape) else None
+        out[key] = jnp.zeros(shape, dtype, device=on)
+    return out

@@ -1,0 +1,108 @@
+"""Hook registries: removable handles and the global step hooks shared by every optimizer (torch's semantics)."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["RemovableHandle", "register_optimizer_step_pre_hook", "register_optimizer_step_post_hook"]
+
+_ids = itertools.count()
+
+
+class RemovableHandle:
+    """Removes the hook it was returned for: ``handle.remove()``, or use it as a context manager.
+
+    Follows ``torch.utils.hooks.RemovableHandle``: the handle holds the registry
+    weakly, and removing twice (or after the optimizer is gone) does nothing.
+    """
+
+    def __init__(self, registry: OrderedDict) -> None:
+        self._registry = weakref.ref(registry)
+        self.id = next(_ids)
+
+    def remove(self) -> None:
+        registry = self._registry()
+        if registry is not None:
+            registry.pop(self.id, None)
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+
+def register(registry: OrderedDict, hook: Callable, prepend: bool = False) -> RemovableHandle:
+    """Adds ``hook`` to ``registry`` (first when ``prepend``) and returns its handle."""
+    handle = RemovableHandle(registry)
+    registry[handle.id] = hook
+    if prepend:
+        registry.move_to_end(handle.id, last=False)
+    return handle
+
+
+_global_step_pre_hooks: OrderedDict[int, Callable] = OrderedDict()
+_global_step_post_hooks: OrderedDict[int, Callable] = OrderedDict()
+
+
+def register_optimizer_step_pre_hook(hook: Callable) -> RemovableHandle:
+    """Registers ``hook(optimizer, args, kwargs) -> None | (args, kwargs)`` before every optimizer's ``step``.
+
+    As ``torch.optim.optimizer.register_optimizer_step_pre_hook``: global hooks
+    run before each optimizer's own pre hooks; a hook may return new
+    ``(args, kwargs)`` for ``step``.
+    """
+    return register(_global_step_pre_hooks, hook)
+
+
+def register_optimizer_step_post_hook(hook: Callable) -> RemovableHandle:
+    """Registers ``hook(optimizer, args, kwargs) -> None`` after every optimizer's ``step``.
+
+    Global post hooks run after each optimizer's own post hooks (torch's order).
+    """
+    return register(_global_step_post_hooks, hook)
+
+
+def with_step_hooks(step: Callable) -> Callable:
+    """Wraps a ``step`` method with the step hooks, the step counter and the scheduler flag.
+
+    Pre hooks (global, then the optimizer's) may return ``(args, kwargs)`` to
+    replace ``step``'s arguments; post hooks (the optimizer's, then global) see
+    the arguments ``step`` ran with. A successful call increments
+    ``optimizer._step_count`` and sets ``optimizer._opt_called`` (what lr
+    schedulers check). Nested calls (a subclass's ``step`` calling the base one)
+    run the hooks once.
+    """
+    if getattr(step, "_with_step_hooks", False):
+        return step
+
+    @functools.wraps(step)
+    def hooked(self, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self, "_in_step", False):
+            return step(self, *args, **kwargs)
+        for hook in itertools.chain(list(_global_step_pre_hooks.values()), list(self._optimizer_step_pre_hooks.values())):
+            result = hook(self, args, kwargs)
+            if result is not None:
+                if not (isinstance(result, tuple) and len(result) == 2):
+                    raise RuntimeError(
+                        f"{step} must return None or a tuple of (new_args, new_kwargs), but got {result}."
+                    )
+                args, kwargs = result
+        self._in_step = True
+        try:
+            out = step(self, *args, **kwargs)
+        finally:
+            self._in_step = False
+        self._step_count += 1
+        self._opt_called = True
+        for hook in itertools.chain(list(self._optimizer_step_post_hooks.values()), list(_global_step_post_hooks.values())):
+            hook(self, args, kwargs)
+        return out
+
+    hooked._with_step_hooks = True  # type: ignore[attr-defined]
+    return hooked

@@ -1,0 +1,188 @@
+"""What an optimizer accepts as ``params``, turned into Parameter boxes, names and the tree ``opt.params`` returns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx.optim.parameter import Parameter
+
+__all__ = ["GroupParams", "split_param_groups", "group_params", "is_param", "path_parts", "tree_values", "grads_for"]
+
+SET_MSG = ("optimizer parameters need to be organized in ordered collections, but the ordering of tensors in "
+           "sets will change between runs. Please use a list instead.")
+EMPTY_MSG = "optimizer got an empty parameter list"
+
+
+def is_param(x: Any) -> bool:
+    return isinstance(x, Parameter)
+
+
+def is_array(x: Any) -> bool:
+    """A JAX or NumPy array (any dtype); Python scalars are not parameters."""
+    return isinstance(x, (jax.Array, np.ndarray))
+
+
+def is_trainable_array(x: Any) -> bool:
+    """Arrays an optimizer can update: floating point or complex."""
+    return is_array(x) and jnp.issubdtype(x.dtype, jnp.inexact)
+
+
+class GroupParams(NamedTuple):
+    """One group's parameters: the boxes in order, their names (or None) and the tree for ``opt.params``."""
+
+    params: list[Parameter]
+    names: list[str] | None
+    tree: Any  # a pytree whose parameter leaves are the boxes; other leaves are kept as given
+
+
+def _is_group(x: Any) -> bool:
+    return isinstance(x, Mapping) and "params" in x
+
+
+def split_param_groups(params: Any) -> tuple[list[dict], bool]:
+    """The constructor's ``params`` as a list of group dicts, and whether it was one group given without a dict.
+
+    A list of dicts that have a ``"params"`` key is a list of param groups (torch's
+    rule); anything else (an iterable of parameters or arrays, ``(name, param)``
+    pairs, a dict or any other pytree of arrays) is one group.
+    """
+    if isinstance(params, (set, frozenset)):
+        raise TypeError(SET_MSG)
+    if isinstance(params, Iterator):
+        params = list(params)
+    if isinstance(params, (list, tuple)):
+        if len(params) == 0:
+            raise ValueError(EMPTY_MSG)
+        groups = [_is_group(g) for g in params]
+        if all(groups):
+            return [dict(g) for g in params], False
+        if any(groups):
+            raise TypeError("params mixes param-group dicts (with a 'params' key) and parameters; "
+                            "give either a list of parameters or a list of param-group dicts")
+    return [{"params": params}], True
+
+
+def path_parts(path: tuple) -> tuple[str, ...]:
+    """A pytree key path as strings: dict keys, sequence indices and attribute names."""
+    parts = []
+    for key in path:
+        for attr in ("key", "idx", "name"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return tuple(parts)
+
+
+def _join(path: tuple) -> str:
+    return ".".join(path_parts(path))
+
+
+def _is_named_pair(x: Any) -> bool:
+    return isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str)
+
+
+def _is_flat_entry(x: Any) -> bool:
+    return is_param(x) or is_array(x) or _is_named_pair(x)
+
+
+def _is_container(x: Any) -> bool:
+    return not jax.tree_util.treedef_is_leaf(jax.tree.structure(x, is_leaf=is_param))
+
+
+class _Wrapper:
+    """Boxes arrays; an array already boxed in this optimizer is copied, since two boxes must not share a buffer."""
+
+    def __init__(self, taken: Iterable[Parameter]) -> None:
+        self.buffers = {id(p.data) for p in taken}
+
+    def __call__(self, x: Any, name: str | None) -> Parameter:
+        if is_param(x):
+            if name is not None and x.name is None:
+                x.name = name
+            self.buffers.add(id(x.data))
+            return x
+        if not is_trainable_array(x):
+            kind = f"an array of dtype {x.dtype}" if is_array(x) else type(x).__name__
+            raise TypeError(f"optimizer can only optimize floating point or complex arrays (or "
+                            f"gradtx.optim.Parameter boxes), but one of the params is {kind}")
+        data = jnp.asarray(x)
+        if id(data) in self.buffers:  # the same array given twice: the second box gets its own copy
+            data = jnp.array(data, copy=True)
+        self.buffers.add(id(data))
+        return Parameter(data, name)
+
+
+def group_params(params: Any, taken: Iterable[Parameter] = ()) -> GroupParams:
+    """Boxes one group's ``params`` (see :class:`gradtx.optim.Optimizer` for the accepted forms).
+
+    ``taken`` are the boxes other groups hold: an array whose buffer one of them
+    holds is copied into its own box.
+    """
+    wrap = _Wrapper(taken)
+    if isinstance(params, (set, frozenset)):
+        raise TypeError(SET_MSG)
+    if isinstance(params, Iterator):
+        params = list(params)
+    if is_param(params) or is_array(params):
+        box = wrap(params, None)
+        return GroupParams([box], [box.name] if box.name is not None else None, box)
+    if isinstance(params, (list, tuple)) and params and all(_is_flat_entry(x) for x in params):
+        named = [_is_named_pair(x) for x in params]
+        if any(named) and not all(named):
+            raise ValueError("all optimizer params should be with/without names. Some param names are missing")
+        if all(named):
+            names = [name for name, _ in params]
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"optimizer params have duplicate names: {duplicates}")
+            boxes = [wrap(x, name) for name, x in params]
+            return GroupParams(boxes, names, dict(zip(names, boxes)))
+        boxes = [wrap(x, None) for x in params]
+        names = [b.name for b in boxes]
+        return GroupParams(boxes, names if all(n is not None for n in names) else None, list(boxes))
+    if isinstance(params, (list, tuple)) and not all(_is_flat_entry(x) or _is_container(x) for x in params):
+        bad = next(x for x in params if not (_is_flat_entry(x) or _is_container(x)))
+        raise TypeError(f"optimizer can only optimize arrays (or gradtx.optim.Parameter boxes), "
+                        f"but one of the params is {type(bad).__name__}")
+    # Any other pytree: box its float/complex array leaves, name them by path, pass other leaves over.
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_param)
+    boxes, names, new_leaves = [], [], []
+    for path, leaf in leaves:
+        if is_param(leaf) or is_trainable_array(leaf):
+            box = wrap(leaf, _join(path) or None)
+            boxes.append(box)
+            names.append(box.name)
+            leaf = box
+        new_leaves.append(leaf)
+    if not boxes:
+        if not leaves and not isinstance(params, (Mapping, list, tuple)):
+            raise TypeError("params argument given to the optimizer should be an iterable of arrays, "
+                            f"Parameters or dicts, or a pytree of arrays, but got {type(params).__name__}")
+        raise ValueError(EMPTY_MSG)
+    tree = jax.tree.unflatten(treedef, new_leaves)
+    return GroupParams(boxes, names if all(n is not None for n in names) else None, tree)
+
+
+def tree_values(tree: Any) -> Any:
+    """The tree with each box replaced by its current array."""
+    return jax.tree.map(lambda x: x.data if is_param(x) else x, tree, is_leaf=is_param)
+
+
+def grads_for(tree: Any, grads: Any) -> list[tuple[Parameter, Any]]:
+    """Pairs each box of ``tree`` with the leaf of ``grads`` at the same place (``None`` allowed)."""
+    leaves, treedef = jax.tree.flatten(tree, is_leaf=is_param)
+    try:
+        flat = treedef.flatten_up_to(grads)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            "grads must have the structure of `opt.params` (the structure the parameters were given in), "
+            f"with None where a parameter has no gradient: {error}"
+        ) from None
+    return [(leaf, g) for leaf, g in zip(leaves, flat) if is_param(leaf)]

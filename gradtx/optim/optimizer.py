@@ -1,0 +1,482 @@
+r"""The ``Optimizer`` base class: torch.optim's contract over gradtx's chains, and how to declare an optimizer.
+
+Declaring an optimizer
+======================
+
+A facade optimizer is a *declaration*: a subclass of :class:`Optimizer` that says
+how one param group's options become a chain of transforms and what torch calls
+that chain's state. The base class does the rest once for every optimizer:
+grouping, validation hooks, compilation and the three tiers, per-parameter
+state, ``state_dict`` in torch's layout, pickling, ``__repr__`` and hooks.
+
+Complete example (this is :class:`gradtx.optim.SGD`)::
+
+    from gradtx.optim.optimizer import Optimizer
+    from gradtx.optim.sgd import sgd_chain
+
+    class SGD(Optimizer):
+        '''torch.optim.SGD ... (docstring: the update rule and the Args, as torch documents them)'''
+
+        # (1) one group's options -> a GradientTransformation, applied to each parameter separately.
+        chain_builder = staticmethod(sgd_chain)
+        # (2) torch's state key -> the chain-state field holding it.
+        state_names = {"momentum_buffer": "trace"}
+        step_name = None  # torch's SGD keeps no "step" in its state
+
+        # (3) torch's exact signature and defaults; `defaults` has torch's keys.
+        def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
+                     maximize=False, foreach=None, differentiable=False, fused=None):
+            defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                            nesterov=nesterov, maximize=maximize, foreach=foreach,
+                            differentiable=differentiable, fused=fused)
+            super().__init__(params, defaults)
+
+        # (4) torch's validation: same exception types and messages.
+        @classmethod
+        def check_options(cls, group):
+            if number(group["lr"]) < 0.0:
+                raise ValueError(f"Invalid learning rate: {group['lr']}")
+            ...
+
+The parts, in detail:
+
+1. ``chain_builder(**options) -> GradientTransformation``. Inside the compiled
+   step it is called once per group with the group's options whose names appear
+   in its signature (so torch's keyword names; ``foreach``, ``fused``,
+   ``capturable`` and ``differentiable`` are never passed). Its chain runs per
+   parameter (state initialised with ``tx.init(p.data)``), which gives torch's
+   per-parameter ``step`` and the skipping of parameters whose ``.grad`` is None.
+
+   * Numbers (ints, floats, 1-element arrays, and tuples of them such as
+     ``betas``) arrive as traced scalars, so that editing ``param_groups[i]["lr"]``
+     never recompiles: the builder must not branch on them in Python
+     (``check_range`` is fine, it skips tracers). They are weakly typed, so a
+     float32 parameter stays float32.
+   * bools, strings, None and callables (schedules) arrive as Python values, and
+     a change recompiles. ``static_options`` lists numeric options that must be
+     static too (a history size, an iteration count).
+   * Flags: for each keyword ``use_<option>`` of the builder, the engine passes
+     ``group[option] != 0`` (torch keeps no momentum buffer when ``momentum == 0``).
+     Override the classmethod ``flags(group) -> dict`` for other derived flags.
+
+2. ``state_names``: ``{torch key: field}``, where ``field`` is a field name of
+   the chain's state (``"mu"``) or a dotted path suffix that disambiguates
+   (``"2.mu"``). Write the keys in torch's order. Every array in the chain's
+   state needs a name, except the ``count`` fields, which all map to torch's
+   ``step`` (``step_name``, a float32 scalar in ``opt.state``; ``None`` where torch
+   keeps no step: the count is then 0 for a parameter without state and 1 once
+   it has some). A name whose field this group's chain lacks (``max_exp_avg_sq``
+   without amsgrad) is simply absent from the state.
+
+3. ``__init__`` with torch's signature, defaults, and ``defaults`` dict (its keys
+   appear in ``param_groups``, ``state_dict()`` and ``repr``), then
+   ``super().__init__(params, defaults)``.
+
+4. ``check_options(group)``: torch's checks, raising torch's exception types and
+   messages. It runs on the defaults in the constructor and on every group added
+   (torch checks only the defaults). ``number(x)`` reads a float, 1-element array
+   or tensor-like option as a float.
+
+Optional: ``complex_as_real = False`` where torch does not view complex
+parameters as real pairs; ``__setstate__`` overrides to force options when a
+state dict is loaded (AdamW forces ``decoupled_weight_decay=True``, as torch's
+does). An algorithm that is not a per-parameter chain (LBFGS re-evaluates the
+closure and keeps one state for all parameters) overrides ``_step(self,
+grads=None, closure=None)`` — never ``step``, which wraps ``_step`` with the
+hooks and counters — and uses ``self._evaluate(closure)`` (returns the loss and
+sets every ``p.grad``), ``self.params`` and ``self.state``.
+
+Export the class in its module's ``__all__``; :mod:`gradtx.optim` re-exports the
+``__all__`` of every family module. Add the option sets to that family's
+``TORCH_CASES`` (tests/cases/<family>.py): the facade suite runs every case
+whose ``torch_name`` exists in :mod:`gradtx.optim` against torch.optim.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import functools
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx.base import GradientTransformation
+from gradtx.optim import _engine, _state_dict
+from gradtx.optim._hooks import RemovableHandle, register, with_step_hooks
+from gradtx.optim._params import group_params, grads_for, is_array, split_param_groups, tree_values
+from gradtx.optim.parameter import Parameter
+
+__all__ = ["Optimizer", "required", "number"]
+
+
+class _RequiredParameter:
+    """Marks an option without a default: every param group must give it."""
+
+    def __repr__(self) -> str:
+        return "<required parameter>"
+
+
+required = _RequiredParameter()
+
+
+def number(value: Any) -> float:
+    """An option as a Python float for validation (floats, ints, 1-element arrays); schedules read as 0."""
+    if callable(value):
+        return 0.0
+    array = np.asarray(value)
+    if array.size != 1:
+        raise ValueError(f"an option given as an array must have 1 element, got shape {array.shape}")
+    return float(array.reshape(()))
+
+
+def _takes_argument(closure: Callable) -> bool:
+    try:
+        params = inspect.signature(closure).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    return any(p.kind in kinds for p in params)
+
+
+def _is_closure(x: Any) -> bool:
+    return isinstance(x, (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial))
+
+
+class Optimizer:
+    """Base class of the torch-style optimizers (see the module docstring to declare one).
+
+    ``params`` may be, as in torch 2.13, an iterable of parameters (here
+    :class:`Parameter` boxes or arrays, which are boxed), an iterable of
+    ``(name, parameter)`` pairs, or an iterable of param-group dicts whose
+    ``"params"`` take any of these forms. It may also be a pytree of arrays
+    (a dict, a flax or equinox tree...): its floating/complex array leaves are
+    boxed and named by their path joined with ``"."``; other leaves are passed over.
+
+    ``opt.params`` gives the current values back in the structure they were given
+    in (a list for a list, a ``{name: array}`` dict for named pairs, the tree for a
+    tree; with several groups, a list with one entry per group), and
+    ``opt.step(grads)`` takes gradients in that structure (``None`` leaves: no
+    gradient). ``opt.step(closure=fn)`` differentiates ``fn(params) -> loss`` with
+    JAX; a closure without arguments is called as torch calls it.
+
+    Implementation tiers, per group: ``fused=True``, or both ``fused`` and
+    ``foreach`` None (the default), puts the step of every such group in one
+    compiled program; ``foreach=True`` compiles one per group; ``foreach=False``
+    or ``fused=False`` runs a compiled per-parameter update in a loop. All give
+    the same numbers. The programs donate the optimizer's state and, like torch's
+    in-place update, the parameters' buffers: arrays read from ``p.data`` (or
+    ``opt.params``, or ``opt.state``) before a step are consumed by it — copy them
+    to keep them, or set ``opt.donate_params = False`` to keep parameter buffers
+    (state buffers are always donated).
+
+    Args:
+      params: the parameters, in any of the forms above.
+      defaults: the default options of every param group.
+    """
+
+    # The declaration (see the module docstring).
+    chain_builder: Callable[..., GradientTransformation]
+    state_names: dict[str, str] = {}
+    step_name: str | None = "step"
+    static_options: tuple[str, ...] = ()
+    complex_as_real: bool = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "step" in cls.__dict__:  # a subclass's own step still runs the hooks (once)
+            cls.step = with_step_hooks(cls.__dict__["step"])
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        self.defaults = defaults
+        self._init_attributes()
+        if not any(v is required for v in defaults.values()):
+            self.check_options(defaults)
+        self.state: defaultdict[Parameter, dict[str, Any]] = defaultdict(dict)
+        self.param_groups: list[dict[str, Any]] = []
+        groups, self._single = split_param_groups(params)
+        for group in groups:
+            self.add_param_group(group)
+        if defaults.get("fused"):
+            if defaults.get("differentiable"):
+                raise RuntimeError("`fused` does not support `differentiable`")
+            if defaults.get("foreach"):
+                raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+
+    def _init_attributes(self) -> None:
+        """Engine attributes, also restored on unpickling objects that lack them."""
+        defaults = dict(_optimizer_step_pre_hooks=OrderedDict, _optimizer_step_post_hooks=OrderedDict,
+                        _optimizer_state_dict_pre_hooks=OrderedDict, _optimizer_state_dict_post_hooks=OrderedDict,
+                        _optimizer_load_state_dict_pre_hooks=OrderedDict,
+                        _optimizer_load_state_dict_post_hooks=OrderedDict,
+                        _trees=list, _single=lambda: False, _step_count=lambda: 0, _opt_called=lambda: False,
+                        _in_step=lambda: False, donate_params=lambda: True)
+        for name, make in defaults.items():
+            if name not in self.__dict__:
+                setattr(self, name, make())
+
+    # --- the declaration's hooks ----------------------------------------------------------------------------
+
+    @classmethod
+    def check_options(cls, group: dict[str, Any]) -> None:
+        """Raises torch's errors for invalid options (declarations override)."""
+
+    @classmethod
+    def flags(cls, group: dict[str, Any]) -> dict[str, Any]:
+        """Static flags derived from option values: ``use_<option> = group[option] != 0`` by default."""
+        return _engine.zero_flags(cls.chain_builder, group)
+
+    # --- groups and parameters ------------------------------------------------------------------------------
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Adds a param group; options it does not give are filled from ``defaults``.
+
+        ``param_group["params"]`` takes the forms the constructor accepts. A
+        parameter already in another group, or listed twice in this one, is an
+        error (torch only warns for the latter and then updates it twice).
+        """
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
+        if "params" not in param_group:
+            raise KeyError("param_group must have a 'params' entry with the parameters to optimize")
+        group = dict(param_group)
+        taken = [p for g in self.param_groups for p in g["params"]]
+        boxed = group_params(group["params"], taken)
+        group["params"] = boxed.params
+        if boxed.names is not None and "param_names" not in group:
+            group["param_names"] = boxed.names
+        elif "param_names" in group and len(group["param_names"]) != len(boxed.params):
+            raise ValueError(f"param_names has {len(group['param_names'])} names for {len(boxed.params)} parameters")
+        for name, default in self.defaults.items():
+            if default is required and name not in group:
+                raise ValueError(f"parameter group didn't specify a value of required optimization parameter {name}")
+            group.setdefault(name, default)
+        params = group["params"]
+        if len(params) != len(set(params)):
+            raise ValueError("optimizer contains a parameter group with duplicate parameters; torch would update "
+                             "such a parameter twice per step: list each parameter once")
+        for other in self.param_groups:
+            if ("param_names" in group) != ("param_names" in other):
+                text = "with names" if "param_names" in group else "without names"
+                raise ValueError("all optimizer param groups should be with/without names. "
+                                 f"cannot add param group {text} to the optimizer")
+        if not set(taken).isdisjoint(params):
+            raise ValueError("some parameters appear in more than one parameter group")
+        self.check_options(group)
+        self.param_groups.append(group)
+        self._trees.append(boxed.tree)
+
+    @property
+    def params(self) -> Any:
+        """The current parameter values, in the structure they were given in (a list of groups' if several)."""
+        return tree_values(self._structure())
+
+    def _structure(self) -> Any:
+        if self._single and len(self._trees) == 1:
+            return self._trees[0]
+        return list(self._trees)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clears every ``p.grad``: to None (the default), or to zeros."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad = None if set_to_none else jnp.zeros_like(p.grad)
+
+    # --- the step -------------------------------------------------------------------------------------------
+
+    def step(self, grads: Any = None, closure: Callable | None = None) -> Any:
+        """Performs one optimization step; returns the closure's loss (or None).
+
+        Args:
+          grads: gradients in the structure of ``opt.params`` (``None`` leaves: no
+            gradient). When omitted, each parameter's ``.grad`` is used.
+          closure: ``closure(params) -> loss``, differentiated with JAX to set the
+            gradients; or a closure without arguments, called as torch calls it.
+            It may be passed positionally, as in ``opt.step(closure)``.
+        """
+        return self._step(grads, closure)
+
+    step = with_step_hooks(step)
+
+    def _step(self, grads: Any = None, closure: Callable | None = None) -> Any:
+        if closure is None and _is_closure(grads):
+            grads, closure = None, grads
+        if grads is not None and closure is not None:
+            raise ValueError("step() takes gradients or a closure, not both")
+        loss = None
+        if closure is not None:
+            loss = self._evaluate(closure)
+        elif grads is not None:
+            self._set_grads(grads)
+        self._update()
+        return loss
+
+    def _evaluate(self, closure: Callable) -> Any:
+        """Evaluates the closure; a closure of the params is differentiated and its gradients set on every box."""
+        if not _takes_argument(closure):
+            return closure()
+        leaves, treedef = jax.tree.flatten(self._structure(), is_leaf=lambda x: isinstance(x, Parameter))
+        where = [i for i, leaf in enumerate(leaves) if isinstance(leaf, Parameter)]
+
+        def loss_of(arrays):
+            full = list(leaves)
+            for i, array in zip(where, arrays):
+                full[i] = array
+            return closure(jax.tree.unflatten(treedef, full))
+
+        loss, grads = jax.value_and_grad(loss_of)([leaves[i].data for i in where])
+        for i, grad in zip(where, grads):
+            leaves[i].grad = grad
+        return loss
+
+    def _set_grads(self, grads: Any) -> None:
+        pairs = grads_for(self._structure(), grads)
+        checked = [(p, None if g is None else self._checked_grad(p, g)) for p, g in pairs]
+        for p, g in checked:
+            p.grad = g
+
+    def _describe(self, p: Parameter) -> str:
+        for gi, group in enumerate(self.param_groups):
+            for i, q in enumerate(group["params"]):
+                if q is p:
+                    name = group.get("param_names", [None] * (i + 1))[i] or p.name
+                    return f"parameter {name!r}" if name else f"parameter {i} of group {gi}"
+        return "a parameter"
+
+    def _checked_grad(self, p: Parameter, grad: Any) -> jax.Array:
+        if not is_array(grad):
+            raise TypeError(f"the gradient of {self._describe(p)} must be an array, got {type(grad).__name__}")
+        if tuple(grad.shape) != p.shape:
+            raise ValueError(f"the gradient of {self._describe(p)} has shape {tuple(grad.shape)}, "
+                             f"but the parameter has shape {p.shape}")
+        if grad.dtype != p.dtype:
+            raise ValueError(f"the gradient of {self._describe(p)} has dtype {grad.dtype}, but the parameter has "
+                             f"dtype {p.dtype}; cast it with .astype({p.dtype})")
+        return grad if isinstance(grad, jax.Array) else jnp.asarray(grad)
+
+    def _tier(self, group: dict[str, Any]) -> str:
+        fused, foreach = group.get("fused"), group.get("foreach")
+        if fused or (fused is None and foreach is None):
+            return "fused"
+        return "foreach" if foreach else "for-loop"
+
+    def _update(self) -> None:
+        """Runs the compiled update on every parameter that has a gradient; nothing changes if a check fails."""
+        cls = type(self)
+        keys = set(_engine.order_keys(cls))
+        calls: dict[str, list] = {"fused": [], "foreach": [], "for-loop": []}
+        for group in self.param_groups:
+            work = [p for p in group["params"] if p.grad is not None]
+            if not work:
+                continue
+            grads = [self._checked_grad(p, p.grad) for p in work]
+            static, dynamic = _engine.split_options(cls, group)
+            states, fresh = [], []
+            for p in work:
+                state = {k: v if isinstance(v, jax.Array) else jnp.asarray(v)
+                         for k, v in self.state.get(p, {}).items() if k in keys}
+                fresh.append(not state)
+                states.append(state or _engine.placeholder_state(cls, group, p))
+            calls[self._tier(group)].append((work, static, dynamic, grads, states, fresh))
+        donate = bool(self.donate_params)
+        # Results are stored after each program: a program consumes (donates) the buffers it was given.
+        if calls["fused"]:
+            work, static, dynamic, grads, states, fresh = zip(*calls["fused"])
+            new_params, new_states = _engine.program("fused", donate)(
+                cls, tuple(static), list(dynamic), [[p.data for p in w] for w in work], list(grads), list(states),
+                [np.asarray(f) for f in fresh])
+            for args in zip(work, new_params, new_states):
+                self._store(*args)
+        for work, static, dynamic, grads, states, fresh in calls["foreach"]:
+            self._store(work, *_engine.program("group", donate)(cls, static, dynamic, [p.data for p in work],
+                                                                grads, states, np.asarray(fresh)))
+        for work, static, dynamic, grads, states, fresh in calls["for-loop"]:
+            for p, g, s, f in zip(work, grads, states, fresh):
+                self._store([p], *_engine.program("group", donate)(cls, static, dynamic, [p.data], [g], [s],
+                                                                   np.asarray([f])))
+
+    def _store(self, work: list[Parameter], new_params: list, new_states: list) -> None:
+        order = _engine.order_keys(type(self))
+        for p, data, new in zip(work, new_params, new_states):
+            p.data = data
+            if new:  # a program returns dicts with sorted keys; a new entry gets torch's order
+                self.state[p].update({k: new[k] for k in order if k in new})
+
+    # --- state_dict, pickling, repr, hooks ------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state in torch's layout, with NumPy copies of the arrays (see :mod:`gradtx.optim._state_dict`)."""
+        return _state_dict.state_dict(self)
+
+    def load_state_dict(self, state_dict: dict[str, Any], match: str = "position",
+                        strict: bool = True) -> _state_dict.LoadResult:
+        """Loads a state dict from :meth:`state_dict` or from torch (arrays as NumPy or anything array-like).
+
+        Everything is checked before anything changes: a rejected dict leaves the
+        optimizer as it was.
+
+        Args:
+          state_dict: ``{"state": {index: {name: array}}, "param_groups": [...]}``.
+          match: ``"position"`` pairs parameters by their order, as torch does;
+            ``"name"`` pairs them by name (``param_names``), so that reordered or
+            edited models keep each parameter's state.
+          strict: with ``match="name"``, whether names on one side only are an
+            error; when False they are skipped and reported.
+
+        Returns:
+          ``(missing_keys, unexpected_keys)``: our parameter names without saved
+          state, and saved names without a parameter here.
+        """
+        return _state_dict.load_state_dict(self, state_dict, match=match, strict=strict)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"defaults": self.defaults, "state": self.state, "param_groups": self.param_groups,
+                "_trees": self._trees, "_single": self._single, "_step_count": self._step_count,
+                "_opt_called": self._opt_called, "donate_params": self.donate_params}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_attributes()
+        self.defaults.setdefault("differentiable", False)
+        for group in self.param_groups:
+            for name, default in self.defaults.items():
+                if default is not required:
+                    group.setdefault(name, default)
+
+    def __repr__(self) -> str:
+        text = self.__class__.__name__ + " ("
+        for i, group in enumerate(self.param_groups):
+            text += f"\nParameter Group {i}\n"
+            for key in sorted(group.keys()):
+                if key != "params":
+                    text += f"    {key}: {group[key]}\n"
+        return text + ")"
+
+    def register_step_pre_hook(self, hook: Callable) -> RemovableHandle:
+        """``hook(optimizer, args, kwargs) -> None | (new_args, new_kwargs)``, called before each ``step``."""
+        return register(self._optimizer_step_pre_hooks, hook)
+
+    def register_step_post_hook(self, hook: Callable) -> RemovableHandle:
+        """``hook(optimizer, args, kwargs) -> None``, called after each ``step``."""
+        return register(self._optimizer_step_post_hooks, hook)
+
+    def register_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """``hook(optimizer) -> None``, called before ``state_dict()`` builds the dict."""
+        return register(self._optimizer_state_dict_pre_hooks, hook, prepend)
+
+    def register_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """``hook(optimizer, state_dict) -> None | state_dict``; a returned dict replaces the result."""
+        return register(self._optimizer_state_dict_post_hooks, hook, prepend)
+
+    def register_load_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """``hook(optimizer, state_dict) -> None | state_dict``; a returned dict is loaded instead."""
+        return register(self._optimizer_load_state_dict_pre_hooks, hook, prepend)
+
+    def register_load_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """``hook(optimizer) -> None``, called after ``load_state_dict`` has loaded."""
+        return register(self._optimizer_load_state_dict_post_hooks, hook, prepend)
