@@ -448,17 +448,32 @@ def test_torch_state_dict_loads_into_ours():
 
 
 @pytest.mark.skipif(not FACADE, reason="the facade's SGD is not written yet")
-def test_facade_step_reads_the_scheduled_lr():
-    """The facade's compiled step reads the lr each scheduler step writes into param_groups."""
+def test_facade_step_reads_the_scheduled_lr_without_recompiling():
+    """The facade's compiled step reads the lr (and cycled momentum / beta1) each scheduler step writes."""
     import jax.numpy as jnp
+
+    from gradtx.optim import _engine
 
     param = gradtx.optim.Parameter(jnp.ones(3, jnp.float32))
     optimizer = gradtx.optim.SGD([param], lr=0.5)
     scheduler = ours.StepLR(optimizer, 1, 0.5)
     expected = np.ones(3, np.float32)
+    traces = None
     for lr in [0.5, 0.25, 0.125, 0.0625]:
         param.grad = jnp.ones(3, jnp.float32)
         optimizer.step()
         scheduler.step()
+        traces = _engine.trace_count() if traces is None else traces
         expected = expected - np.float32(lr)
         np.testing.assert_allclose(np.asarray(param.data), expected, rtol=1e-6)
+    assert _engine.trace_count() == traces, "a scheduler step must not recompile the optimizer step"
+
+    for optimizer in (gradtx.optim.SGD([gradtx.optim.Parameter(jnp.ones(3))], lr=0.1, momentum=0.9),
+                      gradtx.optim.Adam([gradtx.optim.Parameter(jnp.ones(3))], lr=0.1)):
+        scheduler = ours.OneCycleLR(optimizer, 0.5, total_steps=10)
+        for step in range(6):
+            optimizer.param_groups[0]["params"][0].grad = jnp.ones(3)
+            optimizer.step()
+            scheduler.step()
+            traces = _engine.trace_count() if step == 0 else traces
+        assert _engine.trace_count() == traces
