@@ -24,6 +24,6 @@ from gradtx.sharding import *  # noqa: F403 - sharded and ZeRO-1 state
 from gradtx.state_tools import *  # noqa: F403 - reading and carrying state
 from gradtx.transforms import *  # noqa: F403 - each transform module's __all__
 from gradtx.tree import safe_increment as safe_increment
-from gradtx.tree import tree_global_norm as global_norm
+from gradtx.tree import tree_global_norm as global_norm  # noqa: F401 - optax's name
 
 __version__ = "0.1.0"

@@ -103,16 +103,26 @@ def tree_scale(scalar: Any, tree: PyTree) -> PyTree:
     return tree_map(lambda x: (scalar * x).astype(x.dtype), tree)
 
 
+def _sum_scalars(values: list) -> jax.Array:
+    """Sum of scalars in their own promoted dtype (a float32 tree gives a float32 sum, even with x64 on)."""
+    if not values:
+        return jnp.zeros([], jnp.float32)
+    total = values[0]
+    for v in values[1:]:
+        total = total + v
+    return total
+
+
 def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
     """The real inner product ``sum(real(conj(a) * b))`` over all leaves."""
     leaves = array_leaves(tree_map(lambda x, y: jnp.sum(jnp.real(jnp.conj(x) * y)), a, b))
-    return sum(leaves, jnp.zeros([]))
+    return _sum_scalars(leaves)
 
 
 def tree_sum_of_squares(tree: PyTree) -> jax.Array:
     """``sum(|x|^2)`` over every element of every leaf."""
     leaves = [jnp.sum(jnp.abs(x) ** 2) for x in array_leaves(tree)]
-    return sum(leaves, jnp.zeros([]))
+    return _sum_scalars(leaves)
 
 
 def tree_global_norm(tree: PyTree) -> jax.Array:

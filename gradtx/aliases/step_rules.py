@@ -117,7 +117,7 @@ def optimistic_gradient_descent(learning_rate: ScalarOrSchedule, alpha: ScalarOr
 
 
 def rprop(learning_rate: Any, eta_minus: Any = 0.5, eta_plus: Any = 1.2, min_step_size: Any = 1e-6,
-          max_step_size: Any = 50.0, *, lagged: bool = False) -> GradientTransformation:
+          max_step_size: Any = 50.0, *, lagged: bool = True) -> GradientTransformation:
     r"""Rprop (Riedmiller & Braun, 1993, https://doi.org/10.1109/ICNN.1993.298623), as ``optax.rprop``.
 
     .. math::
@@ -125,10 +125,11 @@ def rprop(learning_rate: Any, eta_minus: Any = 0.5, eta_plus: Any = 1.2, min_ste
 
     with per-element step sizes :math:`\Delta_t` grown by ``eta_plus`` while the sign
     holds and shrunk by ``eta_minus`` when it flips (see :func:`gradtx.scale_by_rprop`).
-    ``chain(scale_by_rprop(...), scale(-1.0))``, optax's signature and defaults. optax
-    0.2.8 applies each step one step late (its first update is zero); this alias
-    applies it at once, as torch does, unless ``lagged=True``. For torch.optim.Rprop's
-    clipping see ``gradtx.optim.step_rules.rprop_chain``.
+    ``chain(scale_by_rprop(...), scale(-1.0))``, optax's signature, defaults and numbers.
+    optax 0.2.8 applies each step one step late (its first update is zero;
+    google-deepmind/optax pull request 1725); this alias does the same by default so
+    that it reproduces optax runs, and ``lagged=False`` applies each step at once, as
+    published and as torch does. For torch.optim.Rprop see ``gradtx.optim.Rprop``.
 
     Args:
       learning_rate: the initial step size.
@@ -136,7 +137,7 @@ def rprop(learning_rate: Any, eta_minus: Any = 0.5, eta_plus: Any = 1.2, min_ste
       eta_plus: the factor growing it while the sign holds.
       min_step_size: the smallest step size.
       max_step_size: the largest step size.
-      lagged: reproduce optax 0.2.8's one-step-late updates.
+      lagged: reproduce optax 0.2.8's one-step-late updates (default); ``False`` for the published algorithm.
     """
     return chain(
         scale_by_rprop(learning_rate, eta_minus, eta_plus, min_step_size, max_step_size, lagged=lagged),

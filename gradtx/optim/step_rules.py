@@ -28,7 +28,7 @@ def rprop_chain(lr: Any = 1e-2, etas: Any = (0.5, 1.2), step_sizes: Any = (1e-6,
     min_step, max_step = step_sizes
     return chain(
         negate() if maximize else identity(),
-        scale_by_rprop(lr, eta_minus, eta_plus, min_step, max_step, clamp_always=True),
+        scale_by_rprop(lr, eta_minus, eta_plus, min_step, max_step, clamp_always=True, lagged=False),
         scale(-1.0),
     )
 

@@ -209,7 +209,7 @@ class ScaleByRpropState(NamedTuple):
 
 def scale_by_rprop(learning_rate: Any, eta_minus: Any = 0.5, eta_plus: Any = 1.2, min_step_size: Any = 1e-6,
                    max_step_size: Any = 50.0, *, clamp_always: bool = False,
-                   lagged: bool = False) -> GradientTransformation:
+                   lagged: bool = True) -> GradientTransformation:
     r"""Rprop without weight backtracking (Riedmiller & Braun, 1993, https://doi.org/10.1109/ICNN.1993.298623).
 
     With :math:`s = g_t\, g_{t-1}` elementwise:
@@ -232,10 +232,12 @@ def scale_by_rprop(learning_rate: Any, eta_minus: Any = 0.5, eta_plus: Any = 1.2
     - ``clamp_always``: clip the step sizes on every step, also where :math:`s = 0`
       (torch); optax leaves them as they are there. This only matters while a step
       size still holds an initial ``learning_rate`` outside the clip range.
-    - ``lagged``: return the *previous* step's update :math:`u_{t-1}` (zero where the
-      sign just flipped, and all zeros on the first step), which is what optax 0.2.8
-      computes (google-deepmind/optax pull request 1725 fixes it). Only for
-      reproducing runs made with optax; it costs no extra state.
+    - ``lagged`` (default ``True``): return the *previous* step's update :math:`u_{t-1}`
+      (zero where the sign just flipped, and all zeros on the first step), which is
+      what optax 0.2.8 computes (google-deepmind/optax pull request 1725 fixes it).
+      gradtx's optax-named functions give optax's numbers, so this is the default;
+      ``lagged=False`` applies each step at once, as published and as torch does
+      (``gradtx.optim.Rprop`` uses that). It costs no extra state.
 
     The state keeps the masked gradient (torch's ``prev``) where optax keeps the masked
     step :math:`u_t`; both have the same signs, so the steps agree.
@@ -248,7 +250,8 @@ def scale_by_rprop(learning_rate: Any, eta_minus: Any = 0.5, eta_plus: Any = 1.2
       min_step_size: the smallest step size.
       max_step_size: the largest step size.
       clamp_always: clip where :math:`s = 0` too, as torch does.
-      lagged: return the previous step's update, as optax 0.2.8 does.
+      lagged: return the previous step's update, as optax 0.2.8 does (default);
+        ``False`` for the published algorithm.
     """
     check_range("learning_rate", learning_rate, 0.0, where="scale_by_rprop")
     check_range("eta_minus", eta_minus, 0.0, low_open=True, where="scale_by_rprop")

@@ -11,9 +11,12 @@ def _loss_value(params, grads):
     return dict(value=loss(params))
 
 
-# rprop and scale_by_rprop are compared with optax in tests/test_step_rules.py: optax 0.2.8 applies each
-# Rprop step one step late, and gradtx does so only with lagged=True, a keyword optax does not take.
 OPTAX_CASES = [
+    # optax 0.2.8 applies each Rprop step one step late; gradtx's optax-named functions follow it by default
+    OptaxCase("rprop", dict(learning_rate=0.05)),
+    # an initial step above max_step_size: optax keeps it until the first sign product is non-zero
+    OptaxCase("rprop", dict(learning_rate=0.5, eta_minus=0.3, eta_plus=1.5, min_step_size=0.01, max_step_size=0.2)),
+    OptaxCase("scale_by_rprop", dict(learning_rate=0.02), steps=4),
     OptaxCase("sign_sgd", dict(learning_rate=0.05)),
     OptaxCase("signum", dict(learning_rate=0.05)),
     OptaxCase("signum", dict(learning_rate=0.05, beta=0.5, accumulator_dtype=jnp.float32),
