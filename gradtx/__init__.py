@@ -20,6 +20,7 @@ from gradtx.base import stateless_with_tree_map as stateless_with_tree_map
 from gradtx.aliases import *  # noqa: F403 - each alias module's __all__
 from gradtx.checkpoint import *  # noqa: F403 - saving and restoring state
 from gradtx.paths import *  # noqa: F403 - groups by path pattern
+from gradtx.schedules import *  # noqa: F403 - schedules: pure functions of the step
 from gradtx.sharding import *  # noqa: F403 - sharded and ZeRO-1 state
 from gradtx.state_tools import *  # noqa: F403 - reading and carrying state
 from gradtx.transforms import *  # noqa: F403 - each transform module's __all__
