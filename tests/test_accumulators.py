@@ -149,3 +149,89 @@ def test_chain_builders_skip_stages_like_torch():
     assert sum(isinstance(s, gradtx.TraceState) for s in plain) == 0
     assert sum(isinstance(s, gradtx.TraceState) for s in with_momentum) == 1
     assert isinstance(rmsprop_chain(centered=True).init(params)[2], gradtx.ScaleByRStdDevState)
+
+
+# --- the facade classes (their numbers against torch are in tests/test_facade_parity.py) --------------------
+
+FACADE_CASES = [
+    ("Adagrad", dict(lr=0.1, lr_decay=0.1, weight_decay=0.1, initial_accumulator_value=0.5)),
+    ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.1)),
+    ("Adadelta", dict(lr=0.5, weight_decay=0.1, maximize=True)),
+    ("Adamax", dict(lr=0.05, weight_decay=0.1)),
+]
+
+
+@pytest.mark.parametrize("name, kwargs", FACADE_CASES, ids=[n for n, _ in FACADE_CASES])
+def test_facade_complex_parameters_match_torch(name, kwargs):
+    import torch
+
+    import gradtx.optim as optim
+
+    rng = np.random.default_rng(2)
+    z0 = rng.normal(size=(3, 2)) + 1j * rng.normal(size=(3, 2))
+    target = rng.normal(size=(3, 2)) + 1j * rng.normal(size=(3, 2))
+    zt = torch.tensor(z0, requires_grad=True)
+    theirs = getattr(torch.optim, name)([zt], **kwargs)
+    ours = getattr(optim, name)({"z": jnp.asarray(z0)}, **kwargs)
+    loss = jax.jit(lambda p: jnp.sum(jnp.abs(p["z"] - target) ** 4))
+    for _ in range(4):
+        theirs.zero_grad()
+        torch.sum(torch.abs(zt - torch.tensor(target)) ** 4).backward()
+        theirs.step()
+        ours.step(closure=loss)
+        np.testing.assert_allclose(np.asarray(ours.params["z"]), zt.detach().numpy(), rtol=1e-7, atol=1e-10)
+    box = ours.param_groups[0]["params"][0]
+    assert list(ours.state[box]) == list(theirs.state[zt])
+    for key, value in theirs.state[zt].items():
+        np.testing.assert_allclose(np.asarray(ours.state[box][key]), value.numpy(), rtol=1e-6, err_msg=key)
+
+
+def test_adagrad_state_exists_before_the_first_step_like_torch():
+    """torch's Adagrad fills state at construction, from the defaults' initial_accumulator_value (not a group's)."""
+    import torch
+
+    import gradtx.optim as optim
+
+    a, b, c = np.ones((2,)), np.full((3,), -1.0), np.full((2,), 0.5)
+    ta, tb, tc = (torch.tensor(x, requires_grad=True) for x in (a, b, c))
+    theirs = torch.optim.Adagrad([{"params": [ta], "initial_accumulator_value": 2.0}, {"params": [tb]}],
+                                 lr=0.1, initial_accumulator_value=0.5)
+    boxes = [optim.Parameter(jnp.asarray(x)) for x in (a, b, c)]
+    ours = optim.Adagrad([{"params": [boxes[0]], "initial_accumulator_value": 2.0}, {"params": [boxes[1]]}],
+                         lr=0.1, initial_accumulator_value=0.5)
+    theirs.add_param_group({"params": [tc], "initial_accumulator_value": 3.0})
+    ours.add_param_group({"params": [boxes[2]], "initial_accumulator_value": 3.0})
+    expected = theirs.state_dict()["state"]
+    got = ours.state_dict()["state"]
+    assert sorted(got) == [0, 1, 2] and sorted(expected) == [0, 1]  # torch fills a later group at its first step
+    for i in expected:
+        assert list(got[i]) == list(expected[i]) == ["step", "sum"]
+        np.testing.assert_array_equal(got[i]["sum"], expected[i]["sum"].numpy())
+    for _ in range(2):
+        for t, box in zip((ta, tb, tc), boxes):
+            t.grad = torch.ones_like(t)
+            box.grad = jnp.ones_like(box.data)
+        theirs.step()
+        ours.step()
+    for t, box in zip((ta, tb, tc), boxes):
+        np.testing.assert_allclose(np.asarray(box.data), t.detach().numpy(), rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(ours.state[box]["sum"]), theirs.state[t]["sum"].numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("Adagrad", dict(lr=-0.1)), ("Adagrad", dict(lr_decay=-1.0)), ("Adagrad", dict(initial_accumulator_value=-1.0)),
+    ("Adagrad", dict(eps=-1.0)), ("RMSprop", dict(momentum=-0.5)), ("RMSprop", dict(alpha=-0.5)),
+    ("RMSprop", dict(weight_decay=-0.5)), ("Adadelta", dict(rho=1.5)), ("Adadelta", dict(eps=-1.0)),
+    ("Adamax", dict(betas=(0.9, 1.0))), ("Adamax", dict(betas=(-0.1, 0.9))), ("Adamax", dict(weight_decay=-1.0)),
+])
+def test_facade_validation_matches_torch(name, kwargs):
+    import torch
+
+    import gradtx.optim as optim
+
+    with pytest.raises(ValueError) as theirs:
+        getattr(torch.optim, name)([torch.zeros(2, requires_grad=True)], **kwargs)
+    with pytest.raises(ValueError) as ours:
+        getattr(optim, name)([jnp.zeros(2)], **kwargs)
+    assert str(ours.value) == str(theirs.value)
+    getattr(optim, name)([jnp.zeros(2)], lr=0.5)  # a valid set is accepted
