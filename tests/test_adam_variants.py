@@ -1,5 +1,7 @@
 """Adam's relatives beyond the parity tables: traced hyperparameters, dtypes, odd leaves, errors, limits."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,7 @@ import gradtx
 from gradtx.optim.adam_variants import nadam_chain, radam_chain
 from tests.harness import assert_trees_close, make_params, run_functional
 
-# Every transform of the family, with options that reach its less common branches.
+# Every transform of the family, with options that reach its less common branches (the aliases only chain them).
 TRANSFORMS = {
     "nadam_torch": lambda: gradtx.scale_by_nadam(momentum_decay=0.1),
     "radam": lambda: gradtx.scale_by_radam(nesterov=True),
@@ -20,10 +22,26 @@ TRANSFORMS = {
     "lion": lambda: gradtx.scale_by_lion(mode="smooth"),
     "adan": lambda: gradtx.scale_by_adan(),
     "trust_ratio": lambda: gradtx.scale_by_trust_ratio(min_norm=1e-3),
-    "lamb": lambda: gradtx.lamb(0.1, weight_decay=0.1),
-    "lars": lambda: gradtx.lars(0.1, weight_decay=0.1, nesterov=True),
-    "fromage": lambda: gradtx.fromage(0.1),
 }
+
+
+OPTAX_NAMES = ["nadam", "nadamw", "radam", "adabelief", "yogi", "novograd", "lion", "adan", "lamb", "lars", "fromage",
+               "scale_by_radam", "scale_by_belief", "scale_by_yogi", "scale_by_novograd", "scale_by_lion",
+               "scale_by_adan", "scale_by_trust_ratio"]
+
+
+def test_signatures_and_defaults_are_optaxs():
+    import inspect
+
+    import optax
+
+    def parameters(fn):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    for name in OPTAX_NAMES:
+        ours, theirs = parameters(getattr(gradtx, name)), parameters(getattr(optax, name))
+        assert ours[:len(theirs)] == theirs, name  # gradtx may add keyword-only options after optax's
+        assert all(kind is inspect.Parameter.KEYWORD_ONLY for _, kind, _ in ours[len(theirs):]), name
 
 
 @pytest.mark.parametrize("name", sorted(TRANSFORMS))
@@ -155,3 +173,42 @@ def test_params_are_required_where_used():
             tx.update(grads, tx.init(grads))
     tx = gradtx.scale_by_novograd()  # no decay: params are not needed
     tx.update(grads, tx.init(grads))
+
+
+@pytest.mark.parametrize("name,kwargs", [("NAdam", dict(lr=0.1, weight_decay=0.1, momentum_decay=0.01)),
+                                         ("RAdam", dict(lr=0.1, decoupled_weight_decay=True, weight_decay=0.1))])
+def test_facade_state_dict_is_torchs(name, kwargs):
+    import torch
+
+    import gradtx.optim as optim
+
+    x = np.array([1.0, -2.0, 3.0])
+    ours = getattr(optim, name)([jnp.asarray(x)], **kwargs)
+    tensor = torch.tensor(x, requires_grad=True)
+    theirs = getattr(torch.optim, name)([tensor], **kwargs)
+    for _ in range(2):
+        ours.step([ours.params[0] * 2.0])
+        tensor.grad = tensor.detach() * 2.0
+        theirs.step()
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a["param_groups"] == b["param_groups"]
+    assert list(a["state"][0]) == list(b["state"][0])  # same keys, in torch's order
+    for key, value in b["state"][0].items():
+        assert np.asarray(a["state"][0][key]).dtype == value.numpy().dtype, key
+        np.testing.assert_allclose(np.asarray(a["state"][0][key]), value.numpy(), rtol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("NAdam", dict(lr=-1.0)), ("NAdam", dict(eps=-1.0)), ("NAdam", dict(betas=(1.0, 0.9))),
+    ("NAdam", dict(betas=(0.9, -0.1))), ("NAdam", dict(weight_decay=-1.0)), ("NAdam", dict(momentum_decay=-1.0)),
+    ("RAdam", dict(lr=-1.0)), ("RAdam", dict(betas=(0.9, 1.0))), ("RAdam", dict(weight_decay=-1.0)),
+])
+def test_facade_validation_says_what_torch_says(name, kwargs):
+    import torch
+
+    import gradtx.optim as optim
+
+    with pytest.raises(ValueError) as expected:
+        getattr(torch.optim, name)([torch.zeros(2, requires_grad=True)], **kwargs)
+    with pytest.raises(ValueError, match="^" + re.escape(expected.value.args[0]) + "$"):
+        getattr(optim, name)([jnp.zeros(2)], **kwargs)
