@@ -64,6 +64,7 @@ def test_hypergradient_through_updates_matches_finite_differences():
     def loss(p):
         return sum(jnp.sum(jnp.sin(x) + 0.5 * x**2) for x in jax.tree.leaves(p))
 
+    @jax.jit
     def after_training(lr):
         tx = gradtx.chain(gradtx.scale_by_adam(eps_root=1e-12), gradtx.add_decayed_weights(0.01),
                           gradtx.scale_by_learning_rate(lr))

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import gradtx
 from tests.harness import assert_trees_close
 
-SETTINGS = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 shapes = st.lists(st.integers(1, 4), min_size=0, max_size=2).map(tuple)
 dtypes = st.sampled_from(["float32", "float64"])
