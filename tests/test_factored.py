@@ -19,7 +19,7 @@ import torch
 import gradtx
 from gradtx.optim.factored import adafactor_chain, muon_chain
 from gradtx.transforms.muon import orthogonalize_via_newton_schulz
-from tests.cases.factored import MUON_CASES, SM3_CASES, matrices
+from tests.cases.factored import MUON_CASES, SM3_CASES, matrices, ranks_0_to_3
 from tests.harness import assert_trees_close, make_params, run_functional
 
 
@@ -117,8 +117,8 @@ def test_float32_stays_float32_with_x64_on(make_tx, params):
 def test_factored_rms_axes_torch_last_two_optax_two_largest():
     params = {"t": jnp.ones((4, 3, 2)), "v": jnp.ones((5,))}
     state = adafactor_chain().init(params)[1]
-    assert state.v_row["t"].shape == (4, 3) and state.v_col["t"].shape == (4, 2)  # torch's (4, 3, 1), (4, 1, 2)
-    assert state.v["v"].shape == (5,) and state.v["t"].shape == (1,)
+    assert state.v_row["t"].shape == (4, 3, 1) and state.v_col["t"].shape == (4, 1, 2)  # torch's shapes
+    assert state.v["v"].shape == (5,) and state.v["t"] is None and state.v_row["v"] is None
     optax_like = gradtx.scale_by_factored_rms(min_dim_size_to_factor=2).init(params)
     assert optax_like.v_row["t"].shape == (3, 2) and optax_like.v_col["t"].shape == (4, 2)  # axis 2 is a batch axis
 
@@ -156,3 +156,49 @@ def test_argument_errors_say_what_to_do():
         muon_chain(adjust_lr_fn="spectral")
     with pytest.raises(ValueError, match="params"):
         gradtx.scale_by_param_block_rms().update({"w": jnp.ones(2)}, gradtx.EmptyState())
+
+
+@pytest.mark.parametrize("name,kwargs,make", [("Adafactor", {"lr": 0.05}, ranks_0_to_3),
+                                              ("Muon", {"lr": 0.05}, matrices)])
+def test_facade_state_dict_is_torchs(name, kwargs, make):
+    import gradtx.optim as optim
+
+    leaves = jax.tree.leaves(make("float64"))
+    tensors = [torch.tensor(np.asarray(x), requires_grad=True) for x in leaves]
+    theirs = getattr(torch.optim, name)(tensors, **kwargs)
+    ours = getattr(optim, name)([jnp.array(x) for x in leaves], **kwargs)
+    for _ in range(2):
+        grads = [jnp.cos(3 * p) for p in ours.params]
+        for t, g in zip(tensors, grads):
+            t.grad = torch.tensor(np.asarray(g))
+        theirs.step()
+        ours.step(grads)
+    expected, actual = theirs.state_dict(), ours.state_dict()
+    assert list(actual["param_groups"][0]) == list(expected["param_groups"][0])
+    for i, state in expected["state"].items():
+        assert list(actual["state"][i]) == list(state)
+        for key, value in state.items():
+            np.testing.assert_allclose(np.asarray(actual["state"][i][key]), value.numpy(), rtol=1e-7, atol=1e-12)
+    restored = getattr(optim, name)([jnp.array(x) for x in leaves], **kwargs)
+    restored.load_state_dict({"state": {i: {k: v.numpy() for k, v in s.items()} for i, s in expected["state"].items()},
+                              "param_groups": expected["param_groups"]})
+    assert list(restored.state_dict()["state"][0]) == list(expected["state"][0])
+
+
+@pytest.mark.parametrize("name,kwargs,params", [
+    ("Adafactor", {"beta2_decay": 0.5}, [np.ones((2, 2))]),
+    ("Adafactor", {"eps": (-1.0, 1e-3)}, [np.ones((2, 2))]),
+    ("Adafactor", {"d": 0.5}, [np.ones((2, 2))]),
+    ("Muon", {"momentum": -0.1}, [np.ones((2, 2))]),
+    ("Muon", {"adjust_lr_fn": "spectral"}, [np.ones((2, 2))]),
+    ("Muon", {}, [np.ones(3)]),
+])
+def test_facade_validation_messages_are_torchs(name, kwargs, params):
+    import gradtx.optim as optim
+
+    with pytest.raises(ValueError) as theirs:
+        getattr(torch.optim, name)([torch.tensor(p) for p in params], **kwargs)
+    with pytest.raises(ValueError) as ours:
+        getattr(optim, name)([jnp.asarray(p) for p in params], **kwargs)
+    expected = str(theirs.value).replace("torch.Size([3])", "(3,)")  # shapes print as tuples here
+    assert str(ours.value) == expected

@@ -1,4 +1,4 @@
-"""torch.optim.Adafactor and torch.optim.Muon as declarations over gradtx's transforms."""
+"""torch.optim.Adafactor and torch.optim.Muon: chain builders and their facade declarations."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import functools
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx.base import GradientTransformation, chain, identity
+from gradtx.optim.optimizer import Optimizer, number
 from gradtx.transforms.decay import decoupled_weight_decay as decay_after_lr
 from gradtx.transforms.factored import (
     clip_by_block_rms,
@@ -20,7 +22,7 @@ from gradtx.transforms.muon import MuonDimensionNumbers, scale_by_newton_schulz,
 from gradtx.transforms.scaling import maximize as negate
 from gradtx.transforms.scaling import scale, scale_by_learning_rate
 
-__all__: list[str] = []
+__all__ = ["Adafactor", "Muon"]
 
 TORCH_MUON_EPS = 1e-7
 TORCH_NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -36,8 +38,8 @@ def adafactor_chain(lr: Any = 1e-2, beta2_decay: Any = -0.8, eps: Any = (None, 1
     ``p.mul_(1 - lr*wd)`` before the step; the parameter RMS is that of the parameter
     before the decay, as in torch. The second-moment decay is :math:`1 - t^{\text{beta2\_decay}}`.
     ``eps=(None, eps2)`` clamps with each parameter dtype's machine epsilon.
-    torch's state maps as ``step -> count``, ``row_var -> v_row`` (with the last axis
-    kept, size 1), ``col_var -> v_col`` (with axis -2 kept), ``variance -> v``.
+    torch's state maps as ``step -> count``, ``row_var -> v_row``, ``col_var -> v_col``,
+    ``variance -> v``, with torch's shapes (``torch_layout``).
     """
     use_weight_decay = bool(weight_decay != 0) if use_weight_decay is None else use_weight_decay
     eps1, eps2 = eps
@@ -45,7 +47,8 @@ def adafactor_chain(lr: Any = 1e-2, beta2_decay: Any = -0.8, eps: Any = (None, 1
         negate() if maximize else identity(),
         scale_by_factored_rms(decay_rate=-beta2_decay, min_dim_size_to_factor=0, epsilon=0.0,
                               decay_rate_fn=functools.partial(decay_rate_pow, in_float32=False),
-                              factored_axes=(-2, -1), clamp_eps="finfo" if eps1 is None else eps1),
+                              factored_axes=(-2, -1), clamp_eps="finfo" if eps1 is None else eps1,
+                              torch_layout=True),
         clip_by_block_rms(d),
         scale_by_relative_step_size(lr, eps2),
         decay_after_lr(weight_decay, lr) if use_weight_decay else identity(),
@@ -82,3 +85,139 @@ def muon_chain(lr: Any = 1e-3, weight_decay: Any = 0.1, momentum: Any = 0.95, ne
         scale_by_learning_rate(lr),
         decay_after_lr(weight_decay, lr) if use_weight_decay else identity(),
     )
+
+
+def _is_complex(p: Any) -> bool:
+    return jnp.iscomplexobj(getattr(p, "data", p))
+
+
+class Adafactor(Optimizer):
+    r"""torch.optim.Adafactor (Shazeer & Stern, 2018, https://arxiv.org/abs/1804.04235), torch 2.13's variant.
+
+    .. math::
+        \hat\beta_{2,t} = 1 - t^{c}, \quad
+        R_t = \hat\beta_{2,t} R_{t-1} + (1-\hat\beta_{2,t})\,\text{mean}_j g_t^2, \quad
+        C_t = \hat\beta_{2,t} C_{t-1} + (1-\hat\beta_{2,t})\,\text{mean}_i g_t^2, \\
+        U_t = g_t \Big/ \sqrt{\max\!\big(R_t C_t / \max(\text{mean}_i R_t, \epsilon_1), \epsilon_1^2\big)}, \\
+        \theta_t = \theta_{t-1}(1 - \gamma\lambda)
+            - \frac{\max(\epsilon_2, \text{RMS}(\theta_{t-1}))\,\min(\gamma, 1/\sqrt{t})}{\max(1, \text{RMS}(U_t)/d)} U_t
+
+    for parameters of rank 2 or more (factored over the last two axes); vectors and
+    scalars keep a full second moment. The same numbers as torch 2.13's ``Adafactor``;
+    the step is :func:`adafactor_chain`. ``opt.state[p]`` holds ``step`` and either
+    ``row_var`` and ``col_var`` (shapes ``(..., R, 1)`` and ``(..., 1, C)``) or ``variance``.
+    Complex parameters are rejected when they join (torch rejects them at the first step).
+
+    Args:
+      params: parameters or param groups (see :class:`gradtx.optim.Optimizer`).
+      lr: :math:`\gamma`, the cap on the relative step size (default 1e-2).
+      beta2_decay: :math:`c`, the decay exponent (default -0.8).
+      eps: :math:`(\epsilon_1, \epsilon_2)` (default ``(None, 1e-3)``; ``None``: the dtype's machine epsilon).
+      d: :math:`d`, the update clipping threshold (default 1.0).
+      weight_decay: :math:`\lambda`, decoupled decay (default 0).
+      foreach: ``True`` compiles one program per group; ``False`` a per-parameter loop.
+      maximize: maximize the objective instead of minimizing it.
+    """
+
+    chain_builder = staticmethod(adafactor_chain)
+    state_names = {"row_var": "v_row", "col_var": "v_col", "variance": "v"}
+    complex_as_real = False
+
+    def __init__(self, params: Any, lr: Any = 1e-2, beta2_decay: float = -0.8, eps: tuple[float | None, float] = (None, 1e-3),
+                 d: float = 1.0, weight_decay: float = 0.0, *, foreach: bool | None = None,
+                 maximize: bool = False) -> None:
+        defaults = {"lr": lr, "beta2_decay": beta2_decay, "eps": tuple(eps), "d": d, "weight_decay": weight_decay,
+                    "foreach": foreach, "maximize": maximize}
+        super().__init__(params, defaults)
+
+    @classmethod
+    def check_options(cls, group: dict[str, Any]) -> None:
+        lr, eps = group["lr"], group["eps"]
+        if not callable(lr) and np.size(lr) != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        if not 0.0 <= number(lr):
+            raise ValueError(f"Learning rate should be >= 0 but is: {lr}")
+        if not 0.0 >= number(group["beta2_decay"]):
+            raise ValueError(f"beta2_decay should be <= 0 but is: {group['beta2_decay']}")
+        if eps[0] is not None and not 0.0 <= number(eps[0]):
+            raise ValueError(f"epsilon1 should be >= 0 but is: {eps[0]}")
+        if not 0.0 <= number(eps[1]):
+            raise ValueError(f"epsilon2 should be >= 0 but is: {eps[1]}")
+        if not 1.0 <= number(group["d"]):
+            raise ValueError(f"Clipping threshold d should be >= 1 but is: {group['d']}")
+        if not 0.0 <= number(group["weight_decay"]):
+            raise ValueError(f"weight_decay should be >= 0 but is: {group['weight_decay']}")
+        if any(_is_complex(p) for p in group.get("params", ())):
+            raise RuntimeError("Adafactor does not support complex parameters")
+
+
+class Muon(Optimizer):
+    r"""torch.optim.Muon (Jordan et al., 2024, https://kellerjordan.github.io/posts/muon/), for 2-D parameters.
+
+    .. math::
+        b_t = \mu b_{t-1} + (1-\mu) g_t, \quad
+        u_t = (1-\mu) g_t + \mu b_t \ (\text{nesterov}) \text{ or } b_t, \\
+        \theta_t = \theta_{t-1}(1 - \gamma\lambda) - \gamma\, s(A, B)\, \text{NS}_k(u_t)
+
+    where :math:`\text{NS}_k` is ``ns_steps`` Newton–Schulz iterations with
+    ``ns_coefficients``, computed in bfloat16 as torch does, and :math:`s` is
+    ``adjust_lr_fn``'s ratio for an ``A x B`` parameter (``None``/``"original"``:
+    :math:`\sqrt{\max(1, A/B)}`; ``"match_rms_adamw"``: :math:`0.2\sqrt{\max(A, B)}`).
+    The same numbers as torch 2.13's ``Muon``; the step is :func:`muon_chain`.
+    ``opt.state[p]`` holds ``momentum_buffer`` (torch keeps no step).
+
+    Args:
+      params: 2-D parameters or param groups (see :class:`gradtx.optim.Optimizer`).
+      lr: :math:`\gamma` (default 1e-3).
+      weight_decay: :math:`\lambda`, decoupled decay (default 0.1).
+      momentum: :math:`\mu` (default 0.95).
+      nesterov: Nesterov momentum (default True).
+      ns_coefficients: the quintic's ``(a, b, c)`` (default (3.4445, -4.7750, 2.0315)).
+      eps: the floor of the norm in the first normalisation (default 1e-7).
+      ns_steps: Newton–Schulz iterations (default 5; fewer than 100).
+      adjust_lr_fn: ``None``, ``"original"`` or ``"match_rms_adamw"``.
+      foreach: gradtx's tier choice (torch's Muon has none): ``True`` one program per
+        group, ``False`` a per-parameter loop; when omitted the groups carry no
+        ``foreach`` key, as torch's, and the step is fused.
+    """
+
+    chain_builder = staticmethod(muon_chain)
+    state_names = {"momentum_buffer": "trace"}
+    step_name = None
+    static_options = ("ns_steps",)
+    complex_as_real = False
+
+    def __init__(self, params: Any, lr: Any = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
+                 nesterov: bool = True, ns_coefficients: tuple[float, float, float] = TORCH_NS_COEFFICIENTS,
+                 eps: float = TORCH_MUON_EPS, ns_steps: int = 5, adjust_lr_fn: str | None = None, *,
+                 foreach: bool | None = None) -> None:
+        defaults = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "nesterov": nesterov,
+                    "ns_coefficients": tuple(ns_coefficients), "eps": eps, "ns_steps": ns_steps,
+                    "adjust_lr_fn": adjust_lr_fn}
+        if foreach is not None:  # not one of torch's options: kept out of the groups unless given
+            defaults["foreach"] = foreach
+        super().__init__(params, defaults)
+
+    @classmethod
+    def check_options(cls, group: dict[str, Any]) -> None:
+        lr = group["lr"]
+        if not callable(lr) and np.size(lr) != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        if not 0.0 <= number(lr):
+            raise ValueError(f"Learning rate should be >= 0 but is: {lr}")
+        if not 0.0 <= number(group["momentum"]):
+            raise ValueError(f"momentum should be >= 0 but is: {group['momentum']}")
+        if not 0.0 <= number(group["weight_decay"]):
+            raise ValueError(f"weight decay should be >= 0 but is: {group['weight_decay']}")
+        if group["adjust_lr_fn"] not in (None, "original", "match_rms_adamw"):
+            raise ValueError(f"Adjust learning rate function {group['adjust_lr_fn']} is not supported")
+        if group["ns_steps"] >= 100:  # torch raises this at the first step
+            raise ValueError("Number of steps must be less than 100 for computational efficiency")
+        if len(group["ns_coefficients"]) != 3:
+            raise ValueError("Coefficients must be a tuple of exactly 3 values")
+        for p in group.get("params", ()):
+            if np.ndim(getattr(p, "data", p)) != 2:
+                raise ValueError("Muon only supports 2D parameters whereas we found a parameter with size: "
+                                 f"{tuple(np.shape(getattr(p, 'data', p)))}")
+            if _is_complex(p):
+                raise ValueError("Complex parameters are not supported")

@@ -75,7 +75,8 @@ class FactoredState(NamedTuple):
     """State of :func:`scale_by_factored_rms` (the layout of optax's ``FactoredState``).
 
     A leaf that is factored keeps ``v_row``/``v_col`` and a ``(1,)`` placeholder in
-    ``v``; a leaf that is not keeps ``v`` and placeholders in ``v_row``/``v_col``.
+    ``v``; a leaf that is not keeps ``v`` and placeholders in ``v_row``/``v_col``
+    (``None`` instead of placeholders, and size-1 averaged axes, with ``torch_layout``).
     """
 
     count: jax.Array  # shape=(), dtype=int32: steps taken so far
@@ -103,7 +104,7 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: Any = 0.8, step_off
                           min_dim_size_to_factor: int = 128, epsilon: Any = 1e-30,
                           decay_rate_fn: Callable[[Any, Any], Any] = decay_rate_pow, *,
                           factored_axes: tuple[int, int] | None = None,
-                          clamp_eps: Any = None) -> GradientTransformation:
+                          clamp_eps: Any = None, torch_layout: bool = False) -> GradientTransformation:
     r"""Divides updates by Adafactor's factored estimate of the RMS gradient (Shazeer & Stern, 2018).
 
     For a leaf factored over axes :math:`(a, b)` (rows :math:`i`, columns :math:`j`):
@@ -131,6 +132,9 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: Any = 0.8, step_off
       :math:`\epsilon_1^2`: :math:`u_t = g_t / \sqrt{\max(R_t C_t / \max(\text{mean}_i R_t,
       \epsilon_1), \epsilon_1^2)}`. ``clamp_eps="finfo"`` uses the machine epsilon of
       each leaf's dtype (torch's ``eps=(None, ...)``).
+    - ``torch_layout=True``: keep the state as torch's ``row_var``/``col_var``/``variance``:
+      the averaged axis stays in ``v_row``/``v_col`` with size 1, and each leaf holds only
+      the statistics it uses (``None`` in the others, where optax keeps ``(1,)`` placeholders).
 
     Args:
       factored: whether to factor leaves of rank 2 or more at all.
@@ -142,6 +146,7 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: Any = 0.8, step_off
         step (after ``step_offset``) in that leaf's real dtype; the default is :func:`decay_rate_pow`.
       factored_axes: ``(a, b)`` to factor over instead of the two largest axes.
       clamp_eps: ``None`` (optax), a number or ``"finfo"``: torch's clamping, see above.
+      torch_layout: torch's state layout, see above.
     """
     check_range("decay_rate", decay_rate, 0.0, where="scale_by_factored_rms")
     check_range("epsilon", epsilon, 0.0, where="scale_by_factored_rms")
@@ -154,16 +159,27 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: Any = 0.8, step_off
         return _factored_axes(np.shape(x), factored, min_dim_size_to_factor, factored_axes)
 
     def placeholder(x):
-        return jnp.zeros((1,), gt.real_dtype(x))
+        return None if torch_layout else jnp.zeros((1,), gt.real_dtype(x))
+
+    def mean(x, axis):
+        return jnp.mean(x, axis=axis, keepdims=torch_layout)
+
+    def expand(x, axis):  # undoes `mean`'s removal of an axis
+        return x if torch_layout else jnp.expand_dims(x, axis)
 
     def init(params):
+        def zeros_without(p, axis):
+            shape = list(np.shape(p))
+            shape[axis] = 1
+            return jnp.zeros(shape if torch_layout else np.delete(shape, axis), gt.real_dtype(p))
+
         def v_row(p):
             axes = axes_of(p)
-            return placeholder(p) if axes is None else jnp.zeros(np.delete(np.shape(p), axes[1]), gt.real_dtype(p))
+            return placeholder(p) if axes is None else zeros_without(p, axes[1])
 
         def v_col(p):
             axes = axes_of(p)
-            return placeholder(p) if axes is None else jnp.zeros(np.delete(np.shape(p), axes[0]), gt.real_dtype(p))
+            return placeholder(p) if axes is None else zeros_without(p, axes[0])
 
         def v(p):
             return jnp.zeros(np.shape(p), gt.real_dtype(p)) if axes_of(p) is None else placeholder(p)
@@ -180,7 +196,7 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: Any = 0.8, step_off
         clamp = None if clamp_eps is None or clamp_eps == "finfo" else value_at(clamp_eps, state.count)
 
         def one(g, v_row, v_col, v):
-            dtype = v.dtype
+            dtype = gt.real_dtype(g)
             step = jnp.asarray(state.count - step_offset).astype(dtype)
             beta = jnp.asarray(decay_rate_fn(step, rate)).astype(dtype)
             floor = jnp.finfo(dtype).eps if clamp_eps == "finfo" else clamp
@@ -192,14 +208,14 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: Any = 0.8, step_off
                 scale = v**-0.5 if floor is None else jax.lax.rsqrt(jnp.maximum(v, floor * floor))
                 return _Moments((g * scale).astype(g.dtype), v_row, v_col, v)
             d1, d0 = axes
-            v_row = (beta * v_row + (1 - beta) * jnp.mean(g_sq, axis=d0)).astype(dtype)
-            v_col = (beta * v_col + (1 - beta) * jnp.mean(g_sq, axis=d1)).astype(dtype)
-            row_mean = jnp.mean(v_row, axis=d1 - 1 if d1 > d0 else d1, keepdims=True)  # over d1's position in v_row
+            v_row = (beta * v_row + (1 - beta) * mean(g_sq, d0)).astype(dtype)
+            v_col = (beta * v_col + (1 - beta) * mean(g_sq, d1)).astype(dtype)
+            row_axis = d1 if torch_layout or d1 < d0 else d1 - 1  # where d1 is in v_row
+            row_mean = jnp.mean(v_row, axis=row_axis, keepdims=True)
             if floor is None:
-                u = g * jnp.expand_dims((v_row / row_mean) ** -0.5, d0) * jnp.expand_dims(v_col**-0.5, d1)
+                u = g * expand((v_row / row_mean) ** -0.5, d0) * expand(v_col**-0.5, d1)
             else:
-                estimate = jnp.expand_dims(v_row, d0) * jnp.expand_dims(v_col, d1)
-                estimate = estimate / jnp.expand_dims(jnp.maximum(row_mean, floor), d0)
+                estimate = expand(v_row, d0) * expand(v_col, d1) / expand(jnp.maximum(row_mean, floor), d0)
                 u = jax.lax.rsqrt(jnp.maximum(estimate, floor * floor)) * g
             return _Moments(u.astype(g.dtype), v_row, v_col, v)
 
