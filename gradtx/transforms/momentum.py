@@ -55,13 +55,15 @@ def trace(decay: Any, nesterov: bool = False, accumulator_dtype: Any = None, *,
             moved = mu * b + (1 - tau) * g
             if torch_init:
                 moved = jnp.where(state.count == 0, g, moved)
-            return moved.astype(b.dtype)
+            return moved
 
-        buffers = gt.tree_map(new_buffer, updates, state.trace)
+        # The step uses the buffer at full precision; only the stored copy is cast to accumulator_dtype (as optax).
+        moved = gt.tree_map(new_buffer, updates, state.trace)
         if nesterov:
-            out = gt.tree_map(lambda g, b: (g + mu * b).astype(g.dtype), updates, buffers)
+            out = gt.tree_map(lambda g, b: (g + mu * b).astype(g.dtype), updates, moved)
         else:
-            out = gt.tree_map(lambda g, b: b.astype(g.dtype), updates, buffers)
+            out = gt.tree_map(lambda g, b: b.astype(g.dtype), updates, moved)
+        buffers = gt.tree_cast_like(moved, state.trace)
         return out, TraceState(count=gt.safe_increment(state.count), trace=buffers)
 
     return GradientTransformation(init, update)
