@@ -113,6 +113,9 @@ def split_options(decl: Any, group: dict) -> tuple[tuple, dict]:
             continue
         if name not in decl.static_options and is_dynamic(value):
             dynamic[name] = as_float(value)
+        elif callable(value) and decl.step_name is None:
+            raise TypeError(f"{decl.__name__} keeps no step count (as torch's), so option {name!r} cannot be a "
+                            "schedule; set a number and change it between steps (or use gradtx.optim.lr_scheduler)")
         else:
             static[name] = freeze(value, name)
     static.update(decl.flags(group))
@@ -194,25 +197,24 @@ def order_keys(decl: Any) -> list[str]:
 
 
 def from_torch(decl: Any, template: Any, names: list, torch_state: dict, param: Any, fresh: Any) -> Any:
-    """The chain state described by ``torch_state``; where ``fresh`` (a traced bool), the template (initial) state.
+    """The chain state described by ``torch_state`` (entries it lacks keep the template's initial values).
 
-    Entries ``torch_state`` lacks keep the template's values (an option switched on
-    later, such as amsgrad, starts from its initial state, as it would have in torch).
+    An option switched on later (amsgrad) thus starts from its initial state, as
+    it would in torch. ``fresh`` (a traced bool) says that the parameter had no
+    state before this step; it matters only where torch keeps no step
+    (``step_name = None``): the count is then 0 for a fresh parameter and 1 otherwise.
     """
     leaves, treedef = jax.tree.flatten(template)
-    started = any(name in torch_state for name in names if name is not STEP)
     out = []
     for leaf, name in zip(leaves, names):
-        if name is STEP and decl.step_name is None:  # torch keeps no step: it has state once a step was taken
-            loaded = jnp.asarray(1 if started else 0, leaf.dtype)
+        if name is STEP and decl.step_name is None:
+            out.append(jnp.where(fresh, 0, 1).astype(leaf.dtype))
         elif name is STEP and decl.step_name in torch_state:
-            loaded = jnp.asarray(torch_state[decl.step_name]).reshape(()).astype(leaf.dtype)
+            out.append(jnp.asarray(torch_state[decl.step_name]).reshape(()).astype(leaf.dtype))
         elif name is not STEP and name in torch_state:
-            loaded = _into_chain(torch_state[name], leaf, param, name)
+            out.append(_into_chain(torch_state[name], leaf, param, name))
         else:
             out.append(leaf)
-            continue
-        out.append(jnp.where(fresh, leaf, loaded))
     return jax.tree.unflatten(treedef, out)
 
 
@@ -251,9 +253,8 @@ def group_update(decl: Any, static: tuple, dynamic: dict, params: list, grads: l
                  fresh: Any) -> tuple:
     """One group's step: the chain for its options, applied to each parameter with its own state.
 
-    ``fresh[i]`` says that parameter ``i`` has no state yet: its entry in ``states``
-    is a placeholder of the right shapes (so that the first step and the later
-    ones are one program) and the chain's initial state is used instead.
+    A parameter without state yet (``fresh[i]``) comes with its initial state from
+    :func:`init_states`, so that the first step and the later ones are one program.
     """
     global _traces
     _traces += 1
@@ -305,11 +306,12 @@ def state_entries(decl: Any, group: dict, param: Any) -> dict[str, tuple]:
     return dict(_entries(decl, static, tuple(sorted(dynamic.items())), tuple(param.shape), jnp.dtype(param.dtype)))
 
 
-def placeholder_state(decl: Any, group: dict, param: Any) -> dict:
-    """Zeros in the shapes of a parameter's state: what a parameter without state passes to the program."""
-    sharding = getattr(param.data, "sharding", None)
-    out = {}
-    for key, (shape, dtype) in state_entries(decl, group, param).items():
-        on = sharding if sharding is not None and shape == tuple(param.shape) else None
-        out[key] = jnp.zeros(shape, dtype, device=on)
-    return out
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def init_states(decl: Any, static: tuple, dynamic: dict, params: list) -> list[dict]:
+    """The initial state of each parameter under torch's names (the chain's ``init``, translated)."""
+    tx = build_chain(decl, static, dynamic)
+    states = []
+    for param in params:
+        state = tx.init(param)
+        states.append(to_torch(decl, state, layout(decl, state), param))
+    return states

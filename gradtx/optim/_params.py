@@ -132,7 +132,7 @@ def group_params(params: Any, taken: Iterable[Parameter] = ()) -> GroupParams:
         params = list(params)
     if is_param(params) or is_array(params):
         box = wrap(params, None)
-        return GroupParams([box], [box.name] if box.name is not None else None, box)
+        return GroupParams([box], None, box)
     if isinstance(params, (list, tuple)) and params and all(_is_flat_entry(x) for x in params):
         named = [_is_named_pair(x) for x in params]
         if any(named) and not all(named):
@@ -144,9 +144,8 @@ def group_params(params: Any, taken: Iterable[Parameter] = ()) -> GroupParams:
                 raise ValueError(f"optimizer params have duplicate names: {duplicates}")
             boxes = [wrap(x, name) for name, x in params]
             return GroupParams(boxes, names, dict(zip(names, boxes)))
-        boxes = [wrap(x, None) for x in params]
-        names = [b.name for b in boxes]
-        return GroupParams(boxes, names if all(n is not None for n in names) else None, list(boxes))
+        boxes = [wrap(x, None) for x in params]  # unnamed, as torch's plain list (boxes may carry a .name)
+        return GroupParams(boxes, None, list(boxes))
     if isinstance(params, (list, tuple)) and not all(_is_flat_entry(x) or _is_container(x) for x in params):
         bad = next(x for x in params if not (_is_flat_entry(x) or _is_container(x)))
         raise TypeError(f"optimizer can only optimize arrays (or gradtx.optim.Parameter boxes), "

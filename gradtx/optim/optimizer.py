@@ -65,8 +65,10 @@ The parts, in detail:
    state needs a name, except the ``count`` fields, which all map to torch's
    ``step`` (``step_name``, a float32 scalar in ``opt.state``; ``None`` where torch
    keeps no step: the count is then 0 for a parameter without state and 1 once
-   it has some). A name whose field this group's chain lacks (``max_exp_avg_sq``
-   without amsgrad) is simply absent from the state.
+   it has some, so such a class refuses schedule-valued options). A name whose
+   field this group's chain lacks (``max_exp_avg_sq`` without amsgrad) is simply
+   absent from the state. A parameter's state is created at its first step with
+   a gradient (torch's lazy initialisation) by the chain's ``init``.
 
 3. ``__init__`` with torch's signature, defaults, and ``defaults`` dict (its keys
    appear in ``param_groups``, ``state_dict()`` and ``repr``), then
@@ -156,6 +158,10 @@ class Optimizer:
     ``"params"`` take any of these forms. It may also be a pytree of arrays
     (a dict, a flax or equinox tree...): its floating/complex array leaves are
     boxed and named by their path joined with ``"."``; other leaves are passed over.
+
+    Names (``param_groups[i]["param_names"]``, used by ``state_dict`` and by
+    ``load_state_dict(match="name")``) come from ``(name, parameter)`` pairs and
+    from pytree paths; a plain list is unnamed, as in torch.
 
     ``opt.params`` gives the current values back in the structure they were given
     in (a list for a list, a ``{name: array}`` dict for named pairs, the tree for a
@@ -376,12 +382,12 @@ class Optimizer:
                 continue
             grads = [self._checked_grad(p, p.grad) for p in work]
             static, dynamic = _engine.split_options(cls, group)
-            states, fresh = [], []
-            for p in work:
-                state = {k: v if isinstance(v, jax.Array) else jnp.asarray(v)
-                         for k, v in self.state.get(p, {}).items() if k in keys}
-                fresh.append(not state)
-                states.append(state or _engine.placeholder_state(cls, group, p))
+            states = [{k: v if isinstance(v, jax.Array) else jnp.asarray(v)
+                       for k, v in self.state.get(p, {}).items() if k in keys} for p in work]
+            fresh = [not state for state in states]
+            if any(fresh):  # torch's lazy initialisation, in a small program of its own
+                inits = iter(_engine.init_states(cls, static, dynamic, [p.data for p, f in zip(work, fresh) if f]))
+                states = [next(inits) if f else state for state, f in zip(states, fresh)]
             calls[self._tier(group)].append((work, static, dynamic, grads, states, fresh))
         donate = bool(self.donate_params)
         # Results are stored after each program: a program consumes (donates) the buffers it was given.
