@@ -344,3 +344,14 @@ def test_state_follows_the_parameters_sharding():
     assert box.data.sharding.is_equivalent_to(sharding, 2)
     for key in ("exp_avg", "exp_avg_sq"):
         assert opt.state[box][key].sharding.is_equivalent_to(sharding, 2)
+
+
+def test_value_and_grad_evaluates_the_closure_at_trial_points():
+    opt = optim.SGD([{"params": {"w": jnp.ones(2)}}, {"params": [("b", jnp.ones(3))]}], lr=0.1)
+    f = opt._value_and_grad(lambda p: jnp.sum(p[0]["w"] ** 2) + 3 * jnp.sum(p[1]["b"]))
+    loss, grads = f([jnp.full(2, 2.0), jnp.zeros(3)])  # param_groups order: w, then b
+    assert float(loss) == 8.0
+    np.testing.assert_array_equal(grads[0], [4.0, 4.0])
+    np.testing.assert_array_equal(grads[1], [3.0, 3.0, 3.0])
+    with pytest.raises(NotImplementedError, match="chain_builder"):
+        optim.Optimizer([jnp.ones(2)], {}).step([jnp.ones(2)])

@@ -130,6 +130,8 @@ def _convert_entry(opt: Optimizer, group: dict, p: Parameter, entry: Any, where:
     sharding = getattr(p.data, "sharding", None)
     out = {}
     for key, value in entry.items():
+        if value is None and (key in expected or key == cls.step_name):
+            continue  # torch writes None for a buffer not created yet: absent
         if key == cls.step_name:
             step = np.asarray(value)
             if step.size != 1 or not np.issubdtype(step.dtype, np.number):

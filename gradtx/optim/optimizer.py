@@ -11,7 +11,7 @@ state, ``state_dict`` in torch's layout, pickling, ``__repr__`` and hooks.
 
 Complete example (this is :class:`gradtx.optim.SGD`)::
 
-    from gradtx.optim.optimizer import Optimizer
+    from gradtx.optim.optimizer import Optimizer, number
     from gradtx.optim.sgd import sgd_chain
 
     class SGD(Optimizer):
@@ -86,7 +86,9 @@ does). An algorithm that is not a per-parameter chain (LBFGS re-evaluates the
 closure and keeps one state for all parameters) overrides ``_step(self,
 grads=None, closure=None)`` — never ``step``, which wraps ``_step`` with the
 hooks and counters — and uses ``self._evaluate(closure)`` (returns the loss and
-sets every ``p.grad``), ``self.params`` and ``self.state``.
+sets every ``p.grad``), ``self._value_and_grad(closure)`` (``f(arrays) -> (loss,
+grads)`` over the parameters' arrays in ``param_groups`` order, to evaluate at
+trial points), ``self.params`` and ``self.state``.
 
 Export the class in its module's ``__all__``; :mod:`gradtx.optim` re-exports the
 ``__all__`` of every family module. Add the option sets to that family's
@@ -322,22 +324,29 @@ class Optimizer:
         self._update()
         return loss
 
+    def _value_and_grad(self, closure: Callable) -> Callable[[list], tuple[Any, list]]:
+        """``closure(params) -> loss`` as ``f(arrays) -> (loss, grads)``, with the parameters' arrays listed
+        in ``param_groups`` order (what a driver such as LBFGS evaluates at trial points)."""
+        leaves, treedef = jax.tree.flatten(self._structure(), is_leaf=lambda x: isinstance(x, Parameter))
+        slot = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        where = [(j, slot[id(leaf)]) for j, leaf in enumerate(leaves) if isinstance(leaf, Parameter)]
+
+        def loss_of(arrays):
+            full = list(leaves)
+            for j, i in where:
+                full[j] = arrays[i]
+            return closure(jax.tree.unflatten(treedef, full))
+
+        return jax.value_and_grad(loss_of)
+
     def _evaluate(self, closure: Callable) -> Any:
         """Evaluates the closure; a closure of the params is differentiated and its gradients set on every box."""
         if not _takes_argument(closure):
             return closure()
-        leaves, treedef = jax.tree.flatten(self._structure(), is_leaf=lambda x: isinstance(x, Parameter))
-        where = [i for i, leaf in enumerate(leaves) if isinstance(leaf, Parameter)]
-
-        def loss_of(arrays):
-            full = list(leaves)
-            for i, array in zip(where, arrays):
-                full[i] = array
-            return closure(jax.tree.unflatten(treedef, full))
-
-        loss, grads = jax.value_and_grad(loss_of)([leaves[i].data for i in where])
-        for i, grad in zip(where, grads):
-            leaves[i].grad = grad
+        boxes = [p for g in self.param_groups for p in g["params"]]
+        loss, grads = self._value_and_grad(closure)([p.data for p in boxes])
+        for p, grad in zip(boxes, grads):
+            p.grad = grad
         return loss
 
     def _set_grads(self, grads: Any) -> None:
@@ -374,6 +383,9 @@ class Optimizer:
     def _update(self) -> None:
         """Runs the compiled update on every parameter that has a gradient; nothing changes if a check fails."""
         cls = type(self)
+        if getattr(cls, "chain_builder", None) is None:
+            raise NotImplementedError(f"{cls.__name__} declares no chain_builder; see gradtx.optim.optimizer's "
+                                      "docstring to declare an optimizer (or override _step)")
         keys = set(_engine.order_keys(cls))
         calls: dict[str, list] = {"fused": [], "foreach": [], "for-loop": []}
         for group in self.param_groups:
