@@ -134,7 +134,7 @@ def _convert_entry(opt: Optimizer, group: dict, p: Parameter, entry: Any, where:
             continue  # torch writes None for a buffer not created yet: absent
         if key == cls.step_name:
             step = np.asarray(value)
-            if step.size != 1 or not np.issubdtype(step.dtype, np.number):
+            if step.size != 1 or not jnp.issubdtype(step.dtype, jnp.number):
                 raise ValueError(f"{where}: '{key}' must be a number, got {value!r}")
             out[key] = jnp.asarray(step.reshape(()), jnp.float32)
             continue
@@ -146,7 +146,7 @@ def _convert_entry(opt: Optimizer, group: dict, p: Parameter, entry: Any, where:
             out[key] = copy.deepcopy(value)
             continue
         array = np.asarray(value)
-        if not np.issubdtype(array.dtype, np.number):
+        if not jnp.issubdtype(array.dtype, jnp.number):
             raise ValueError(f"{where}: '{key}' must be a numeric array, got dtype {array.dtype}")
         if shape is not None and tuple(array.shape) != tuple(shape):
             raise ValueError(f"{where}: '{key}' has shape {tuple(array.shape)}, but this optimizer keeps it with "
