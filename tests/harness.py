@@ -44,7 +44,7 @@ def loss(params: Any) -> jax.Array:
     return total
 
 
-grad_fn = jax.grad(loss)
+grad_fn = jax.jit(jax.grad(loss))
 
 
 def assert_trees_close(actual: Any, expected: Any, dtype: str, context: str = "") -> None:
