@@ -17,26 +17,38 @@ from gradtx.transforms.scaling import maximize as negate, scale_by_learning_rate
 __all__ = ["Adam", "AdamW"]
 
 
-def adam_chain(lr: Any = 1e-3, betas: Any = (0.9, 0.999), eps: Any = 1e-8, weight_decay: Any = 0.0,
-               amsgrad: bool = False, maximize: bool = False, decoupled_weight_decay: bool = False,
-               use_weight_decay: bool | None = None) -> GradientTransformation:
-    """torch.optim.Adam's step for one parameter group (AdamW's with ``decoupled_weight_decay=True``).
+def torch_adam_family(direction: GradientTransformation, lr: Any, weight_decay: Any, decoupled_weight_decay: bool,
+                      maximize: bool, use_weight_decay: bool | None) -> GradientTransformation:
+    """torch's shared Adam-family step around a ``direction``: ``maximize -> (+wd*p) -> direction -> -lr -> (-lr*wd*p)``.
 
-    Coupled: ``maximize -> +wd*p -> adam(amsgrad on the raw maximum) -> -lr``.
-    Decoupled: ``maximize -> adam -> -lr -> -lr*wd*p``, i.e. torch's
-    ``p.mul_(1 - lr*wd)`` before the Adam step.
+    Coupled decay (torch's ``weight_decay``) is added to the gradient before the
+    direction; decoupled decay (AdamW, and ``decoupled_weight_decay=True`` in
+    Adam/NAdam/RAdam) is torch's ``p.mul_(1 - lr*wd)`` before the step, written as
+    an update after the learning rate. ``use_weight_decay`` says whether a decay
+    stage exists (defaults to ``weight_decay != 0``; callers passing traced values set it).
     """
     use_weight_decay = bool(weight_decay != 0) if use_weight_decay is None else use_weight_decay
-    b1, b2 = betas
     coupled = use_weight_decay and not decoupled_weight_decay
     decoupled = use_weight_decay and decoupled_weight_decay
     return chain(
         negate() if maximize else identity(),
         add_decayed_weights(weight_decay) if coupled else identity(),
-        scale_by_adam(b1, b2, eps, amsgrad=amsgrad, amsgrad_max_of="raw"),
+        direction,
         scale_by_learning_rate(lr),
         decay_after_lr(weight_decay, lr) if decoupled else identity(),
     )
+
+
+def adam_chain(lr: Any = 1e-3, betas: Any = (0.9, 0.999), eps: Any = 1e-8, weight_decay: Any = 0.0,
+               amsgrad: bool = False, maximize: bool = False, decoupled_weight_decay: bool = False,
+               use_weight_decay: bool | None = None) -> GradientTransformation:
+    """torch.optim.Adam's step for one parameter group (AdamW's with ``decoupled_weight_decay=True``).
+
+    :func:`torch_adam_family` around ``scale_by_adam`` (amsgrad keeping the maximum of the raw second moment).
+    """
+    b1, b2 = betas
+    direction = scale_by_adam(b1, b2, eps, amsgrad=amsgrad, amsgrad_max_of="raw")
+    return torch_adam_family(direction, lr, weight_decay, decoupled_weight_decay, maximize, use_weight_decay)
 
 
 def adamw_chain(lr: Any = 1e-3, betas: Any = (0.9, 0.999), eps: Any = 1e-8, weight_decay: Any = 1e-2,
@@ -44,6 +56,21 @@ def adamw_chain(lr: Any = 1e-3, betas: Any = (0.9, 0.999), eps: Any = 1e-8, weig
                 ) -> GradientTransformation:
     """torch.optim.AdamW's step: :func:`adam_chain` with decoupled decay."""
     return adam_chain(lr, betas, eps, weight_decay, amsgrad, maximize, True, use_weight_decay)
+
+
+def check_adam_ranges(group: dict[str, Any], *extra: str) -> None:
+    """The range checks of torch's Adam family (lr, eps, betas, weight_decay and ``extra`` non-negative options)."""
+    lr, betas = group["lr"], group["betas"]
+    if not 0.0 <= number(lr):
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if not 0.0 <= number(group["eps"]):
+        raise ValueError(f"Invalid epsilon value: {group['eps']}")
+    for i in (0, 1):
+        if not 0.0 <= number(betas[i]) < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
+    for name in ("weight_decay", *extra):
+        if not 0.0 <= number(group[name]):
+            raise ValueError(f"Invalid {name} value: {group[name]}")
 
 
 def _check_adam(group: dict[str, Any]) -> None:
@@ -54,15 +81,7 @@ def _check_adam(group: dict[str, Any]) -> None:
             raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
         if np.size(lr) != 1:
             raise ValueError("Tensor lr must be 1-element")
-    if not 0.0 <= number(lr):
-        raise ValueError(f"Invalid learning rate: {lr}")
-    if not 0.0 <= number(group["eps"]):
-        raise ValueError(f"Invalid epsilon value: {group['eps']}")
-    for i in (0, 1):
-        if not 0.0 <= number(betas[i]) < 1.0:
-            raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
-    if not 0.0 <= number(group["weight_decay"]):
-        raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+    check_adam_ranges(group)
     floats = all(isinstance(b, float) for b in betas[:2])
     if not (floats or all(is_array(b) for b in betas[:2])):
         raise ValueError("betas must be either both floats or both Tensors")

@@ -6,30 +6,13 @@ from typing import Any
 
 import numpy as np
 
-from gradtx.base import GradientTransformation, chain, identity
+from gradtx.base import GradientTransformation
 from gradtx.optim._params import is_array
-from gradtx.optim.optimizer import Optimizer, number
+from gradtx.optim.adam import check_adam_ranges, torch_adam_family
+from gradtx.optim.optimizer import Optimizer
 from gradtx.transforms.adam_variants import scale_by_nadam, scale_by_radam
-from gradtx.transforms.decay import add_decayed_weights
-from gradtx.transforms.decay import decoupled_weight_decay as decay_after_lr
-from gradtx.transforms.scaling import maximize as negate, scale_by_learning_rate
 
 __all__ = ["NAdam", "RAdam"]
-
-
-def _torch_adam_like(direction: GradientTransformation, lr: Any, weight_decay: Any, decoupled_weight_decay: bool,
-                     maximize: bool, use_weight_decay: bool | None) -> GradientTransformation:
-    """``maximize -> (+wd*p) -> direction -> -lr -> (-lr*wd*p)``: torch's shared Adam-family step."""
-    use_weight_decay = bool(weight_decay != 0) if use_weight_decay is None else use_weight_decay
-    coupled = use_weight_decay and not decoupled_weight_decay
-    decoupled = use_weight_decay and decoupled_weight_decay
-    return chain(
-        negate() if maximize else identity(),
-        add_decayed_weights(weight_decay) if coupled else identity(),
-        direction,
-        scale_by_learning_rate(lr),
-        decay_after_lr(weight_decay, lr) if decoupled else identity(),
-    )
 
 
 def nadam_chain(lr: Any = 2e-3, betas: Any = (0.9, 0.999), eps: Any = 1e-8, weight_decay: Any = 0.0,
@@ -46,7 +29,7 @@ def nadam_chain(lr: Any = 2e-3, betas: Any = (0.9, 0.999), eps: Any = 1e-8, weig
     callers passing traced values set it).
     """
     b1, b2 = betas
-    return _torch_adam_like(scale_by_nadam(b1, b2, eps, momentum_decay), lr, weight_decay,
+    return torch_adam_family(scale_by_nadam(b1, b2, eps, momentum_decay), lr, weight_decay,
                             decoupled_weight_decay, maximize, use_weight_decay)
 
 
@@ -63,24 +46,14 @@ def radam_chain(lr: Any = 1e-3, betas: Any = (0.9, 0.999), eps: Any = 1e-8, weig
     """
     b1, b2 = betas
     direction = scale_by_radam(b1, b2, eps, threshold=5.0, eps_on_raw=True, strict_threshold=True)
-    return _torch_adam_like(direction, lr, weight_decay, decoupled_weight_decay, maximize, use_weight_decay)
+    return torch_adam_family(direction, lr, weight_decay, decoupled_weight_decay, maximize, use_weight_decay)
 
 
 def _check_options(group: dict[str, Any], *extra: str) -> None:
     """The checks torch's NAdam and RAdam make, in torch's order and words (``extra``: more non-negative options)."""
-    lr, betas = group["lr"], group["betas"]
-    if is_array(lr) and np.size(lr) != 1:
+    if is_array(group["lr"]) and np.size(group["lr"]) != 1:
         raise ValueError("Tensor lr must be 1-element")
-    if not 0.0 <= number(lr):
-        raise ValueError(f"Invalid learning rate: {lr}")
-    if not 0.0 <= number(group["eps"]):
-        raise ValueError(f"Invalid epsilon value: {group['eps']}")
-    for i in (0, 1):
-        if not 0.0 <= number(betas[i]) < 1.0:
-            raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
-    for name in ("weight_decay", *extra):
-        if not 0.0 <= number(group[name]):
-            raise ValueError(f"Invalid {name} value: {group[name]}")
+    check_adam_ranges(group, *extra)
 
 
 class NAdam(Optimizer):
