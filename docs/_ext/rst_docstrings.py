@@ -9,6 +9,7 @@ package is loaded, before the docstrings are parsed:
 - ``:math:`x``` -> ``\\(x\\)``;
 - a line ending in ``::`` + an indented block -> the line ending in ``:`` + a fenced python block;
 - ``:func:`x```, ``:class:`~a.b```, ... -> inline code;
+- a simple table (``====  ====`` borders) -> a Markdown table;
 - in an ``Args:`` section, ``b1, b2, eps: as in ...`` (several parameters sharing one
   description) -> one entry per parameter, each with that description.
 
@@ -26,6 +27,7 @@ _MATH_DIRECTIVE = re.compile(r"^(?P<indent>\s*)\.\. math::\s*(?P<rest>.*)$")
 _LITERAL_INTRO = re.compile(r"^(?P<indent>\s*)(?P<text>.*?)::\s*$")
 _MATH_ROLE = re.compile(r":math:`([^`]+)`")
 _XREF_ROLE = re.compile(r":(?:py:)?(?:func|class|mod|meth|attr|data|obj|exc|const):`(~?)([^`]+)`")
+_TABLE_BORDER = re.compile(r"^(?P<indent>\s*)=+(?:\s+=+)+\s*$")
 _ARGS_TITLE = re.compile(r"^(?P<indent>\s*)(Args|Arguments|Parameters|Keyword Args|Keyword Arguments|Other Parameters):\s*$")
 _SHARED_ARGS = re.compile(r"^(?P<indent>\s+)(?P<names>\*{0,2}\w+(?:\s*,\s*\*{0,2}\w+)+)\s*:\s*(?P<text>.*)$")
 
@@ -77,6 +79,36 @@ def _split_shared_args(lines: list[str]) -> list[str]:
     return out
 
 
+def _table_to_markdown(lines: list[str], start: int) -> tuple[list[str], int] | None:
+    """An RST simple table starting at ``start`` (top border, header, border, rows, bottom border)."""
+    border = lines[start]
+    spans = [(m.start(), m.end()) for m in re.finditer(r"=+", border)]
+    borders = [i for i in range(start, len(lines)) if _TABLE_BORDER.match(lines[i])]
+    if len(borders) < 3 or borders[1] != start + 2:
+        return None
+    end = borders[2]
+
+    def cells(line: str) -> list[str]:
+        parts = re.split(r"\s{2,}", line.strip())
+        if len(parts) == len(spans):  # tolerates a cell wider than its border
+            return parts
+        # the last column runs to the end of the line, as in RST; a cell wider than its border
+        # pushes the boundary to the next space outside inline code
+        bounds = [s for s, _ in spans] + [max(len(line), spans[-1][1])]
+        for k in range(1, len(bounds) - 1):
+            b = max(bounds[k], bounds[k - 1])
+            while b < len(line) and (line[b - 1] != " " or line[:b].count("`") % 2):
+                b += 1
+            bounds[k] = b
+        return [line[a:b].strip() for a, b in zip(bounds[:-1], bounds[1:])]
+
+    pad = " " * _indent_of(border)
+    rows = [cells(lines[start + 1])] + [cells(line) for line in lines[start + 3:end] if line.strip()]
+    table = ["| " + " | ".join(row) + " |" for row in rows]
+    table.insert(1, "|" + "---|" * len(spans))
+    return ["", *(pad + row for row in table), ""], end + 1
+
+
 def rst_to_markdown(text: str) -> str:
     """Rewrites the reStructuredText forms above in one docstring."""
     lines = _split_shared_args(text.split("\n"))
@@ -92,6 +124,10 @@ def rst_to_markdown(text: str) -> str:
             if out and out[-1].strip():
                 out.append("")
             out += [pad + "$$", *(pad + b if b else "" for b in body if b.strip()), pad + "$$", ""]
+            continue
+        if _TABLE_BORDER.match(line) and (table := _table_to_markdown(lines, i)):
+            rows, i = table
+            out += [_XREF_ROLE.sub(_xref, row) for row in rows]
             continue
         literal = _LITERAL_INTRO.match(line)
         if literal and not line.lstrip().startswith(".."):
