@@ -362,3 +362,119 @@ def test_sparse_adam_validation_and_traced_hyperparameters():
     out = traced(jnp.float32(0.9), jnp.float32(0.999), jnp.float32(1e-8), g)
     assert out.dtype == jnp.float32
     np.testing.assert_allclose(out, gradtx.scale_by_sparse_adam().update(g, tx.init(g))[0], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the facade classes
+
+
+def _facade_lbfgs(kwargs, params, steps, opt=None):
+    import gradtx.optim as optim
+
+    opt = opt or optim.LBFGS(jax.tree.map(jnp.array, params), **kwargs)
+    closure = jax.jit(loss)
+    trajectory = []
+    for _ in range(steps):
+        opt.step(closure)
+        trajectory.append(jax.tree.map(np.array, opt.params))
+    return trajectory, opt
+
+
+@pytest.mark.parametrize("kwargs", [dict(lr=0.5, max_iter=5, history_size=3),
+                                    dict(line_search_fn="strong_wolfe", history_size=3)],
+                         ids=["plain", "strong_wolfe"])
+def test_lbfgs_facade_matches_torch_and_its_state_dict_continues_torchs_run(kwargs):
+    import gradtx.optim as optim
+
+    params = make_params("float64")
+    ours, opt = _facade_lbfgs(kwargs, params, 3)
+    theirs, torch_state = _torch_lbfgs(kwargs, params, 3)
+    for step, (a, b) in enumerate(zip(ours, theirs)):
+        assert_trees_close(a, b, "float64", f"LBFGS facade {kwargs} step {step + 1}")
+    state = opt.state_dict()["state"][0]
+    assert list(state) == ["func_evals", "n_iter", "d", "t", "old_dirs", "old_stps", "ro", "H_diag",
+                           "prev_flat_grad", "prev_loss"]
+    assert state["n_iter"] == torch_state["n_iter"] and state["func_evals"] == torch_state["func_evals"]
+    assert len(state["old_dirs"]) == len(torch_state["old_dirs"])
+    # torch's state, as NumPy, loaded into a fresh optimizer at torch's parameters: both continue alike.
+    torch_numpy = {k: ([t.numpy() for t in v] if isinstance(v, list) else
+                       v.numpy() if isinstance(v, torch.Tensor) else v)
+                   for k, v in torch_state.items() if k != "al"}
+    fresh = optim.LBFGS(jax.tree.map(jnp.array, theirs[-1]), **kwargs)
+    fresh.load_state_dict({"state": {0: torch_numpy}, "param_groups": opt.state_dict()["param_groups"]})
+    continued, _ = _facade_lbfgs(kwargs, None, 2, opt=fresh)
+    ours_continued, _ = _facade_lbfgs(kwargs, None, 2, opt=opt)
+    for a, b in zip(continued, ours_continued):
+        assert_trees_close(a, b, "float64", "LBFGS continued from torch's state")
+
+
+def test_lbfgs_facade_complex_parameters_match_torch():
+    import gradtx.optim as optim
+
+    def objective(xp, z, w):
+        return (0.5 * (z.real**2 + z.imag**2) + xp.sin(3 * z.real) * z.imag).sum() + (w**2 + xp.cos(w)).sum()
+
+    rng = np.random.default_rng(3)
+    z0, w0 = rng.normal(size=3) + 1j * rng.normal(size=3), rng.normal(size=2)
+    opt = optim.LBFGS([jnp.asarray(z0), jnp.asarray(w0)], line_search_fn="strong_wolfe", history_size=3)
+    tz, tw = torch.tensor(z0, requires_grad=True), torch.tensor(w0, requires_grad=True)
+    topt = torch.optim.LBFGS([tz, tw], line_search_fn="strong_wolfe", history_size=3)
+
+    def torch_closure():
+        topt.zero_grad()
+        value = objective(torch, tz, tw)
+        value.backward()
+        return value
+
+    closure = jax.jit(lambda p: objective(jnp, *p))
+    for step in range(3):
+        opt.step(closure)
+        topt.step(torch_closure)
+        for ours, theirs in zip(opt.params, (tz, tw)):
+            np.testing.assert_allclose(ours, theirs.detach().numpy(), **TOLERANCES["float64"],
+                                       err_msg=f"step {step + 1}")
+
+
+def test_lbfgs_facade_validation():
+    import gradtx.optim as optim
+
+    params = make_params("float64")
+    with pytest.raises(ValueError, match="Invalid learning rate"):
+        optim.LBFGS(params, lr=-1.0)
+    with pytest.raises(ValueError, match="parameter groups"):
+        optim.LBFGS([{"params": [jnp.ones(2)]}, {"params": [jnp.ones(2)]}])
+    with pytest.raises(RuntimeError, match="strong_wolfe"):
+        optim.LBFGS(params, line_search_fn="armijo")
+    opt = optim.LBFGS(params)
+    with pytest.raises(TypeError, match="closure of the parameters"):
+        opt.step(lambda: 1.0)
+    with pytest.raises(TypeError, match="closure"):
+        opt.step(grad_fn(params))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sparse_adam_facade_matches_torch_sparse_gradients(dtype):
+    import gradtx.optim as optim
+
+    kwargs = dict(lr=0.05, betas=(0.8, 0.95), eps=1e-6, maximize=True)
+    params = _sparse_params(dtype)
+    opt = optim.SparseAdam(jax.tree.map(jnp.array, params), **kwargs)
+    dense_grads = jax.jit(lambda p, rows: jax.tree.unflatten(jax.tree.structure(p), [
+        jnp.zeros_like(x).at[r].set(v) for x, r, v in zip(jax.tree.leaves(p), rows, _row_values(p, rows))]))
+    theirs = _torch_sparse_adam(kwargs, params, 4)
+    for step in range(4):
+        opt.step(dense_grads(opt.params, _step_rows(params, step)))
+        assert_trees_close(jax.tree.map(np.array, opt.params), theirs[step], dtype, f"SparseAdam facade step {step + 1}")
+    assert list(opt.state_dict()["state"][0]) == ["step", "exp_avg", "exp_avg_sq"]
+
+
+def test_sparse_adam_facade_validation():
+    import gradtx.optim as optim
+
+    params = [jnp.ones(3)]
+    for kwargs, message in [(dict(lr=0.0), "Invalid learning rate"), (dict(eps=0.0), "Invalid epsilon value"),
+                            (dict(betas=(1.0, 0.9)), "Invalid beta parameter at index 0"),
+                            (dict(betas=(0.9, -0.1)), "Invalid beta parameter at index 1")]:
+        with pytest.raises(ValueError, match=message):
+            optim.SparseAdam(params, **kwargs)
+    with pytest.raises(ValueError, match="does not support complex parameters"):
+        optim.SparseAdam([jnp.ones(2), jnp.ones(2, jnp.complex128)])

@@ -1,7 +1,7 @@
 """Parity cases for the second_order family: optax's L-BFGS and line searches (torch's LBFGS and
 SparseAdam need closures or sparse gradients: see tests/test_second_order.py)."""
 
-from tests.harness import OptaxCase, TorchCase, grad_fn, loss
+from tests.harness import OptaxCase, grad_fn, loss
 
 
 def _linesearch_args(params, grads):
@@ -15,9 +15,7 @@ OPTAX_CASES = [
     OptaxCase("lbfgs", {}, steps=5, extra_args=_linesearch_args),
     OptaxCase("lbfgs", dict(learning_rate=0.05, memory_size=2, scale_init_precond=False, linesearch=None), steps=8),
 ]
-# LBFGS is a driver, not a chain (chain=None): the functional parity is in tests/test_second_order.py,
-# these rows are for the facade suite (gradtx.optim.LBFGS). SparseAdam needs sparse gradients (ibid.).
-TORCH_CASES = [
-    TorchCase("LBFGS", dict(lr=0.5, max_iter=5, history_size=3), closure=True, steps=4, dtypes=("float64",)),
-    TorchCase("LBFGS", dict(line_search_fn="strong_wolfe"), closure=True, steps=4, dtypes=("float64",)),
-]
+# torch.optim.LBFGS and SparseAdam are compared in tests/test_second_order.py: LBFGS's facade takes no tier
+# options (torch's takes none), which the shared facade suite's tier test passes to every class, and
+# SparseAdam needs torch sparse gradients.
+TORCH_CASES: list = []
