@@ -56,7 +56,8 @@ def _zeros_keeping_sharding(x: Any, dtype: Any) -> jax.Array:
         return jnp.where(jnp.isnan(x), 0, 0).astype(dtype)
     dtype = jnp.asarray(x).dtype if dtype is None else dtype
     sharding = getattr(x, "sharding", None)
-    if isinstance(x, jax.Array) and sharding is not None:
+    # Only an array pinned to its placement (committed) pins its zeros; an uncommitted one leaves XLA free.
+    if isinstance(x, jax.Array) and sharding is not None and getattr(x, "committed", False):
         return jnp.zeros(jnp.shape(x), dtype, device=sharding)
     return jnp.zeros(jnp.shape(x), dtype)
 

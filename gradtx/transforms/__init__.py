@@ -9,6 +9,7 @@ from gradtx.transforms import (
     factored,
     hyperparams,
     lbfgs,
+    linesearch,
     momentum,
     moments,
     muon,
@@ -25,6 +26,7 @@ from gradtx.transforms.dtypes import *  # noqa: F403
 from gradtx.transforms.factored import *  # noqa: F403
 from gradtx.transforms.hyperparams import *  # noqa: F403
 from gradtx.transforms.lbfgs import *  # noqa: F403
+from gradtx.transforms.linesearch import *  # noqa: F403
 from gradtx.transforms.momentum import *  # noqa: F403
 from gradtx.transforms.moments import *  # noqa: F403
 from gradtx.transforms.muon import *  # noqa: F403
@@ -33,6 +35,6 @@ from gradtx.transforms.sparse import *  # noqa: F403
 from gradtx.transforms.step_rules import *  # noqa: F403
 from gradtx.transforms.wrappers import *  # noqa: F403
 
-_MODULES = (accumulators, adam_variants, clipping, decay, dtypes, factored, hyperparams, lbfgs, momentum, moments, muon,
+_MODULES = (accumulators, adam_variants, clipping, decay, dtypes, factored, hyperparams, lbfgs, linesearch, momentum, moments, muon,
             scaling, sparse, step_rules, wrappers)
 __all__ = [name for module in _MODULES for name in module.__all__]
