@@ -590,10 +590,11 @@ def plot(result: dict, path: Path) -> None:
         values = [next((r["ms"] for r in rows if r["set"] == set_name and r["impl"] == i), np.nan) for i in impls]
         colors = ["tab:blue" if i.startswith("gradtx") else "tab:green" if i.startswith("optax") else "tab:orange"
                   for i in impls]
-        ax.barh(impls, values, color=colors)
-        ax.set_xscale("log")
+        bars = ax.barh(impls, values, color=colors)
+        ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=7, padding=2)
+        ax.set_xlim(0, np.nanmax(values) * 1.25)
         ax.set_title(set_name, fontsize=9)
-        ax.set_xlabel("ms per Adam step (float32, log scale)")
+        ax.set_xlabel("ms per Adam step (float32)")
         ax.invert_yaxis()
     for ax in np.atleast_1d(axes)[1:]:
         ax.set_yticklabels([])
