@@ -48,6 +48,7 @@ Results go to ``benchmarks/results/`` (markdown table, JSON, and a plot).
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -76,10 +77,12 @@ IMPLEMENTATIONS = (
 )
 FACADE_TIERS = {"gradtx facade (default)": "default", "gradtx facade foreach": "foreach",
                 "gradtx facade for-loop": "for-loop"}
-# XLA's and torch's CPU thread pools live in one process here: a pool still spinning after its step takes a
-# core from the other's next step (torch's fused Adam over 100 x 1k went from ~1 ms to ~500 ms, see FINDINGS.md),
-# so every timed step starts after a short pause, with both pools idle.
+# Every timed step starts after a short pause (the other process's threads go idle), then a small parallel
+# operation of its own library wakes that library's thread pool, as the forward and backward passes of a
+# training loop would have: torch's fused CPU kernels open an OpenMP region per tensor, and with its workers
+# asleep torch's fused Adam over 100 x 1k took 300 ms instead of ~1 ms (see FINDINGS.md).
 PAUSE_S = 0.02
+PRIME_ELEMENTS = 1 << 18  # above both libraries' per-thread grain
 TORCH_TIERS = {"torch fused": "fused", "torch foreach": "foreach", "torch for-loop": "for-loop"}
 
 
@@ -109,6 +112,7 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], *, warmup: int, re
     """
     samples: dict[str, list[float]] = {name: [] for name in fns}
     slots: list[str | None] = list(fns) + ([None] if remote is not None else [])
+    prime = xla_prime()
     for round_ in range(warmup + repeats):
         shift = round_ % len(slots)
         for slot in slots[shift:] + slots[:shift]:
@@ -116,6 +120,7 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], *, warmup: int, re
                 times = remote.round()
             else:
                 time.sleep(PAUSE_S)
+                prime()
                 start = time.perf_counter()
                 fns[slot]()
                 times = {slot: (time.perf_counter() - start) * 1e3}
@@ -149,6 +154,14 @@ def torch_axpy(elements: int) -> Callable[[], None]:
     x = torch.rand(elements)
     y = torch.rand(elements)
     return lambda: y.add_(x, alpha=1e-3)
+
+
+@functools.cache
+def xla_prime() -> Callable[[], None]:
+    """A small jitted loop that XLA splits over its threads: run before a timed step to wake the pool."""
+    x = jnp.zeros(PRIME_ELEMENTS, jnp.float32)
+    add = jax.jit(lambda x: x + 1.0)
+    return lambda: add(x).block_until_ready()
 
 
 def bandwidth_gbs(ms: dict[str, float], elements: int) -> dict[str, float]:
@@ -219,7 +232,10 @@ class TorchWorker:
 
 
 def _torch_worker(conn: Any) -> None:
+    import torch
+
     fns: dict[str, Callable[[], None]] = {}
+    prime = torch.zeros(PRIME_ELEMENTS)
     while True:
         message = conn.recv()
         try:
@@ -247,6 +263,7 @@ def _torch_worker(conn: Any) -> None:
                 times = {}
                 for impl, fn in fns.items():
                     time.sleep(PAUSE_S)
+                    prime.add_(1.0)
                     start = time.perf_counter()
                     fn()
                     times[impl] = (time.perf_counter() - start) * 1e3
