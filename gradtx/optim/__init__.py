@@ -12,8 +12,9 @@ Change the import and how gradients are obtained::
 
 Every class is a declaration over the functional chains (see
 :mod:`gradtx.optim.optimizer` to add one); this module re-exports the ``__all__``
-of each optimizer family module, and ``gradtx.optim.lr_scheduler`` is imported
-on first use.
+of each optimizer family module and :func:`path_groups` (param groups from path
+patterns, :mod:`gradtx.optim.groups`), and ``gradtx.optim.lr_scheduler`` is
+imported on first use.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from typing import Any
 from gradtx.optim._hooks import RemovableHandle as RemovableHandle
 from gradtx.optim._hooks import register_optimizer_step_post_hook as register_optimizer_step_post_hook
 from gradtx.optim._hooks import register_optimizer_step_pre_hook as register_optimizer_step_pre_hook
+from gradtx.optim.groups import FROZEN as FROZEN
+from gradtx.optim.groups import ParamGroups as ParamGroups
+from gradtx.optim.groups import path_groups as path_groups
 from gradtx.optim.optimizer import Optimizer as Optimizer
 from gradtx.optim.optimizer import required as required
 from gradtx.optim.parameter import Parameter as Parameter
@@ -33,7 +37,7 @@ from gradtx.optim.parameter import Parameter as Parameter
 _FAMILIES = ("sgd", "adam", "accumulators", "adam_variants", "step_rules", "factored", "second_order")
 
 __all__ = ["Optimizer", "Parameter", "RemovableHandle", "required", "register_optimizer_step_pre_hook",
-           "register_optimizer_step_post_hook"]
+           "register_optimizer_step_post_hook", "path_groups", "ParamGroups", "FROZEN"]
 for _name in _FAMILIES:
     if importlib.util.find_spec(f"{__name__}.{_name}") is None:
         continue
