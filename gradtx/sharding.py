@@ -18,7 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gradtx.base import GradientTransformation, with_extra_args_support
 
-__all__ = ["ZeroRedundancyState", "zero_redundancy", "state_sharding"]
+__all__ = ["ZeroRedundancyState", "state_sharding", "zero_redundancy"]
 
 
 class ZeroRedundancyState(NamedTuple):
@@ -53,7 +53,19 @@ def _place(tree: Any, mesh: Mesh, axis: str) -> Any:
     return jax.tree.map(place, tree)
 
 
-def zero_redundancy(inner: Any, mesh: Mesh, axis: str = "data") -> GradientTransformation:
+def _replicate(tree: Any, mesh: Mesh) -> Any:
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def place(x):
+        if isinstance(x, jax.core.Tracer):
+            return jax.lax.with_sharding_constraint(x, replicated)
+        return jax.device_put(x, replicated)
+
+    return jax.tree.map(place, tree)
+
+
+def zero_redundancy(inner: Any, mesh: Mesh, axis: str = "data", *,
+                    replicate_updates: bool = True) -> GradientTransformation:
     """Shards ``inner``'s state along the mesh axis ``axis`` (ZeRO-1); torch's ``ZeroRedundancyOptimizer``.
 
     Use it with parameters replicated over ``axis`` (data parallelism): each
@@ -61,6 +73,20 @@ def zero_redundancy(inner: Any, mesh: Mesh, axis: str = "data") -> GradientTrans
     whose leading divisible dimension allows it. The updates are the unsharded
     step's, bit for bit up to XLA's reduction order. Works under ``jax.jit`` and
     outside it.
+
+    As in ZeRO stage 1 (Rajbhandari et al., 2020, section 5.1), where each rank
+    updates its partition and the updated parameters are then all-gathered,
+    the updates are constrained to be replicated over ``mesh``: replicated
+    parameters stay replicated after ``apply_updates``, instead of XLA's
+    sharding propagation carrying the state's split onto them.
+
+    Args:
+      inner: the transformation whose state is sharded.
+      mesh: the devices.
+      axis: the data-parallel axis of ``mesh`` the state is split along.
+      replicate_updates: constrain the updates to be replicated over ``mesh``
+        (the default, for replicated parameters); ``False`` leaves their
+        sharding to XLA, for parameters sharded along other axes of ``mesh``.
 
     Example::
 
@@ -76,6 +102,8 @@ def zero_redundancy(inner: Any, mesh: Mesh, axis: str = "data") -> GradientTrans
 
     def update(updates, state, params=None, **extra_args):
         updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+        if replicate_updates:
+            updates = _replicate(updates, mesh)
         return updates, ZeroRedundancyState(_place(inner_state, mesh, axis))
 
     return GradientTransformation(init, update)

@@ -78,6 +78,8 @@ def test_zero_redundancy_shards_state_and_keeps_numbers(mesh):
     plain, _ = _train(gradtx.adam(0.05), replicated)
     zero, state = _train(gradtx.zero_redundancy(gradtx.adam(0.05), mesh, "data"), replicated)
     assert_trees_close(zero, plain, "float64")
+    # the updates are replicated (ZeRO-1's all-gather), so the parameters stay replicated
+    assert all(x.sharding.is_equivalent_to(NamedSharding(mesh, P()), x.ndim) for x in jax.tree.leaves(zero))
     mu_w = state.inner_state[0].mu["w"]
     assert mu_w.sharding.spec == P("data")
     # each device holds half of the moment
@@ -107,3 +109,125 @@ def test_facade_state_dict_gathers_and_load_places_back(mesh):
     opt.step(jax.grad(_loss)(opt.params))
     assert_trees_close(fresh.params, opt.params, "float32")
     assert fresh.params["w"].sharding.spec == P("data", "model")
+
+
+# --- the facade's ZeroRedundancyOptimizer ---------------------------------------------------------------------
+
+ZERO_CASES = {
+    "Adam": {"lr": 0.05},
+    "AdamW": {"lr": 0.05, "weight_decay": 0.1, "amsgrad": True},
+    "SGD": {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
+    "RMSprop": {"lr": 0.01, "momentum": 0.5, "centered": True},
+}
+
+
+def _replicated(mesh):
+    return {k: jax.device_put(v, NamedSharding(mesh, P())) for k, v in _params().items()}
+
+
+def _facade_steps(opt, steps):
+    for _ in range(steps):
+        opt.step(jax.grad(_loss)(opt.params))
+
+
+def _assert_zero_sharded(opt, mesh):
+    """Every state array with a dimension divisible by the data axis is split along it; params stay replicated."""
+    replicated = NamedSharding(mesh, P())
+    split = 0
+    for box in opt.param_groups[0]["params"]:
+        assert box.data.sharding.is_equivalent_to(replicated, box.data.ndim), box.data.sharding
+        for key, value in opt.state[box].items():
+            expected = gradtx.sharding.state_sharding(value.shape, mesh, "data")
+            assert value.sharding.is_equivalent_to(expected, value.ndim), (key, value.sharding)
+            if value.shape == (8, 12):
+                assert value.addressable_shards[0].data.shape == (4, 12)  # half of it on each device
+                split += 1
+    assert split > 0
+
+
+@pytest.mark.parametrize("name", ZERO_CASES)
+def test_zero_redundancy_optimizer_matches_plain_and_shards_state(mesh, name):
+    from gradtx import optim
+
+    cls, options = getattr(optim, name), ZERO_CASES[name]
+    plain = cls(_replicated(mesh), **options)
+    zero = optim.ZeroRedundancyOptimizer(_replicated(mesh), cls, mesh=mesh, axis="data", **options)
+    assert isinstance(zero, cls) and isinstance(zero, optim.ZeroRedundancyOptimizer)
+    assert zero.param_groups[0].keys() == plain.param_groups[0].keys()
+    _facade_steps(plain, 4)
+    _facade_steps(zero, 4)
+    for key in plain.params:  # bit for bit: XLA gathers the state, it reorders no arithmetic
+        np.testing.assert_array_equal(np.asarray(zero.params[key]), np.asarray(plain.params[key]), err_msg=key)
+    _assert_zero_sharded(zero, mesh)
+
+    # state_dict: torch's layout, the plain optimizer's numbers, gathered to host
+    saved, expected = zero.state_dict(), plain.state_dict()
+    assert saved["param_groups"] == expected["param_groups"]
+    assert saved["state"].keys() == expected["state"].keys()
+    for index, entry in saved["state"].items():
+        assert list(entry) == list(expected["state"][index])
+        for key, value in entry.items():
+            assert isinstance(value, np.ndarray)
+            np.testing.assert_array_equal(value, expected["state"][index][key], err_msg=f"{index}.{key}")
+
+    # load_state_dict places the state sharded again, and the run goes on with the same numbers
+    fresh = optim.ZeroRedundancyOptimizer(_shard_like(zero.params, mesh), cls, mesh=mesh, **options)
+    fresh.load_state_dict(saved)
+    _assert_zero_sharded(fresh, mesh)
+    _facade_steps(fresh, 1)
+    _facade_steps(plain, 1)
+    for key in plain.params:
+        np.testing.assert_array_equal(np.asarray(fresh.params[key]), np.asarray(plain.params[key]), err_msg=key)
+    _assert_zero_sharded(fresh, mesh)
+
+
+def _shard_like(params, mesh):
+    return {k: jax.device_put(np.asarray(v), NamedSharding(mesh, P())) for k, v in params.items()}
+
+
+@pytest.mark.parametrize("tier", [{"foreach": True}, {"foreach": False}])
+def test_zero_redundancy_optimizer_tiers_and_scheduler(mesh, tier):
+    from gradtx import optim
+
+    plain = optim.AdamW(_replicated(mesh), lr=0.05, **tier)
+    zero = optim.ZeroRedundancyOptimizer(_replicated(mesh), optim.AdamW, mesh=mesh, lr=0.05, **tier)
+    schedulers = [optim.lr_scheduler.CosineAnnealingLR(o, T_max=4) for o in (plain, zero)]
+    for _ in range(3):
+        _facade_steps(plain, 1)
+        _facade_steps(zero, 1)
+        for s in schedulers:
+            s.step()
+    assert zero.param_groups[0]["lr"] == plain.param_groups[0]["lr"] < 0.05
+    for key in plain.params:
+        np.testing.assert_array_equal(np.asarray(zero.params[key]), np.asarray(plain.params[key]), err_msg=key)
+    _assert_zero_sharded(zero, mesh)
+
+
+def test_zero_redundancy_optimizer_places_params_and_pickles(mesh):
+    import pickle
+
+    from gradtx import optim
+
+    zero = optim.ZeroRedundancyOptimizer(_params(), optim.Adam, mesh=mesh, lr=0.05)  # unplaced arrays
+    _facade_steps(zero, 2)
+    _assert_zero_sharded(zero, mesh)  # the parameters were replicated over the mesh
+    copy = pickle.loads(pickle.dumps(zero))
+    assert type(copy) is type(zero) and copy.mesh == mesh
+    _assert_zero_sharded(copy, mesh)
+    _facade_steps(zero, 1)
+    _facade_steps(copy, 1)
+    for key in zero.params:
+        np.testing.assert_array_equal(np.asarray(copy.params[key]), np.asarray(zero.params[key]), err_msg=key)
+
+
+def test_zero_redundancy_optimizer_rejects(mesh):
+    from gradtx import optim
+
+    with pytest.raises(ValueError, match="'dp'"):
+        optim.ZeroRedundancyOptimizer(_params(), optim.Adam, mesh=mesh, axis="dp")
+    with pytest.raises(TypeError, match="LBFGS"):
+        optim.ZeroRedundancyOptimizer(_params(), optim.LBFGS, mesh=mesh)
+    with pytest.raises(TypeError, match="mesh"):
+        optim.ZeroRedundancyOptimizer(_params(), optim.Adam, lr=0.1)
+    with pytest.raises(ValueError, match="replicated"):
+        optim.ZeroRedundancyOptimizer(_shard(_params(), mesh), optim.Adam, mesh=mesh)
