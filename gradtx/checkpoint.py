@@ -1,4 +1,4 @@
-"""Saving and restoring functional optimizer state: pickle, numpy ``.npz``, and orbax.
+"""Saving and restoring optimizer state: pickle, numpy ``.npz``, and orbax.
 
 Functional states are pytrees of arrays (nested NamedTuples, tuples and
 dicts), so they pickle as they are (after ``jax.device_get``) and orbax saves
@@ -6,11 +6,19 @@ them directly. :func:`save_npz` / :func:`load_npz` store them as a flat ``.npz``
 keyed by pytree path, readable without gradtx; loading needs a template (the
 state of ``tx.init(params)``) for the structure, and checks every key, shape
 and dtype before returning anything.
+
+The facade's ``state_dict()`` (and a scheduler's) goes through
+:func:`save_state_dict_npz` / :func:`load_state_dict_npz`: its arrays are stored
+as ``.npz`` entries and everything else (the nesting, the options: numbers,
+bools, strings, None, tuples, lists, names) as JSON text in the same file, so
+no pickle is involved in either direction.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -19,7 +27,7 @@ import numpy as np
 
 from gradtx.tree import path_str
 
-__all__ = ["save_npz", "load_npz"]
+__all__ = ["load_npz", "load_state_dict_npz", "save_npz", "save_state_dict_npz"]
 
 
 def _flat(state: Any) -> list[tuple[str, Any]]:
@@ -75,3 +83,131 @@ def load_npz(file: str | os.PathLike | Any, like: Any) -> Any:
         sharding = getattr(ref, "sharding", None)
         leaves.append(jax.device_put(value, sharding) if isinstance(ref, jax.Array) else value)
     return jax.tree.unflatten(jax.tree.structure(like), leaves)
+
+
+# --- the facade's state_dict (and a scheduler's) as .npz, without pickle ------------------------------------
+
+_HEADER = "__gradtx_state_dict__"  # the .npz entry holding the JSON description of the dict
+_FORMAT, _VERSION = "gradtx.state_dict", 1
+_RESERVED = {_HEADER, "file", "args", "kwds", "allow_pickle"}  # names np.savez cannot take as array keys
+
+
+def _unstorable(value: Any, where: str) -> TypeError:
+    what = f"a callable ({value!r})" if callable(value) else f"a {type(value).__module__}.{type(value).__qualname__}"
+    return TypeError(f"{where} is {what}, which a .npz file cannot hold without pickle. Give that option a number, "
+                     "bool, string or None (drive a changing learning rate with gradtx.optim.lr_scheduler instead of "
+                     "a schedule), or save this state dict with pickle.")
+
+
+class _Encoder:
+    """Turns a state dict into JSON-able nodes, collecting its arrays under path-like ``.npz`` keys."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def _array(self, value: Any, keys: list[str], where: str, scalar: bool) -> dict:
+        array = np.asarray(jax.device_get(value))
+        node: dict[str, Any] = {}
+        if array.dtype.kind == "V" and array.dtype.names is None:  # bfloat16, float8, int4: keep the bits
+            node["dtype"] = array.dtype.name
+            array = array.view(f"u{array.dtype.itemsize}")
+        elif array.dtype.kind not in "biufcUS":  # object arrays would need pickle
+            raise _unstorable(value, where)
+        key = "/".join(keys) or "value"
+        unique, n = key, 1
+        while unique in self.arrays or unique in _RESERVED:
+            unique, n = f"{key}~{n}", n + 1
+        self.arrays[unique] = array
+        node["array"] = unique
+        if scalar:
+            node["scalar"] = True
+        return node
+
+    def encode(self, value: Any, keys: list[str], where: str) -> Any:
+        if isinstance(value, np.generic):  # np.float64 is a float: keep its type, as a 0-d array
+            return self._array(value, keys, where, scalar=True)
+        if isinstance(value, (np.ndarray, jax.Array)):
+            return self._array(value, keys, where, scalar=False)
+        if value is None or type(value) in (bool, int, float, str):
+            return value
+        if type(value) is complex:
+            return {"complex": [value.real, value.imag]}
+        if type(value) in (list, tuple):
+            items = [self.encode(v, keys + [str(i)], f"{where}[{i}]") for i, v in enumerate(value)]
+            return items if type(value) is list else {"tuple": items}
+        if isinstance(value, Mapping):
+            return {"dict": [[self.encode(k, keys, f"a key of {where}"),
+                              self.encode(v, keys + [str(k)], f"{where}[{k!r}]")] for k, v in value.items()]}
+        raise _unstorable(value, where)
+
+
+def _decode(node: Any, arrays: Mapping[str, np.ndarray]) -> Any:
+    if isinstance(node, list):
+        return [_decode(v, arrays) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if "tuple" in node:
+        return tuple(_decode(v, arrays) for v in node["tuple"])
+    if "dict" in node:
+        return {_decode(k, arrays): _decode(v, arrays) for k, v in node["dict"]}
+    if "complex" in node:
+        return complex(*node["complex"])
+    if "array" in node:
+        if node["array"] not in arrays:
+            raise ValueError(f"the .npz file has no array {node['array']!r}, which its description refers to")
+        array = arrays[node["array"]]
+        if "dtype" in node:
+            array = array.view(jnp.dtype(node["dtype"]))
+        return array[()] if node.get("scalar") else array
+    raise ValueError(f"unreadable entry {node!r} in the .npz file's description")
+
+
+def save_state_dict_npz(file: str | os.PathLike | Any, source: Any) -> None:
+    """Writes an optimizer's (or a scheduler's) ``state_dict`` to a ``.npz`` file, without pickle.
+
+    ``source`` is the state dict itself or any object with a ``state_dict()``
+    method (a :class:`gradtx.optim.Optimizer`, a ``gradtx.optim.lr_scheduler``
+    scheduler). Arrays (JAX or NumPy, bfloat16 included) become ``.npz`` entries
+    named by their place (``state/0/exp_avg``); the rest of the dict (numbers,
+    bools, strings, None, tuples, lists, dicts, NumPy scalars) is stored as JSON
+    text in the entry ``__gradtx_state_dict__``, so the file opens with
+    ``np.load(file, allow_pickle=False)``. :func:`load_state_dict_npz` gives the
+    dict back with the same values and types (arrays as NumPy arrays).
+
+    Raises ``TypeError`` naming the entry (``state_dict['param_groups'][0]['lr']``)
+    when a value cannot be stored without pickle: a schedule (a callable) given
+    as an option, or any other object. Nothing is written then.
+
+    Example::
+
+        gradtx.save_state_dict_npz("opt.npz", opt)
+        opt.load_state_dict(gradtx.load_state_dict_npz("opt.npz"))
+    """
+    state_dict = source if isinstance(source, Mapping) else getattr(source, "state_dict", None)
+    if callable(state_dict):
+        state_dict = state_dict()
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"save_state_dict_npz takes a state dict or an object with state_dict(), got "
+                        f"{type(source).__name__}")
+    encoder = _Encoder()
+    tree = encoder.encode(state_dict, [], "state_dict")
+    header = json.dumps({"format": _FORMAT, "version": _VERSION, "tree": tree})
+    np.savez(file, **{_HEADER: np.array(header)}, **encoder.arrays)
+
+
+def load_state_dict_npz(file: str | os.PathLike | Any) -> dict:
+    """Reads a state dict written by :func:`save_state_dict_npz` (without pickle).
+
+    The result goes to ``opt.load_state_dict`` (or a scheduler's), which checks
+    it against the optimizer before changing anything. Raises ``ValueError`` if
+    the file was not written by :func:`save_state_dict_npz`.
+    """
+    with np.load(file, allow_pickle=False) as data:
+        if _HEADER not in data.files:
+            raise ValueError(f"this .npz file has no {_HEADER!r} entry: it was not written by save_state_dict_npz "
+                             "(a functional state saved with save_npz is read by load_npz)")
+        header = json.loads(str(data[_HEADER][()]))
+        arrays = {key: data[key] for key in data.files if key != _HEADER}
+    if not isinstance(header, dict) or header.get("format") != _FORMAT or header.get("version") != _VERSION:
+        raise ValueError(f"unknown state dict format in this .npz file: {str(header)[:80]}")
+    return _decode(header["tree"], arrays)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from gradtx.optim.optimizer import Optimizer
     from gradtx.optim.parameter import Parameter
 
-__all__ = ["LoadResult", "state_dict", "load_state_dict"]
+__all__ = ["LoadResult", "load_state_dict", "state_dict"]
 
 
 class LoadResult(NamedTuple):
@@ -40,8 +40,13 @@ class LoadResult(NamedTuple):
 
 
 def _to_numpy(value: Any) -> Any:
+    """A copy with every array (also inside lists, tuples and dicts, as LBFGS keeps its history) as NumPy."""
     if isinstance(value, (jax.Array, np.ndarray)):
         return np.array(value, copy=True)
+    if type(value) in (list, tuple):
+        return type(value)(_to_numpy(v) for v in value)
+    if type(value) is dict:
+        return {k: _to_numpy(v) for k, v in value.items()}
     return copy.deepcopy(value)
 
 
@@ -124,7 +129,7 @@ def _pair_by_name(opt: Optimizer, saved_groups: list[dict], strict: bool) -> tup
 def _convert_entry(opt: Optimizer, group: dict, p: Parameter, entry: Any, where: str) -> dict:
     """One parameter's saved state, as arrays of the shapes and dtypes this optimizer keeps."""
     if not isinstance(entry, Mapping):
-        raise ValueError(f"{where}: the state entry must be a dict of arrays, got {type(entry).__name__}")
+        raise TypeError(f"{where}: the state entry must be a dict of arrays, got {type(entry).__name__}")
     cls = type(opt)
     expected = _engine.state_entries(cls, group, p)
     sharding = getattr(p.data, "sharding", None)
@@ -184,13 +189,16 @@ def load_state_dict(opt: Optimizer, state_dict: Mapping, match: str = "position"
     for group, j in zip(opt.param_groups, group_map):
         if j is None:
             new = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
-        else:
-            new = {k: v for k, v in saved_groups[j].items() if k not in ("params", "param_names")}
-            new["param_names"] = saved_groups[j].get("param_names", group.get("param_names"))
-            if match == "name" or new["param_names"] is None:
-                new["param_names"] = group.get("param_names")
-            if new["param_names"] is None:
-                del new["param_names"]
+        else:  # the saved options, in the saved order; names: the saved ones by position, ours by name
+            saved = saved_groups[j]
+            names = group.get("param_names") if match == "name" else saved.get("param_names")
+            names = group.get("param_names") if names is None else names
+            new = {} if names is None or "param_names" in saved else {"param_names": names}
+            for k, v in saved.items():
+                if k == "param_names" and names is not None:
+                    new[k] = names
+                elif k not in ("params", "param_names"):
+                    new[k] = v
         for name, default in opt.defaults.items():
             new.setdefault(name, default)
         new = {"params": group["params"], **new}
