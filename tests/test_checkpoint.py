@@ -71,3 +71,50 @@ def test_npz_keeps_bfloat16_and_rejects_mismatches(tmp_path):
         gradtx.load_npz(tmp_path / "s.npz", other)
     with pytest.raises(ValueError, match="missing"):
         gradtx.load_npz(tmp_path / "s.npz", gradtx.chain(gradtx.clip(1.0), gradtx.adam(1e-3)).init(params))
+
+
+# --- the facade's state_dict as .npz -------------------------------------------------------------------------
+
+
+def test_state_dict_npz_keeps_every_value_and_type(tmp_path):
+    from gradtx import optim
+
+    params = {"w": jnp.ones((2, 3), jnp.bfloat16), "b": jnp.ones(3, jnp.float64)}
+    opt = optim.Adafactor(params, lr=np.float64(0.01), eps=(None, 1e-3))
+    opt.step({"w": jnp.full((2, 3), 0.5, jnp.bfloat16), "b": jnp.full(3, 0.25)})
+    saved = opt.state_dict()
+    saved["param_groups"][0].update(note="text", flags=(True, None, 2, 2.5, -0.0, float("inf")), big=2**70)
+    saved["extra"] = {"k": [1 + 2j, ("x",)], 3: np.float32(0.5)}
+    gradtx.save_state_dict_npz(tmp_path / "opt.npz", saved)
+    with np.load(tmp_path / "opt.npz", allow_pickle=False) as data:  # readable without pickle
+        assert "state/0/step" in data.files
+    loaded = gradtx.load_state_dict_npz(tmp_path / "opt.npz")
+    assert list(loaded) == list(saved) and list(loaded["state"]) == list(saved["state"])
+    for key, entry in saved["state"].items():
+        assert list(loaded["state"][key]) == list(entry)
+        for name, value in entry.items():
+            assert loaded["state"][key][name].dtype == value.dtype
+            np.testing.assert_array_equal(loaded["state"][key][name], value)
+    for ours, theirs in zip(loaded["param_groups"], saved["param_groups"]):
+        assert list(ours) == list(theirs)
+        for name, value in theirs.items():
+            assert ours[name] == value and type(ours[name]) is type(value), name
+    assert loaded["extra"] == saved["extra"] and type(loaded["extra"][3]) is np.float32
+    assert loaded["param_groups"][0]["param_names"] == ["b", "w"]
+    opt.load_state_dict(loaded)
+
+
+def test_state_dict_npz_refuses_what_needs_pickle(tmp_path):
+    from gradtx import optim
+
+    opt = optim.Adam([jnp.ones(2)], lr=lambda count: 0.1 / (1 + count))
+    with pytest.raises(TypeError, match=r"state_dict\['param_groups'\]\[0\]\['lr'\] is a callable"):
+        gradtx.save_state_dict_npz(tmp_path / "opt.npz", opt)
+    assert not (tmp_path / "opt.npz").exists()
+    with pytest.raises(TypeError, match=r"\['extra'\] is a builtins.object"):
+        gradtx.save_state_dict_npz(tmp_path / "opt.npz", {"state": {}, "param_groups": [], "extra": object()})
+    with pytest.raises(TypeError, match="state dict or an object with state_dict"):
+        gradtx.save_state_dict_npz(tmp_path / "opt.npz", [1, 2])
+    gradtx.save_npz(tmp_path / "functional.npz", {"mu": jnp.ones(2)})
+    with pytest.raises(ValueError, match="not written by save_state_dict_npz"):
+        gradtx.load_state_dict_npz(tmp_path / "functional.npz")

@@ -126,12 +126,21 @@ def _pair_by_name(opt: Optimizer, saved_groups: list[dict], strict: bool) -> tup
     return id_map, group_map, missing, unexpected
 
 
+def _is_real_number(dtype: Any) -> bool:
+    return bool(jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating))
+
+
 def _convert_entry(opt: Optimizer, group: dict, p: Parameter, entry: Any, where: str) -> dict:
     """One parameter's saved state, as arrays of the shapes and dtypes this optimizer keeps."""
     if not isinstance(entry, Mapping):
         raise TypeError(f"{where}: the state entry must be a dict of arrays, got {type(entry).__name__}")
     cls = type(opt)
-    expected = _engine.state_entries(cls, group, p)
+    try:
+        expected = _engine.state_entries(cls, group, p)
+    except (ValueError, TypeError, KeyError):
+        raise
+    except Exception as error:
+        raise ValueError(f"{where}: the loaded options do not build this optimizer's state: {error}") from error
     sharding = getattr(p.data, "sharding", None)
     out = {}
     for key, value in entry.items():
@@ -139,7 +148,7 @@ def _convert_entry(opt: Optimizer, group: dict, p: Parameter, entry: Any, where:
             continue  # torch writes None for a buffer not created yet: absent
         if key == cls.step_name:
             step = np.asarray(value)
-            if step.size != 1 or not jnp.issubdtype(step.dtype, jnp.number):
+            if step.size != 1 or not _is_real_number(step.dtype):
                 raise ValueError(f"{where}: '{key}' must be a number, got {value!r}")
             out[key] = jnp.asarray(step.reshape(()), jnp.float32)
             continue
@@ -165,19 +174,151 @@ def _convert_entry(opt: Optimizer, group: dict, p: Parameter, entry: Any, where:
     return out
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_layout(state_dict: Any) -> None:
+    """The structure of a state dict (types, keys, indices, names), checked before anything reads it."""
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"a state dict is a dict with the keys 'state' and 'param_groups' (as state_dict() returns), "
+                        f"got {type(state_dict).__name__}")
+    if "state" not in state_dict or "param_groups" not in state_dict:
+        raise ValueError("a state dict has the keys 'state' and 'param_groups' (as state_dict() returns), got "
+                         f"{[_short(k) for k in state_dict]}")
+    groups, state = state_dict["param_groups"], state_dict["state"]
+    if not isinstance(groups, (list, tuple)):
+        raise TypeError(f"the state dict's 'param_groups' must be a list of dicts, got {type(groups).__name__}")
+    if not isinstance(state, Mapping):
+        raise TypeError(f"the state dict's 'state' must be a dict {{index: {{name: array}}}}, got {type(state).__name__}")
+    seen: set = set()
+    for i, group in enumerate(groups):
+        where = f"param group {i} of the state dict"
+        if not isinstance(group, Mapping):
+            raise TypeError(f"{where} must be a dict, got {type(group).__name__}")
+        keys = [k for k in group if not isinstance(k, str)]
+        if keys:
+            raise TypeError(f"{where} has keys that are not option names (strings): {_short(keys)}")
+        if "params" not in group:
+            raise KeyError(f"{where} has no 'params' (the indices of its parameters)")
+        params = group["params"]
+        if not isinstance(params, (list, tuple)) or not all(_is_index(x) for x in params):
+            raise TypeError(f"{where}: 'params' must be a list of integer indices, got {_short(params)}")
+        repeated = sorted({int(x) for x in params if x in seen or list(params).count(x) > 1})
+        if repeated:
+            raise ValueError(f"{where}: parameter indices {repeated} appear more than once in the param groups")
+        seen.update(params)
+        if "param_names" in group:
+            names = group["param_names"]
+            if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+                raise TypeError(f"{where}: 'param_names' must be a list of strings, got {_short(names)}")
+            if len(names) != len(params):
+                raise ValueError(f"{where} has {len(names)} param_names for {len(params)} params")
+    for key, entry in state.items():
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"the state dict's state for index {_short(key)} must be a dict of arrays, got "
+                            f"{type(entry).__name__}")
+        names = [k for k in entry if not isinstance(k, str)]
+        if names:
+            raise TypeError(f"the state dict's state for index {_short(key)} has keys that are not names (strings): "
+                            f"{_short(names)}")
+
+
+def _kind(value: Any) -> str:
+    """What an option value is, for comparing a loaded option with the optimizer's own."""
+    if value is None:
+        return "None"
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return "number"
+    if isinstance(value, (np.ndarray, jax.Array)):
+        numeric = jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)
+        return "number" if value.size == 1 and numeric else "array"
+    if isinstance(value, (tuple, list)):
+        return "sequence"
+    if callable(value):
+        return "schedule"
+    return type(value).__name__
+
+
+# For the kind of the optimizer's own value, the kinds a loaded value may have.
+_COMPATIBLE = {"number": {"number", "schedule"}, "schedule": {"number", "schedule"}, "bool": {"bool"},
+               "string": {"string", "None"}, "None": {"None", "bool", "string", "number"}}
+_PLAIN = {"None", "bool", "string", "number"}
+
+
+def _check_option(cls: type, name: str, value: Any, reference: Any, where: str) -> None:
+    """Raises a TypeError when a loaded option cannot stand in for the optimizer's own (a string for a number...)."""
+    kind = _kind(value)
+    if reference is _UNKNOWN:  # an option this optimizer does not have (a scheduler's initial_lr): plain data
+        if kind == "sequence":
+            for item in value:
+                _check_option(cls, name, item, _UNKNOWN, where)
+        elif kind not in _PLAIN:
+            raise TypeError(f"{where}: option {name!r} = {_short(value)} is not a number, bool, string, None or "
+                            "a tuple of those")
+        return
+    ref_kind = _kind(reference)
+    if ref_kind == "sequence":
+        if kind != "sequence" or len(value) != len(reference):
+            raise TypeError(f"{where}: option {name!r} must be a sequence of {len(reference)} values like "
+                            f"{_short(reference)}, got {_short(value)}")
+        for item, ref in zip(value, reference):
+            _check_option(cls, name, item, ref, where)
+        return
+    allowed = _COMPATIBLE.get(ref_kind)
+    if allowed is not None and kind not in allowed:
+        raise TypeError(f"{where}: option {name!r} = {_short(value)} ({kind}) cannot replace {_short(reference)} "
+                        f"({ref_kind})")
+    if kind == "schedule" and cls.step_name is None:
+        raise TypeError(f"{where}: {cls.__name__} keeps no step count, so option {name!r} cannot be a schedule")
+    if name in cls.static_options and ref_kind == "number" and not _is_index(value):
+        raise TypeError(f"{where}: option {name!r} must be an integer, got {_short(value)}")
+
+
+_UNKNOWN = object()
+
+
+def _checked_group(opt: Optimizer, new: dict, group: dict, i: int) -> dict:
+    """The options loaded for group ``i``, checked by type against the group's own and by the class's checks."""
+    where = f"param group {i} of the state dict"
+    for name, value in new.items():
+        if name in ("params", "param_names"):
+            continue
+        reference = group[name] if name in group else opt.defaults.get(name, _UNKNOWN)
+        _check_option(type(opt), name, value, reference, where)
+    try:
+        type(opt).check_options(new)
+    except (ValueError, TypeError, KeyError):
+        raise
+    except Exception as error:  # a class's own check may raise torch's RuntimeError: the same, as a ValueError
+        raise ValueError(f"{where}: {error}") from error
+    return new
+
+
 def load_state_dict(opt: Optimizer, state_dict: Mapping, match: str = "position", strict: bool = True) -> LoadResult:
     """Loads ``state_dict`` into ``opt`` (see :meth:`gradtx.optim.Optimizer.load_state_dict`)."""
     if match not in ("position", "name"):
         raise ValueError(f"match must be 'position' or 'name', got {match!r}")
+    _check_layout(state_dict)
     state_dict = dict(state_dict)
     for hook in list(opt._optimizer_load_state_dict_pre_hooks.values()):
         out = hook(opt, state_dict)
         if out is not None:
+            _check_layout(out)
             state_dict = out
-    if "state" not in state_dict or "param_groups" not in state_dict:
-        raise ValueError("a state dict has the keys 'state' and 'param_groups' (as state_dict() returns), got "
-                         f"{sorted(state_dict)}")
-    saved_groups = copy.deepcopy(list(state_dict["param_groups"]))
+    try:
+        saved_groups = copy.deepcopy(list(state_dict["param_groups"]))
+    except Exception as error:
+        raise TypeError(f"the state dict's param_groups cannot be copied: {error}") from error
     missing: list[str] = []
     unexpected: list[str] = []
     if match == "position":
@@ -186,7 +327,7 @@ def load_state_dict(opt: Optimizer, state_dict: Mapping, match: str = "position"
         id_map, group_map, missing, unexpected = _pair_by_name(opt, saved_groups, strict)
 
     new_groups = []
-    for group, j in zip(opt.param_groups, group_map):
+    for gi, (group, j) in enumerate(zip(opt.param_groups, group_map)):
         if j is None:
             new = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
         else:  # the saved options, in the saved order; names: the saved ones by position, ours by name
@@ -201,9 +342,7 @@ def load_state_dict(opt: Optimizer, state_dict: Mapping, match: str = "position"
                     new[k] = v
         for name, default in opt.defaults.items():
             new.setdefault(name, default)
-        new = {"params": group["params"], **new}
-        type(opt).check_options(new)
-        new_groups.append(new)
+        new_groups.append(_checked_group(opt, {"params": group["params"], **new}, group, gi if j is None else j))
 
     group_of = {p: g for g in new_groups for p in g["params"]}
     state: defaultdict = defaultdict(dict)
