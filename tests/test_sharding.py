@@ -118,7 +118,18 @@ ZERO_CASES = {
     "AdamW": {"lr": 0.05, "weight_decay": 0.1, "amsgrad": True},
     "SGD": {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
     "RMSprop": {"lr": 0.01, "momentum": 0.5, "centered": True},
+    "Adafactor": {"lr": 0.05},
 }
+# Adafactor's factored second moment is a mean over a split dimension: XLA sums the shards' partial sums, a
+# different order than one device's sum, so its numbers agree to float64 rounding instead of bit for bit.
+REORDERED = {"Adafactor"}
+
+
+def _assert_same(actual, expected, exact, context=""):
+    if exact:
+        np.testing.assert_array_equal(np.asarray(actual), np.asarray(expected), err_msg=context)
+    else:
+        assert_trees_close(np.asarray(actual), np.asarray(expected), "float64", context)
 
 
 def _replicated(mesh):
@@ -139,8 +150,8 @@ def _assert_zero_sharded(opt, mesh):
         for key, value in opt.state[box].items():
             expected = gradtx.sharding.state_sharding(value.shape, mesh, "data")
             assert value.sharding.is_equivalent_to(expected, value.ndim), (key, value.sharding)
-            if value.shape == (8, 12):
-                assert value.addressable_shards[0].data.shape == (4, 12)  # half of it on each device
+            if "data" in expected.spec:
+                assert value.addressable_shards[0].data.size * 2 == value.size  # half of it on each device
                 split += 1
     assert split > 0
 
@@ -154,10 +165,11 @@ def test_zero_redundancy_optimizer_matches_plain_and_shards_state(mesh, name):
     zero = optim.ZeroRedundancyOptimizer(_replicated(mesh), cls, mesh=mesh, axis="data", **options)
     assert isinstance(zero, cls) and isinstance(zero, optim.ZeroRedundancyOptimizer)
     assert zero.param_groups[0].keys() == plain.param_groups[0].keys()
+    exact = name not in REORDERED  # bit for bit: XLA gathers the state, it reorders no arithmetic
     _facade_steps(plain, 4)
     _facade_steps(zero, 4)
-    for key in plain.params:  # bit for bit: XLA gathers the state, it reorders no arithmetic
-        np.testing.assert_array_equal(np.asarray(zero.params[key]), np.asarray(plain.params[key]), err_msg=key)
+    for key in plain.params:
+        _assert_same(zero.params[key], plain.params[key], exact, key)
     _assert_zero_sharded(zero, mesh)
 
     # state_dict: torch's layout, the plain optimizer's numbers, gathered to host
@@ -168,7 +180,7 @@ def test_zero_redundancy_optimizer_matches_plain_and_shards_state(mesh, name):
         assert list(entry) == list(expected["state"][index])
         for key, value in entry.items():
             assert isinstance(value, np.ndarray)
-            np.testing.assert_array_equal(value, expected["state"][index][key], err_msg=f"{index}.{key}")
+            _assert_same(value, expected["state"][index][key], exact, f"{index}.{key}")
 
     # load_state_dict places the state sharded again, and the run goes on with the same numbers
     fresh = optim.ZeroRedundancyOptimizer(_shard_like(zero.params, mesh), cls, mesh=mesh, **options)
@@ -177,7 +189,7 @@ def test_zero_redundancy_optimizer_matches_plain_and_shards_state(mesh, name):
     _facade_steps(fresh, 1)
     _facade_steps(plain, 1)
     for key in plain.params:
-        np.testing.assert_array_equal(np.asarray(fresh.params[key]), np.asarray(plain.params[key]), err_msg=key)
+        _assert_same(fresh.params[key], plain.params[key], exact, key)
     _assert_zero_sharded(fresh, mesh)
 
 
@@ -209,7 +221,10 @@ def test_zero_redundancy_optimizer_places_params_and_pickles(mesh):
     from gradtx import optim
 
     zero = optim.ZeroRedundancyOptimizer(_params(), optim.Adam, mesh=mesh, lr=0.05)  # unplaced arrays
+    calls = []
+    zero.register_step_post_hook(lambda opt, args, kwargs: calls.append(opt))
     _facade_steps(zero, 2)
+    assert calls == [zero, zero]
     _assert_zero_sharded(zero, mesh)  # the parameters were replicated over the mesh
     copy = pickle.loads(pickle.dumps(zero))
     assert type(copy) is type(zero) and copy.mesh == mesh

@@ -48,8 +48,11 @@ class ZeroRedundancyOptimizer(Optimizer):
     (:func:`gradtx.sharding.state_sharding`; a scalar step count, or an array
     without such a dimension, stays replicated). The parameters are not split:
     they keep their sharding across steps, replicated over ``axis`` as data
-    parallelism has them. The numbers are those of ``optimizer_class``: XLA
-    gathers what each update needs.
+    parallelism has them. The numbers are those of ``optimizer_class``, bit for
+    bit: XLA gathers what each update needs and reorders no arithmetic, except
+    in a reduction over a split dimension (Adafactor's factored moments are
+    means over rows and columns), which sums the shards' partial sums and so
+    agrees to float rounding.
 
     The returned object is an instance of ``optimizer_class`` (a subclass of it
     made once per ``(optimizer_class, mesh, axis)``) and of this class: same
