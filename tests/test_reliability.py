@@ -10,13 +10,17 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
+import os
 import pickle
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import gradtx
 from gradtx import optim
@@ -185,3 +189,164 @@ def test_every_scheduler_resumes_bit_for_bit(case, tmp_path):
         scheduler.load_state_dict(round_trip(saved[1], kind, tmp_path / "scheduler.npz"))
         resumed = run_scheduled(case, opt, scheduler, 13, 8)
         assert_identical(resumed, straight[12:], kind)
+
+
+# --- load_state_dict under malformed dicts (hypothesis) ------------------------------------------------------
+
+# GRADTX_FUZZ_EXAMPLES=2000 fuzzes deeper than the 60 examples a test run takes.
+FUZZ = settings(max_examples=int(os.environ.get("GRADTX_FUZZ_EXAMPLES", "60")), deadline=None,
+                suppress_health_check=list(HealthCheck))
+
+junk = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 2**70), st.floats(), st.text(max_size=3), st.just(1 + 2j),
+    st.lists(st.integers(-2, 6), max_size=3), st.tuples(st.floats(0, 1), st.floats(0, 1)),
+    st.dictionaries(st.sampled_from(["step", "exp_avg", "lr", "params", 0]), st.integers(0, 3), max_size=2),
+    st.builds(lambda shape, dtype: np.ones(shape, dtype), st.lists(st.integers(0, 4), max_size=3).map(tuple),
+              st.sampled_from([np.float32, np.float64, np.int32, np.bool_, np.complex64, "U1", object])),
+    st.just(object()), st.just(lambda count: 0.1),
+)
+
+
+def fuzz_optimizer(kind: str) -> optim.Optimizer:
+    """A stepped optimizer with state: two named groups (one with AMSGrad, one parameter never stepped), or
+    an unnamed SGD."""
+    params = make_params()
+    if kind == "sgd":
+        opt = optim.SGD([jnp.array(v) for v in params.values()], lr=0.1, momentum=0.9)
+    else:
+        opt = optim.Adam([{"params": [("w", jnp.array(params["w"])), ("s", jnp.array(params["s"]))]},
+                          {"params": [("b", jnp.array(params["b"]))], "lr": 0.01, "amsgrad": True}], lr=0.05)
+    boxes = [p for g in opt.param_groups for p in g["params"]]
+    for _ in range(2):
+        grads = jit_grad([p.data for p in boxes])
+        for p, g in zip(boxes, grads):
+            p.grad = None if p.shape == () and kind == "adam" else g
+        opt.step()
+    return opt
+
+
+def _plain(value):
+    """A deep copy with arrays as NumPy copies, to compare against later."""
+    if isinstance(value, (np.ndarray, jax.Array)):
+        return np.array(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+def snapshot(opt: optim.Optimizer) -> tuple:
+    boxes = [p for g in opt.param_groups for p in g["params"]]
+    groups = [{k: [id(p) for p in v] if k == "params" else _plain(v) for k, v in g.items()} for g in opt.param_groups]
+    state = {id(p): _plain(dict(entry)) for p, entry in opt.state.items()}
+    return [np.array(p.data) for p in boxes], [id(p) for p in boxes], groups, state
+
+
+def mutate(data, sd):
+    """One random malformation of a state dict (or of any level inside it); returns the new dict."""
+    groups, state = sd.get("param_groups"), sd.get("state")
+    group = data.draw(st.sampled_from(groups)) if isinstance(groups, list) and groups else None
+    entry = data.draw(st.sampled_from(list(state))) if isinstance(state, dict) and state else None
+    options = ["entry", "array"] if entry is not None and isinstance(state[entry], dict) else []
+    options += ["params", "names", "group"] if isinstance(group, dict) else []
+    options += ["state"] if isinstance(state, dict) else []
+    options += ["groups"] if isinstance(groups, list) else []
+    options += ["top", "root"]  # the deepest first: hypothesis draws the first options most
+    where = data.draw(st.sampled_from(options))
+    if where == "root":
+        return data.draw(junk)
+    if where == "top":
+        key = data.draw(st.sampled_from(["state", "param_groups", "extra"]))
+        if key in sd and data.draw(st.booleans()):
+            del sd[key]
+        else:
+            sd[key] = data.draw(junk)
+    elif where == "groups":
+        how = data.draw(st.sampled_from(["junk", "append", "pop", "reverse", "item"]))
+        if how == "junk":
+            sd["param_groups"] = data.draw(junk)
+        elif how == "append":
+            groups.append(copy.deepcopy(groups[0]) if groups else {"params": []})
+        elif how == "pop" and groups:
+            groups.pop()
+        elif how == "reverse":
+            groups.reverse()
+        elif groups:
+            groups[data.draw(st.integers(0, len(groups) - 1))] = data.draw(junk)
+    elif where == "group":
+        key = data.draw(st.sampled_from([*group, "unknown", 0]))
+        if key in group and data.draw(st.booleans()):
+            del group[key]
+        else:
+            group[key] = data.draw(junk)
+    elif where in ("params", "names"):
+        key = "params" if where == "params" else "param_names"
+        values = group.get(key)
+        how = data.draw(st.sampled_from(["junk", "pop", "append", "item"]))
+        if how == "junk" or not isinstance(values, list) or not values:
+            group[key] = data.draw(junk)
+        elif how == "pop":
+            values.pop()
+        elif how == "append":
+            values.append(data.draw(st.sampled_from([values[0], 7, "w", "new"])))
+        else:
+            values[data.draw(st.integers(0, len(values) - 1))] = data.draw(st.one_of(junk, st.sampled_from(values)))
+    elif where == "state":
+        how = data.draw(st.sampled_from(["junk", "drop", "add", "swap"]))
+        if how == "junk":
+            sd["state"] = data.draw(junk)
+        elif how == "drop" and state:
+            del state[data.draw(st.sampled_from(list(state)))]
+        elif how == "add":
+            key = data.draw(st.one_of(st.integers(-1, 5), st.text(max_size=2)))
+            state[key] = data.draw(st.one_of(junk, st.sampled_from(list(state.values()) or [{}])))
+        elif len(state) > 1:
+            a, b = data.draw(st.permutations(list(state)))[:2]
+            state[a], state[b] = state[b], state[a]
+    elif where == "entry":
+        target = state[entry]
+        key = data.draw(st.sampled_from([*target, "step", "unknown", 0]))
+        if key in target and data.draw(st.booleans()):
+            del target[key]
+        else:
+            target[key] = data.draw(junk)
+    else:  # an array of the wrong dtype or shape
+        target = state[entry]
+        key = data.draw(st.sampled_from(list(target) or ["step"]))
+        value = np.asarray(target.get(key, 0.0))
+        how = data.draw(st.sampled_from(["dtype", "extra axis", "flatten", "empty"]))
+        if how == "dtype":
+            target[key] = value.astype(data.draw(st.sampled_from([np.float16, np.float32, np.float64, np.int8,
+                                                                  np.bool_, np.complex128, np.uint64])))
+        elif how == "extra axis":
+            target[key] = value[None]
+        elif how == "flatten":
+            target[key] = value.reshape(-1)
+        else:
+            target[key] = np.zeros((0,), value.dtype)
+    return sd
+
+
+@FUZZ
+@given(st.data(), st.sampled_from(["adam", "sgd"]), st.sampled_from(["position", "name"]), st.booleans())
+def test_load_state_dict_fuzz_loads_or_rejects_cleanly(data, kind, match, strict):
+    """A malformed dict either loads, or raises a ValueError/KeyError/TypeError with a message and changes nothing."""
+    opt = fuzz_optimizer(kind)
+    sd = opt.state_dict()
+    for _ in range(data.draw(st.integers(1, 3))):
+        sd = mutate(data, sd) if isinstance(sd, dict) else sd
+    before = snapshot(opt)
+    try:
+        opt.load_state_dict(sd, match=match, strict=strict)
+    except (ValueError, KeyError, TypeError) as error:
+        assert str(error).strip("'\"")
+        after = snapshot(opt)
+        for a, b in zip(after[0], before[0]):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+        assert after[1] == before[1]
+        assert_identical(after[2], before[2], "param_groups")
+        assert_identical(after[3], before[3], "state")
+    else:  # a dict that loads leaves an optimizer whose state dict and repr still work
+        assert isinstance(opt.state_dict(), dict) and repr(opt)
