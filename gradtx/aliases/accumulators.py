@@ -15,7 +15,7 @@ __all__ = ["adagrad", "rmsprop", "adadelta", "adamax", "adamaxw"]
 
 
 def adagrad(learning_rate: ScalarOrSchedule, initial_accumulator_value: Any = 0.1,
-            eps: Any = 1e-7) -> GradientTransformation:
+            eps: Any = 1e-7, *, sum_of_squares_dtype: Any = None) -> GradientTransformation:
     r"""Adagrad (Duchi et al., 2011, https://jmlr.org/papers/v12/duchi11a.html), as ``optax.adagrad``.
 
     .. math::
@@ -29,16 +29,17 @@ def adagrad(learning_rate: ScalarOrSchedule, initial_accumulator_value: Any = 0.
       learning_rate: :math:`\eta`, a float, an array or a schedule.
       initial_accumulator_value: :math:`s_0`.
       eps: :math:`\epsilon`.
+      sum_of_squares_dtype: (beyond optax) the accumulator's dtype; ``None``: the parameters'.
     """
     return chain(
-        scale_by_rss(initial_accumulator_value, eps),
+        scale_by_rss(initial_accumulator_value, eps, sum_of_squares_dtype=sum_of_squares_dtype),
         scale_by_learning_rate(learning_rate),
     )
 
 
 def rmsprop(learning_rate: ScalarOrSchedule, decay: Any = 0.9, eps: Any = 1e-8, initial_scale: Any = 0.0,
             eps_in_sqrt: bool = True, centered: bool = False, momentum: Any = None, nesterov: bool = False,
-            bias_correction: bool = False) -> GradientTransformation:
+            bias_correction: bool = False, *, nu_dtype: Any = None, mu_dtype: Any = None) -> GradientTransformation:
     r"""RMSprop (Tieleman & Hinton, 2012), optionally centered (Graves, 2013, https://arxiv.org/abs/1308.0850), as ``optax.rmsprop``.
 
     .. math::
@@ -59,10 +60,13 @@ def rmsprop(learning_rate: ScalarOrSchedule, decay: Any = 0.9, eps: Any = 1e-8, 
       momentum: the momentum coefficient; ``None`` for none.
       nesterov: Nesterov momentum.
       bias_correction: bias-correct the moving averages.
+      nu_dtype: (beyond optax) the moving average of squares' dtype; ``None``: the parameters' real dtype.
+      mu_dtype: (beyond optax) with ``centered``, the moving average's dtype; ``None``: the parameters'.
     """
+    slots = {"nu_dtype": nu_dtype, **({"mu_dtype": mu_dtype} if centered else {})}
     rescale = scale_by_stddev if centered else scale_by_rms
     return chain(
-        rescale(decay, eps, initial_scale, eps_in_sqrt, bias_correction),
+        rescale(decay, eps, initial_scale, eps_in_sqrt, bias_correction, **slots),
         scale_by_learning_rate(learning_rate),
         trace(momentum, nesterov) if momentum is not None else identity(),
     )
@@ -96,7 +100,8 @@ def adadelta(learning_rate: ScalarOrSchedule | None = None, rho: Any = 0.9, eps:
     )
 
 
-def adamax(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> GradientTransformation:
+def adamax(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, *,
+           mu_dtype: Any = None, nu_dtype: Any = None) -> GradientTransformation:
     r"""Adamax (Kingma & Ba, 2015, section 7, https://arxiv.org/abs/1412.6980), as ``optax.adamax``.
 
     .. math::
@@ -111,15 +116,17 @@ def adamax(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps:
       b1: :math:`\beta_1`.
       b2: :math:`\beta_2`.
       eps: :math:`\epsilon`.
+      mu_dtype, nu_dtype: (beyond optax) the slots' dtypes, as in :func:`gradtx.scale_by_adamax`.
     """
     return chain(
-        scale_by_adamax(b1, b2, eps),
+        scale_by_adamax(b1, b2, eps, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
         scale_by_learning_rate(learning_rate),
     )
 
 
 def adamaxw(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8,
-            weight_decay: ScalarOrSchedule = 1e-4, mask: Any = None) -> GradientTransformation:
+            weight_decay: ScalarOrSchedule = 1e-4, mask: Any = None, *, mu_dtype: Any = None,
+            nu_dtype: Any = None) -> GradientTransformation:
     r"""Adamax with decoupled weight decay (Loshchilov & Hutter, 2019, https://arxiv.org/abs/1711.05101), as ``optax.adamaxw``.
 
     .. math::
@@ -135,9 +142,10 @@ def adamaxw(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps
       eps: :math:`\epsilon`.
       weight_decay: :math:`\lambda`, the decoupled decay rate.
       mask: which leaves to decay (a tree of booleans or a function of the params).
+      mu_dtype, nu_dtype: (beyond optax) the slots' dtypes, as in :func:`gradtx.scale_by_adamax`.
     """
     return chain(
-        scale_by_adamax(b1, b2, eps),
+        scale_by_adamax(b1, b2, eps, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )

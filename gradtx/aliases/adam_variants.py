@@ -31,7 +31,7 @@ __all__ = ["nadam", "nadamw", "radam", "adabelief", "yogi", "novograd", "lion", 
 
 
 def nadam(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: Any = 0.0,
-          mu_dtype: Any = None, *, nesterov: bool = True) -> GradientTransformation:
+          mu_dtype: Any = None, *, nesterov: bool = True, nu_dtype: Any = None) -> GradientTransformation:
     r"""NAdam (Dozat, 2016, https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ), as ``optax.nadam``.
 
     .. math::
@@ -45,13 +45,14 @@ def nadam(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: 
       learning_rate: :math:`\eta`, a float, an array or a schedule.
       b1, b2, eps, eps_root, mu_dtype: as in :func:`gradtx.scale_by_adam`.
       nesterov: kept for optax's signature (``optax.nadam`` is ``partial(adam, nesterov=True)``).
+      nu_dtype: (beyond optax) the second moment's dtype, as in :func:`gradtx.scale_by_adam`.
     """
-    return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov)
+    return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype)
 
 
 def nadamw(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: Any = 0.0,
            mu_dtype: Any = None, weight_decay: ScalarOrSchedule = 1e-4, mask: Any = None, *,
-           nesterov: bool = True) -> GradientTransformation:
+           nesterov: bool = True, nu_dtype: Any = None) -> GradientTransformation:
     r"""NAdam with decoupled weight decay, as ``optax.nadamw`` (:func:`gradtx.adamw` with ``nesterov=True``).
 
     .. math:: u_t = -\eta \left(\text{nadam\_direction}_t + \lambda w_t\right)
@@ -62,8 +63,10 @@ def nadamw(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps:
       weight_decay: :math:`\lambda`.
       mask: which leaves to decay (a tree of booleans or a function of the params).
       nesterov: kept for optax's signature.
+      nu_dtype: (beyond optax) the second moment's dtype, as in :func:`gradtx.scale_by_adam`.
     """
-    return adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask, nesterov=nesterov)
+    return adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask, nesterov=nesterov,
+                 nu_dtype=nu_dtype)
 
 
 def radam(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: Any = 0.0,

@@ -9,6 +9,10 @@ placed around these in a chain.
 Every state keeps a step ``count`` (torch's ``step``), so any numeric
 hyperparameter may also be a schedule ``count -> value``. Second moments of
 complex parameters are real (:math:`|g|^2`), as in :func:`gradtx.scale_by_adam`.
+
+Each slot may be stored in its own dtype (keyword-only ``<slot>_dtype`` options,
+gradtx's: optax has none here): it is updated in the wider of the gradient's and
+the slot's dtype and stored rounded, as :func:`gradtx.scale_by_adam` does.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from gradtx import tree as gt
 from gradtx._checks import check_range
 from gradtx._hyper import value_at
 from gradtx.base import GradientTransformation
+from gradtx.transforms._slots import slot_zeros, widen_slots, widen_updates
 
 
 __all__ = [
@@ -34,22 +39,22 @@ class ScaleByRssState(NamedTuple):
     """State of :func:`scale_by_rss`."""
 
     count: jax.Array  # shape=(), dtype=int32: steps taken so far, torch's step
-    sum_of_squares: Any  # like params (real dtype): running sum of |g|^2, torch's sum
+    sum_of_squares: Any  # like params (real dtype, or sum_of_squares_dtype): running sum of |g|^2, torch's sum
 
 
 class ScaleByRmsState(NamedTuple):
     """State of :func:`scale_by_rms`."""
 
     count: jax.Array  # shape=(), dtype=int32: steps taken so far, torch's step
-    nu: Any  # like params (real dtype): moving average of |g|^2, torch's square_avg
+    nu: Any  # like params (real dtype, or nu_dtype): moving average of |g|^2, torch's square_avg
 
 
 class ScaleByRStdDevState(NamedTuple):
     """State of :func:`scale_by_stddev`."""
 
     count: jax.Array  # shape=(), dtype=int32: steps taken so far, torch's step
-    mu: Any  # like params: moving average of g, torch's grad_avg
-    nu: Any  # like params (real dtype): moving average of |g|^2, torch's square_avg
+    mu: Any  # like params (or mu_dtype): moving average of g, torch's grad_avg
+    nu: Any  # like params (real dtype, or nu_dtype): moving average of |g|^2, torch's square_avg
 
 
 class ScaleByAdaDeltaState(NamedTuple):
@@ -64,8 +69,8 @@ class ScaleByAdamaxState(NamedTuple):
     """State of :func:`scale_by_adamax`."""
 
     count: jax.Array  # shape=(), dtype=int32: steps taken so far, torch's step
-    mu: Any  # like params: first moment, torch's exp_avg
-    nu: Any  # like params (real dtype): decayed infinity norm, torch's exp_inf
+    mu: Any  # like params (or mu_dtype): first moment, torch's exp_avg
+    nu: Any  # like params (real dtype, or nu_dtype): decayed infinity norm, torch's exp_inf
 
 
 def _abs_sq(g: jax.Array) -> jax.Array:
@@ -73,9 +78,9 @@ def _abs_sq(g: jax.Array) -> jax.Array:
     return jnp.real(g * jnp.conj(g)) if jnp.iscomplexobj(g) else g * g
 
 
-def _real_full_like(params: Any, value: Any) -> Any:
-    """``value`` shaped like each leaf, in the leaf's real dtype (``value`` may be traced)."""
-    return gt.tree_map(lambda z: z + jnp.asarray(value).astype(z.dtype), gt.tree_real_zeros_like(params))
+def _real_full_like(params: Any, value: Any, dtype: Any = None) -> Any:
+    """``value`` shaped like each leaf, in ``dtype`` or the leaf's real dtype (``value`` may be traced)."""
+    return gt.tree_map(lambda z: z + jnp.asarray(value).astype(z.dtype), slot_zeros(params, dtype, real=True))
 
 
 def _divide_by_root(g: jax.Array, v: jax.Array, eps: Any, eps_in_sqrt: bool) -> jax.Array:
@@ -86,7 +91,7 @@ def _divide_by_root(g: jax.Array, v: jax.Array, eps: Any, eps_in_sqrt: bool) -> 
 
 
 def scale_by_rss(initial_accumulator_value: Any = 0.1, eps: Any = 1e-7, *,
-                 eps_in_sqrt: bool = True) -> GradientTransformation:
+                 eps_in_sqrt: bool = True, sum_of_squares_dtype: Any = None) -> GradientTransformation:
     r"""Divides updates by the root of the sum of all squared gradients so far: Adagrad's rescaling.
 
     .. math::
@@ -103,38 +108,42 @@ def scale_by_rss(initial_accumulator_value: Any = 0.1, eps: Any = 1e-7, *,
       initial_accumulator_value: :math:`s_0`, the starting value of the sum (>= 0).
       eps: :math:`\epsilon`, keeps the denominator away from zero.
       eps_in_sqrt: add ``eps`` under the square root (optax) or after it (torch).
+      sum_of_squares_dtype: the accumulator's dtype (``None``: the parameters' real dtype).
     """
     check_range("initial_accumulator_value", initial_accumulator_value, 0.0, where="scale_by_rss")
     check_range("eps", eps, 0.0, where="scale_by_rss")
 
     def init(params):
-        return ScaleByRssState(count=gt.zero_count(), sum_of_squares=_real_full_like(params, initial_accumulator_value))
+        sums = _real_full_like(params, initial_accumulator_value, sum_of_squares_dtype)
+        return ScaleByRssState(count=gt.zero_count(), sum_of_squares=sums)
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         epsilon = value_at(eps, state.count)
-        sums = gt.tree_map(lambda g, s: (s + _abs_sq(g)).astype(s.dtype), updates, state.sum_of_squares)
+        sums = gt.tree_map(lambda g, s: s + _abs_sq(g), widen_updates(updates, state.sum_of_squares),
+                           widen_slots(state.sum_of_squares, updates))
         if eps_in_sqrt:
             scaled = lambda g, s: jnp.where(s > 0, _divide_by_root(g, s, epsilon, True), 0).astype(g.dtype)  # noqa: E731
         else:
             scaled = lambda g, s: _divide_by_root(g, s, epsilon, False)  # noqa: E731
         updates = gt.tree_map(scaled, updates, sums)
+        sums = gt.tree_cast_like(sums, state.sum_of_squares)
         return updates, ScaleByRssState(count=gt.safe_increment(state.count), sum_of_squares=sums)
 
     return GradientTransformation(init, update)
 
 
 def _rms_like(decay: Any, eps: Any, initial_scale: Any, eps_in_sqrt: bool, bias_correction: bool,
-              centered: bool, where: str) -> GradientTransformation:
+              centered: bool, where: str, mu_dtype: Any = None, nu_dtype: Any = None) -> GradientTransformation:
     """The shared body of :func:`scale_by_rms` (``centered=False``) and :func:`scale_by_stddev`."""
     check_range("decay", decay, 0.0, 1.0, where=where)
     check_range("eps", eps, 0.0, where=where)
     check_range("initial_scale", initial_scale, 0.0, where=where)
 
     def init(params):
-        nu = _real_full_like(params, initial_scale)
+        nu = _real_full_like(params, initial_scale, nu_dtype)
         if centered:
-            return ScaleByRStdDevState(count=gt.zero_count(), mu=gt.tree_zeros_like(params), nu=nu)
+            return ScaleByRStdDevState(count=gt.zero_count(), mu=slot_zeros(params, mu_dtype), nu=nu)
         return ScaleByRmsState(count=gt.zero_count(), nu=nu)
 
     def update(updates, state, params=None, **extra_args):
@@ -142,12 +151,14 @@ def _rms_like(decay: Any, eps: Any, initial_scale: Any, eps_in_sqrt: bool, bias_
         rho, epsilon = value_at(decay, state.count), value_at(eps, state.count)
         count = gt.safe_increment(state.count)
         correct = (lambda m: gt.bias_correction(m, rho, count)) if bias_correction else (lambda m: m)
-        nu = gt.tree_cast_like(gt.update_moment_per_elem_norm(updates, state.nu, rho, 2), state.nu)
+        nu = gt.update_moment_per_elem_norm(widen_updates(updates, state.nu), widen_slots(state.nu, updates), rho, 2)
         if centered:
-            mu = gt.tree_cast_like(gt.update_moment(updates, state.mu, rho, 1), state.mu)
+            mu = gt.update_moment(widen_updates(updates, state.mu), widen_slots(state.mu, updates), rho, 1)
             variance = gt.tree_map(lambda v, m: v - _abs_sq(m), correct(nu), correct(mu))
+            mu = gt.tree_cast_like(mu, state.mu)
         else:
             variance = correct(nu)
+        nu = gt.tree_cast_like(nu, state.nu)
         updates = gt.tree_map(lambda g, v: _divide_by_root(g, v, epsilon, eps_in_sqrt), updates, variance)
         if centered:
             return updates, ScaleByRStdDevState(count=count, mu=mu, nu=nu)
@@ -157,7 +168,7 @@ def _rms_like(decay: Any, eps: Any, initial_scale: Any, eps_in_sqrt: bool, bias_
 
 
 def scale_by_rms(decay: Any = 0.9, eps: Any = 1e-8, initial_scale: Any = 0.0, eps_in_sqrt: bool = True,
-                 bias_correction: bool = False) -> GradientTransformation:
+                 bias_correction: bool = False, *, nu_dtype: Any = None) -> GradientTransformation:
     r"""Divides updates by the root of a moving average of squared gradients: RMSprop's rescaling.
 
     .. math::
@@ -177,12 +188,14 @@ def scale_by_rms(decay: Any = 0.9, eps: Any = 1e-8, initial_scale: Any = 0.0, ep
       initial_scale: :math:`v_0` (>= 0).
       eps_in_sqrt: add ``eps`` under the square root (optax) or after it (torch).
       bias_correction: divide :math:`v_t` by :math:`1-\rho^t`.
+      nu_dtype: the moving average's dtype (``None``: the parameters' real dtype).
     """
-    return _rms_like(decay, eps, initial_scale, eps_in_sqrt, bias_correction, False, "scale_by_rms")
+    return _rms_like(decay, eps, initial_scale, eps_in_sqrt, bias_correction, False, "scale_by_rms", nu_dtype=nu_dtype)
 
 
 def scale_by_stddev(decay: Any = 0.9, eps: Any = 1e-8, initial_scale: Any = 0.0, eps_in_sqrt: bool = True,
-                    bias_correction: bool = False) -> GradientTransformation:
+                    bias_correction: bool = False, *, mu_dtype: Any = None, nu_dtype: Any = None
+                    ) -> GradientTransformation:
     r"""Divides updates by a moving estimate of the gradients' standard deviation: centered RMSprop.
 
     .. math::
@@ -201,8 +214,11 @@ def scale_by_stddev(decay: Any = 0.9, eps: Any = 1e-8, initial_scale: Any = 0.0,
       initial_scale: :math:`v_0` (>= 0).
       eps_in_sqrt: add ``eps`` under the square root (optax) or after it (torch).
       bias_correction: divide both moments by :math:`1-\rho^t`.
+      mu_dtype: the mean's dtype (``None``: the parameters').
+      nu_dtype: the moving average of squares' dtype (``None``: the parameters' real dtype).
     """
-    return _rms_like(decay, eps, initial_scale, eps_in_sqrt, bias_correction, True, "scale_by_stddev")
+    return _rms_like(decay, eps, initial_scale, eps_in_sqrt, bias_correction, True, "scale_by_stddev",
+                     mu_dtype, nu_dtype)
 
 
 def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> GradientTransformation:
@@ -240,7 +256,8 @@ def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> GradientTransformation
     return GradientTransformation(init, update)
 
 
-def scale_by_adamax(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> GradientTransformation:
+def scale_by_adamax(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, *, mu_dtype: Any = None,
+                    nu_dtype: Any = None) -> GradientTransformation:
     r"""Adamax's rescaling: Adam with the infinity norm in place of the second moment.
 
     .. math::
@@ -256,22 +273,26 @@ def scale_by_adamax(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> Gradient
       b1: :math:`\beta_1`, decay of the first moment.
       b2: :math:`\beta_2`, decay of the infinity norm.
       eps: :math:`\epsilon`, added to :math:`|g_t|` inside the maximum.
+      mu_dtype: the first moment's dtype (``None``: the parameters').
+      nu_dtype: the infinity norm's dtype (``None``: the parameters' real dtype).
     """
     check_range("b1", b1, 0.0, 1.0, high_open=True, where="scale_by_adamax")
     check_range("b2", b2, 0.0, 1.0, where="scale_by_adamax")
     check_range("eps", eps, 0.0, where="scale_by_adamax")
 
     def init(params):
-        return ScaleByAdamaxState(count=gt.zero_count(), mu=gt.tree_zeros_like(params),
-                                  nu=gt.tree_real_zeros_like(params))
+        return ScaleByAdamaxState(count=gt.zero_count(), mu=slot_zeros(params, mu_dtype),
+                                  nu=slot_zeros(params, nu_dtype, real=True))
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         beta1, beta2, epsilon = value_at(b1, state.count), value_at(b2, state.count), value_at(eps, state.count)
         count = gt.safe_increment(state.count)
-        mu = gt.tree_cast_like(gt.update_moment(updates, state.mu, beta1, 1), state.mu)
-        nu = gt.tree_map(lambda g, u: jnp.maximum(beta2 * u, jnp.abs(g) + epsilon).astype(u.dtype), updates, state.nu)
+        mu = gt.update_moment(widen_updates(updates, state.mu), widen_slots(state.mu, updates), beta1, 1)
+        nu = gt.tree_map(lambda g, u: jnp.maximum(beta2 * u, jnp.abs(g) + epsilon),
+                         widen_updates(updates, state.nu), widen_slots(state.nu, updates))
         updates = gt.tree_map(lambda m, u, g: (m / u).astype(g.dtype), gt.bias_correction(mu, beta1, count), nu, updates)
-        return updates, ScaleByAdamaxState(count=count, mu=mu, nu=nu)
+        return updates, ScaleByAdamaxState(count=count, mu=gt.tree_cast_like(mu, state.mu),
+                                           nu=gt.tree_cast_like(nu, state.nu))
 
     return GradientTransformation(init, update)
