@@ -160,6 +160,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Measures each mesh size of ``--devices``, prints the table and writes it to ``benchmarks/results``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, nargs="+", default=[2, 4, 8],
                         help="mesh sizes to measure (default: 2 4 8)")
