@@ -1,4 +1,19 @@
-"""Hyperparameters that may be numbers, arrays or schedules ``count -> value``."""
+"""Hyperparameters that may be numbers, arrays or schedules ``count -> value``.
+
+The convention, in every transform that keeps a step count (and so in the
+facade's optimizers that keep torch's ``step``):
+
+- ``count`` is the number of steps this transform has taken before the current
+  one (0 at the first step), as for optax's learning-rate schedules.
+- A scheduled value is used at its current value everywhere in the step. In
+  particular Adam-style bias corrections divide by :math:`1-\beta(t)^t` with the
+  current :math:`\beta(t)`, not by :math:`1-\prod_{s\le t}\beta(s)`: the numbers
+  ``inject_hyperparams`` gives (in optax and in gradtx) when the value is set by
+  hand before each step. For a schedule that settles (a momentum warm-up) the two
+  agree once it has settled.
+- A transform without a count (``optax``-shaped states such as SM3's, or the
+  stateless clipping transforms) takes numbers and arrays only.
+"""
 
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ def adagrad_chain(lr: Any = 1e-2, lr_decay: Any = 0.0, weight_decay: Any = 0.0, 
     step size at step :math:`t` (from 1) is :math:`\eta / (1 + (t-1)\,\text{lr\_decay})`,
     here a schedule of the step count.
     """
-    step_size = lambda count: value_at(lr, count) / (1 + count * lr_decay)  # noqa: E731
+    step_size = lambda count: value_at(lr, count) / (1 + count * value_at(lr_decay, count))  # noqa: E731
     return chain(
         *_head(maximize, weight_decay, use_weight_decay),
         scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt=False),

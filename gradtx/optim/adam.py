@@ -82,8 +82,9 @@ def _check_adam(group: dict[str, Any]) -> None:
         if np.size(lr) != 1:
             raise ValueError("Tensor lr must be 1-element")
     check_adam_ranges(group)
-    floats = all(isinstance(b, float) for b in betas[:2])
-    if not (floats or all(is_array(b) for b in betas[:2])):
+    # torch's rule, with schedules (gradtx's extension) allowed beside either kind.
+    numbers = [b for b in betas[:2] if not callable(b)]
+    if not (all(isinstance(b, float) for b in numbers) or all(is_array(b) for b in numbers)):
         raise ValueError("betas must be either both floats or both Tensors")
     for i in (0, 1):
         if is_array(betas[i]):
@@ -122,6 +123,12 @@ class Adam(Optimizer):
       differentiable: accepted for torch compatibility.
       fused: ``True`` or ``None`` (with ``foreach=None``): one program for all groups.
       decoupled_weight_decay: AdamW's decay instead of L2.
+
+    Beyond torch, ``lr``, either beta, ``eps`` and ``weight_decay`` may be schedules
+    ``step -> value`` (``step``: the steps this parameter has taken before this one),
+    evaluated per parameter inside the compiled step; bias corrections use the current
+    value, :math:`1-\beta_1(t)^t` (see :func:`gradtx.scale_by_adam`). A schedule is a
+    static option: replacing it recompiles, editing a number does not.
     """
 
     chain_builder = staticmethod(adam_chain)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from gradtx import tree as gt
 from gradtx._checks import check_range
+from gradtx._hyper import value_at
 from gradtx.base import GradientTransformation, stateless
 
 __all__ = [
@@ -296,7 +297,7 @@ def scale_by_muon(ns_coeffs: Any = DEFAULT_NS_COEFFS, ns_steps: int = 5, beta: A
     Args:
       ns_coeffs: ``(a, b, c)`` or an ``(n, 3)`` sequence (then at most ``ns_steps`` rows, the last used).
       ns_steps: Newton–Schulz iterations.
-      beta: momentum decay.
+      beta: momentum decay (a float, an array or a schedule of the step count).
       eps: see :func:`orthogonalize_via_newton_schulz`.
       mu_dtype: dtype of the momentum buffer (``None``: the params').
       nesterov: Nesterov momentum, as above.
@@ -321,14 +322,15 @@ def scale_by_muon(ns_coeffs: Any = DEFAULT_NS_COEFFS, ns_steps: int = 5, beta: A
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         dims = _resolve_dims(weight_dimension_numbers, updates)
-        mu = gt.update_moment(updates, state.mu, beta, 1)
+        decay = value_at(beta, state.count)
+        mu = gt.update_moment(updates, state.mu, decay, 1)
         count = gt.safe_increment(state.count)
         if nesterov:
-            mu_hat = gt.tree_map(lambda m, g: beta * m + (1 - beta) * g,
-                                 gt.bias_correction(mu, beta, gt.safe_increment(count)),
-                                 gt.bias_correction(updates, beta, count))
+            mu_hat = gt.tree_map(lambda m, g: decay * m + (1 - decay) * g,
+                                 gt.bias_correction(mu, decay, gt.safe_increment(count)),
+                                 gt.bias_correction(updates, decay, count))
         else:
-            mu_hat = gt.bias_correction(mu, beta, count)
+            mu_hat = gt.bias_correction(mu, decay, count)
         orth = lambda u, d: orthogonalize_via_newton_schulz(
             u, state.ns_coeffs, ns_steps, preconditioning, eps, d)
         out = _map_with_dims(orth, mu_hat, dims)
