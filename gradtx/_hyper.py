@@ -1,4 +1,4 @@
-"""Hyperparameters that may be numbers, arrays or schedules ``count -> value``.
+r"""Hyperparameters that may be numbers, arrays or schedules ``count -> value``.
 
 The convention, in every transform that keeps a step count (and so in the
 facade's optimizers that keep torch's ``step``):
