@@ -263,24 +263,39 @@ def group_update(decl: Any, static: tuple, dynamic: dict, params: list, grads: l
     return [r[0] for r in results], [r[1] for r in results]
 
 
-def fused_update(decl: Any, statics: tuple, dynamics: list, params: list, grads: list, states: list,
-                 fresh: list) -> tuple:
-    """Every group's step in one program."""
-    results = [group_update(decl, *args) for args in zip(statics, dynamics, params, grads, states, fresh)]
+def packed_grads(grads: list) -> list:
+    """The gradients of a packed unit as the one flat vector its parameter buffer is (concatenated in order)."""
+    return [jnp.concatenate([jnp.ravel(g) for g in grads])]
+
+
+def fused_update(decl: Any, statics: tuple, packed: tuple, dynamics: list, params: list, grads: list,
+                 states: list, fresh: list) -> tuple:
+    """Every unit's step in one program.
+
+    A unit is a group's parameters as separate arrays, or (``packed[i]``) a
+    group's packed parameters: one flat buffer whose gradients arrive as the
+    separate arrays and are concatenated here, where XLA fuses the
+    concatenation into the update's loops. An elementwise chain gives a flat
+    buffer exactly the numbers it gives each slice.
+    """
+    results = []
+    for static, pack, dynamic, p, g, s, f in zip(statics, packed, dynamics, params, grads, states, fresh):
+        results.append(group_update(decl, static, dynamic, p, packed_grads(g) if pack else g, s, f))
     return [r[0] for r in results], [r[1] for r in results]
 
 
 _STATIC = (0, 1)
+_FUSED_STATIC = (0, 1, 2)
 _PROGRAMS = {
-    ("fused", True): jax.jit(fused_update, static_argnums=_STATIC, donate_argnums=(3, 5)),
-    ("fused", False): jax.jit(fused_update, static_argnums=_STATIC, donate_argnums=(5,)),
+    ("fused", True): jax.jit(fused_update, static_argnums=_FUSED_STATIC, donate_argnums=(4, 6)),
+    ("fused", False): jax.jit(fused_update, static_argnums=_FUSED_STATIC, donate_argnums=(6,)),
     ("group", True): jax.jit(group_update, static_argnums=_STATIC, donate_argnums=(3, 5)),
     ("group", False): jax.jit(group_update, static_argnums=_STATIC, donate_argnums=(5,)),
 }
 
 
 def program(kind: str, donate_params: bool) -> Callable:
-    """The jitted fused (all groups) or group update; optimizer state is always donated, params optionally."""
+    """The jitted fused (all units) or group update; optimizer state is always donated, params optionally."""
     return _PROGRAMS[kind, donate_params]
 
 

@@ -143,6 +143,7 @@ class Adagrad(Optimizer):
 
     chain_builder = staticmethod(adagrad_chain)
     state_names = {"sum": "sum_of_squares"}
+    elementwise = True
 
     def __init__(self, params: Any, lr: Any = 1e-2, lr_decay: float = 0, weight_decay: float = 0,
                  initial_accumulator_value: float = 0, eps: float = 1e-10, foreach: bool | None = None, *,
@@ -202,6 +203,7 @@ class RMSprop(Optimizer):
 
     chain_builder = staticmethod(rmsprop_chain)
     state_names = {"square_avg": "nu", "momentum_buffer": "trace", "grad_avg": "mu"}
+    elementwise = True
 
     def __init__(self, params: Any, lr: Any = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0,
                  momentum: float = 0, centered: bool = False, capturable: bool = False, foreach: bool | None = None,
@@ -244,6 +246,7 @@ class Adadelta(Optimizer):
 
     chain_builder = staticmethod(adadelta_chain)
     state_names = {"square_avg": "e_g", "acc_delta": "e_x"}
+    elementwise = True
 
     def __init__(self, params: Any, lr: Any = 1.0, rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0,
                  foreach: bool | None = None, *, capturable: bool = False, maximize: bool = False,
@@ -284,6 +287,7 @@ class Adamax(Optimizer):
 
     chain_builder = staticmethod(adamax_chain)
     state_names = {"exp_avg": "mu", "exp_inf": "nu"}
+    elementwise = True
 
     def __init__(self, params: Any, lr: Any = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, foreach: bool | None = None, *, maximize: bool = False,

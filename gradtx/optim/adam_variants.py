@@ -139,6 +139,7 @@ class RAdam(Optimizer):
 
     chain_builder = staticmethod(radam_chain)
     state_names = {"exp_avg": "mu", "exp_avg_sq": "nu"}
+    elementwise = True
 
     def __init__(self, params: Any, lr: Any = 1e-3, betas: tuple[Any, Any] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, decoupled_weight_decay: bool = False, *, foreach: bool | None = None,

@@ -98,24 +98,24 @@ whose ``torch_name`` exists in :mod:`gradtx.optim` against torch.optim.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import types
-import functools
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gradtx.base import GradientTransformation
-from gradtx.optim import _engine, _state_dict
+from gradtx.optim import _engine, _packing, _state_dict
 from gradtx.optim._hooks import RemovableHandle, register, with_step_hooks
-from gradtx.optim._params import group_params, grads_for, is_array, split_param_groups, tree_values
+from gradtx.optim._params import grads_for, group_params, is_array, split_param_groups, tree_values
 from gradtx.optim.parameter import Parameter
 
-__all__ = ["Optimizer", "required", "number"]
+__all__ = ["Optimizer", "number", "required"]
 
 
 class _RequiredParameter:
@@ -145,6 +145,33 @@ def _takes_argument(closure: Callable) -> bool:
         return False
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
     return any(p.kind in kinds for p in params)
+
+
+class _Unit(NamedTuple):
+    """What one compiled update takes for some of a group's parameters (``pack``: they are packed)."""
+
+    params: list
+    static: tuple
+    dynamic: dict
+    arrays: list
+    grads: list
+    states: list
+    fresh: list
+    pack: Any
+
+
+def _all(units: dict[str, list]) -> list:
+    return [u for tier in units.values() for u in tier]
+
+
+@jax.jit
+def _all_finite(grads: list) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in grads]))
+
+
+def _is_param_groups(x: Any) -> bool:
+    """Whether ``x`` is a :class:`gradtx.optim.groups.ParamGroups` (groups built from path patterns)."""
+    return type(x).__name__ == "ParamGroups" and hasattr(x, "groups") and hasattr(x, "tree")
 
 
 def _is_closure(x: Any) -> bool:
@@ -193,6 +220,10 @@ class Optimizer:
     step_name: str | None = "step"
     static_options: tuple[str, ...] = ()
     complex_as_real: bool = True
+    # The chain treats every element on its own (no norms, no matrix products, no per-tensor scalars): the default
+    # tier may then pack a group's small parameters into one flat buffer (gradtx.optim._packing).
+    elementwise: bool = False
+    pack_max_numel: int = 1 << 16  # parameters with more elements keep their own buffers
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -204,11 +235,16 @@ class Optimizer:
         self._init_attributes()
         if not any(v is required for v in defaults.values()):
             self.check_options(defaults)
-        self.state: defaultdict[Parameter, dict[str, Any]] = defaultdict(dict)
+        self._state: defaultdict[Parameter, dict[str, Any]] = defaultdict(dict)
         self.param_groups: list[dict[str, Any]] = []
-        groups, self._single = split_param_groups(params)
+        if _is_param_groups(params):  # gradtx.optim.path_groups(...): groups from path patterns, one tree
+            groups, self._single = list(params.groups), False
+        else:
+            groups, self._single = split_param_groups(params)
         for group in groups:
             self.add_param_group(group)
+        if _is_param_groups(params):
+            self._whole_tree = (params.tree, len(self.param_groups))
         if defaults.get("fused"):
             if defaults.get("differentiable"):
                 raise RuntimeError("`fused` does not support `differentiable`")
@@ -222,7 +258,8 @@ class Optimizer:
                         _optimizer_load_state_dict_pre_hooks=OrderedDict,
                         _optimizer_load_state_dict_post_hooks=OrderedDict,
                         _trees=list, _single=lambda: False, _step_count=lambda: 0, _opt_called=lambda: False,
-                        _in_step=lambda: False, donate_params=lambda: True)
+                        _in_step=lambda: False, donate_params=lambda: True, skip_nonfinite=lambda: False,
+                        skipped_steps=lambda: 0, _packs=list, _plans=dict, _whole_tree=lambda: None)
         for name, make in defaults.items():
             if name not in self.__dict__:
                 setattr(self, name, make())
@@ -284,9 +321,73 @@ class Optimizer:
         return tree_values(self._structure())
 
     def _structure(self) -> Any:
+        if self._whole_tree is not None:
+            tree, n = self._whole_tree
+            return tree if len(self._trees) == n else [tree, *self._trees[n:]]
         if self._single and len(self._trees) == 1:
             return self._trees[0]
         return list(self._trees)
+
+    @property
+    def state(self) -> defaultdict[Parameter, dict[str, Any]]:
+        """Per-parameter state, ``{Parameter: {torch name: array}}``, as torch's ``optimizer.state``.
+
+        Reading it hands packed parameters back to separate arrays (see
+        :mod:`gradtx.optim._packing`), so that every entry is a plain array the
+        caller may keep or replace; the next step packs them again.
+        """
+        self._release_packs()
+        return self._state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self._release_packs()
+        self._state = value if isinstance(value, defaultdict) else defaultdict(dict, value)
+
+    def _release_packs(self) -> None:
+        packs, self._packs = self._packs, []
+        for pack in packs:
+            pack.release()
+
+    def current_hyperparams(self) -> list[dict[str, Any]]:
+        """The numeric options of every param group as the next step will use them: one line to log.
+
+        Numbers and tuples of numbers (``lr``, ``betas``, ``eps``, ``weight_decay``,
+        ``momentum``...) are returned as floats; a schedule is evaluated at the
+        group's step count (the count torch would keep: the steps taken so far).
+        Flags and strings are left out.
+
+        Example::
+
+            wandb.log({f"group{i}/{k}": v for i, g in enumerate(opt.current_hyperparams()) for k, v in g.items()})
+        """
+        result = []
+        for group in self.param_groups:
+            count = self._group_count(group)
+            values = {}
+            for name, value in group.items():
+                if name in _engine.NOT_OPTIONS:
+                    continue
+                if callable(value):
+                    value = _engine.as_float(value(count))
+                elif _engine.is_dynamic(value):
+                    value = _engine.as_float(value)
+                else:
+                    continue
+                values[name] = value
+            result.append(values)
+        return result
+
+    def _group_count(self, group: dict[str, Any]) -> int:
+        """The step count of the group's first parameter with state (0 before the first step)."""
+        name = type(self).step_name
+        for p in group["params"]:
+            state = p._pack.state if p._pack is not None and p._pack in self._packs else self._state.get(p, {})
+            if name is not None and name in state:
+                return int(np.asarray(state[name]))
+            if name is None and state:
+                return 1
+        return 0
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clears every ``p.grad``: to None (the default), or to zeros."""
@@ -364,6 +465,8 @@ class Optimizer:
         return "a parameter"
 
     def _checked_grad(self, p: Parameter, grad: Any) -> jax.Array:
+        if isinstance(grad, jax.Array) and grad.shape == p.shape and grad.dtype == p.dtype:
+            return grad  # the common case, checked first: a step over thousands of parameters pays per check
         if not is_array(grad):
             raise TypeError(f"the gradient of {self._describe(p)} must be an array, got {type(grad).__name__}")
         if tuple(grad.shape) != p.shape:
@@ -387,43 +490,142 @@ class Optimizer:
             raise NotImplementedError(f"{cls.__name__} declares no chain_builder; see gradtx.optim.optimizer's "
                                       "docstring to declare an optimizer (or override _step)")
         keys = set(_engine.order_keys(cls))
-        calls: dict[str, list] = {"fused": [], "foreach": [], "for-loop": []}
+        units: dict[str, list[_Unit]] = {"fused": [], "foreach": [], "for-loop": []}
         for group in self.param_groups:
             work = [p for p in group["params"] if p.grad is not None]
             if not work:
                 continue
-            grads = [self._checked_grad(p, p.grad) for p in work]
+            grads = {p: self._checked_grad(p, p.grad) for p in work}
             static, dynamic = _engine.split_options(cls, group)
+            tier = self._tier(group)
+            packs = self._group_packs(group, work) if tier == "fused" else []
+            for pack in packs:
+                state, fresh = pack.state, not pack.state
+                if fresh:
+                    state = _engine.init_states(cls, static, dynamic, [pack.flat])[0]
+                units["fused"].append(_Unit(pack.params, static, dynamic, [pack.flat],
+                                            [grads[p] for p in pack.params], [state], [fresh], pack))
+            packed = {p for pack in packs for p in pack.params}
+            work = [p for p in work if p not in packed]
+            if not work:
+                continue
             states = [{k: v if isinstance(v, jax.Array) else jnp.asarray(v)
-                       for k, v in self.state.get(p, {}).items() if k in keys} for p in work]
+                       for k, v in self._state.get(p, {}).items() if k in keys} for p in work]
             fresh = [not state for state in states]
             if any(fresh):  # torch's lazy initialisation, in a small program of its own
                 inits = iter(_engine.init_states(cls, static, dynamic, [p.data for p, f in zip(work, fresh) if f]))
                 states = [next(inits) if f else state for state, f in zip(states, fresh)]
-            calls[self._tier(group)].append((work, static, dynamic, grads, states, fresh))
+            units[tier].append(_Unit(work, static, dynamic, [p.data for p in work], [grads[p] for p in work],
+                                     states, fresh, None))
+        if self.skip_nonfinite and not self._grads_finite([g for u in _all(units) for g in u.grads]):
+            self.skipped_steps += 1
+            return
         donate = bool(self.donate_params)
         # Results are stored after each program: a program consumes (donates) the buffers it was given.
-        if calls["fused"]:
-            work, static, dynamic, grads, states, fresh = zip(*calls["fused"])
+        if units["fused"]:
+            fused = units["fused"]
             new_params, new_states = _engine.program("fused", donate)(
-                cls, tuple(static), list(dynamic), [[p.data for p in w] for w in work], list(grads), list(states),
-                [np.asarray(f) for f in fresh])
-            for args in zip(work, new_params, new_states):
-                self._store(*args)
-        for work, static, dynamic, grads, states, fresh in calls["foreach"]:
-            self._store(work, *_engine.program("group", donate)(cls, static, dynamic, [p.data for p in work],
-                                                                grads, states, np.asarray(fresh)))
-        for work, static, dynamic, grads, states, fresh in calls["for-loop"]:
-            for p, g, s, f in zip(work, grads, states, fresh):
-                self._store([p], *_engine.program("group", donate)(cls, static, dynamic, [p.data], [g], [s],
+                cls, tuple(u.static for u in fused), tuple(u.pack is not None for u in fused),
+                [u.dynamic for u in fused], [u.arrays for u in fused], [u.grads for u in fused],
+                [u.states for u in fused], [np.asarray(u.fresh) for u in fused])
+            for unit, data, states in zip(fused, new_params, new_states):
+                if unit.pack is not None:
+                    unit.pack.updated(data[0], states[0])
+                else:
+                    self._store(unit.params, data, states)
+        for u in units["foreach"]:
+            self._store(u.params, *_engine.program("group", donate)(cls, u.static, u.dynamic, u.arrays, u.grads,
+                                                                    u.states, np.asarray(u.fresh)))
+        for u in units["for-loop"]:
+            for p, a, g, s, f in zip(u.params, u.arrays, u.grads, u.states, u.fresh):
+                self._store([p], *_engine.program("group", donate)(cls, u.static, u.dynamic, [a], [g], [s],
                                                                    np.asarray([f])))
+
+    @staticmethod
+    def _grads_finite(grads: list) -> bool:
+        return bool(_all_finite(grads))
+
+    def _packable(self, p: Parameter) -> bool:
+        """Whether ``p`` may join a pack: small, at least 1-d, real floating point, on one device.
+
+        0-d parameters stay apart: XLA simplifies an all-scalar update differently
+        (a last-bit difference), and the tiers agree bit for bit.
+        """
+        if p._pack is not None:
+            return p._pack in self._packs
+        data = p._data
+        return (isinstance(data, jax.Array) and jnp.issubdtype(data.dtype, jnp.floating) and data.ndim >= 1
+                and data.size <= type(self).pack_max_numel and len(data.sharding.device_set) == 1)
+
+    def _group_packs(self, group: dict[str, Any], work: list[Parameter]) -> list[_packing.Pack]:
+        """The packs the default tier updates for this group: its small parameters, by dtype and device.
+
+        Packing needs an elementwise chain whose state entries all have the
+        parameter's shape, every parameter of the group with a gradient (torch
+        leaves the others untouched), and states that line up (equal steps).
+        Otherwise the group's packs are released and its parameters stepped one by one.
+        """
+        params = group["params"]
+        self._packs = [pack for pack in self._packs if pack.alive]  # a p.data assignment released its pack
+        plan = self._plans.get(id(group))
+        if (plan is not None and len(work) == len(params) and all(pack in self._packs for pack in plan[1])
+                and plan[0] == tuple(map(id, params))):
+            return plan[1]  # the same parameters and packs as at the last step
+        packs = self._plan_packs(group, work)
+        self._plans[id(group)] = (tuple(map(id, params)), packs)
+        return packs
+
+    def _plan_packs(self, group: dict[str, Any], work: list[Parameter]) -> list[_packing.Pack]:
+        cls = type(self)
+        mine = [p._pack for p in group["params"] if p._pack is not None]
+        for pack in set(mine):
+            if pack not in self._packs:  # a pack of another optimizer (or orphaned): hand it back first
+                pack.release()
+        current = {id(pack): pack for pack in mine if pack in self._packs}
+        wanted: dict[tuple, list[Parameter]] = {}
+        if cls.elementwise and len(work) == len(group["params"]):
+            for p in group["params"]:
+                if self._packable(p):
+                    data = p._pack.flat if p._pack is not None else p._data
+                    wanted.setdefault((p.dtype, tuple(data.sharding.device_set)), []).append(p)
+        step_names = frozenset([cls.step_name] if cls.step_name else [])
+        order = _engine.order_keys(cls)
+        result = []
+        for params in wanted.values():
+            pack = params[0]._pack
+            if pack is not None and pack.params == params:
+                result.append(pack)
+                current.pop(id(pack))
+                continue
+            if len(params) < 2 or not self._flat_state_ok(group, params):
+                continue
+            for p in params:
+                if p._pack is not None:
+                    self._packs.remove(p._pack)
+                    p._pack.release()
+            if _packing.Pack.can_pack(self._state, params, step_names):
+                pack = _packing.Pack.build(self._state, params, step_names, order)
+                self._packs.append(pack)
+                result.append(pack)
+        for pack in current.values():
+            self._packs.remove(pack)
+            pack.release()
+        return result
 
     def _store(self, work: list[Parameter], new_params: list, new_states: list) -> None:
         order = _engine.order_keys(type(self))
         for p, data, new in zip(work, new_params, new_states):
             p.data = data
             if new:  # a program returns dicts with sorted keys; a new entry gets torch's order
-                self.state[p].update({k: new[k] for k in order if k in new})
+                self._state[p].update({k: new[k] for k in order if k in new})
+
+    def _flat_state_ok(self, group: dict[str, Any], params: list[Parameter]) -> bool:
+        """Whether every state entry of the group's chain is elementwise (has the parameter's shape)."""
+        size = sum(p.size for p in params)
+        flat = jax.ShapeDtypeStruct((size,), params[0].dtype)
+        entries = _engine.state_entries(type(self), group, flat)
+        return size < 2**31 and all(shape == (size,) or key == type(self).step_name
+                                    for key, (shape, _) in entries.items())
 
     # --- state_dict, pickling, repr, hooks ------------------------------------------------------------------
 
@@ -454,12 +656,17 @@ class Optimizer:
 
     def __getstate__(self) -> dict[str, Any]:
         return {"defaults": self.defaults, "state": self.state, "param_groups": self.param_groups,
-                "_trees": self._trees, "_single": self._single, "_step_count": self._step_count,
-                "_opt_called": self._opt_called, "donate_params": self.donate_params}
+                "_trees": self._trees, "_single": self._single, "_whole_tree": self._whole_tree,
+                "_step_count": self._step_count, "_opt_called": self._opt_called,
+                "donate_params": self.donate_params, "skip_nonfinite": self.skip_nonfinite,
+                "skipped_steps": self.skipped_steps}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        per_param = state.pop("state", {})
         self.__dict__.update(state)
         self._init_attributes()
+        self._state = per_param if isinstance(per_param, defaultdict) else defaultdict(dict, per_param)
         self.defaults.setdefault("differentiable", False)
         for group in self.param_groups:
             for name, default in self.defaults.items():

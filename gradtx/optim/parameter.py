@@ -33,42 +33,58 @@ class Parameter:
         and in error messages.
     """
 
-    __slots__ = ("_data", "grad", "name", "__weakref__")
+    __slots__ = ("__weakref__", "_data", "_pack", "grad", "name")
 
     def __init__(self, data: Any, name: str | None = None) -> None:
+        self._pack: Any = None
         self.data = data
         self.grad: jax.Array | None = None
         self.name = name
 
     @property
     def data(self) -> jax.Array:
-        """The current value; assigning converts with ``jnp.asarray``."""
+        """The current value; assigning converts with ``jnp.asarray``.
+
+        While an optimizer keeps this parameter packed with others in one flat
+        buffer (see :mod:`gradtx.optim._packing`), reading returns a copy of its
+        slice (made once per step), and assigning first hands the whole pack back
+        to separate arrays.
+        """
+        if self._pack is not None:
+            return self._pack.view(self)
         return self._data
 
     @data.setter
     def data(self, value: Any) -> None:
         if isinstance(value, Parameter):
             value = value.data
-        self._data = value if isinstance(value, jax.Array) else jnp.asarray(value)
+        value = value if isinstance(value, jax.Array) else jnp.asarray(value)
+        if self._pack is not None:
+            self._pack.release()
+        self._data = value
 
     @property
     def shape(self) -> tuple[int, ...]:
+        if self._pack is not None:
+            return self._pack.shape_of(self)
         return tuple(self._data.shape)
 
     @property
     def dtype(self) -> np.dtype:
+        if self._pack is not None:
+            return self._pack.dtype
         return self._data.dtype
 
     @property
     def ndim(self) -> int:
-        return self._data.ndim
+        return len(self.shape)
 
     @property
     def size(self) -> int:
-        return int(self._data.size)
+        return int(np.prod(self.shape, dtype=np.int64))
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        return np.array(self._data, dtype=dtype, copy=True)
+        return np.array(self.data, dtype=dtype, copy=True)
 
     def __repr__(self) -> str:
         name = f"{self.name!r}, " if self.name is not None else ""
@@ -82,9 +98,10 @@ class Parameter:
         return self is other
 
     def __getstate__(self) -> dict:
-        return {"data": self._data, "grad": self.grad, "name": self.name}
+        return {"data": self.data, "grad": self.grad, "name": self.name}
 
     def __setstate__(self, state: dict) -> None:
+        self._pack = None
         self.data = state["data"]
         self.grad = state["grad"]
         self.name = state["name"]

@@ -64,6 +64,7 @@ class SGD(Optimizer):
 
     chain_builder = staticmethod(sgd_chain)
     state_names = {"momentum_buffer": "trace"}
+    elementwise = True
     step_name = None  # torch's SGD keeps no step
 
     def __init__(self, params: Any, lr: Any = 1e-3, momentum: float = 0, dampening: float = 0,

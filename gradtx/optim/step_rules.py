@@ -84,6 +84,7 @@ class Rprop(Optimizer):
 
     chain_builder = staticmethod(rprop_chain)
     state_names = {"prev": "prev_grads", "step_size": "step_sizes"}
+    elementwise = True
 
     def __init__(self, params: Any, lr: Any = 1e-2, etas: tuple[float, float] = (0.5, 1.2),
                  step_sizes: tuple[float, float] = (1e-6, 50), *, capturable: bool = False,

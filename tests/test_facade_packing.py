@@ -1,0 +1,202 @@
+"""Packed storage in the facade's default tier, and the engine options around it.
+
+The default tier of an elementwise optimizer keeps a group's small parameters in
+one flat buffer (gradtx.optim._packing). Every test here runs the same problem
+in the default tier and in the ``foreach`` tier (never packed) and demands the
+same bits, whatever the user does between steps: reading ``opt.state``,
+assigning ``p.data``, leaving a gradient out, saving and loading, pickling.
+"""
+
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradtx
+from gradtx import optim
+from gradtx.optim import _engine
+
+SHAPES = [(3,), (2, 4), (5,), (0,), (1, 1, 3), ()]  # an empty and a 0-d parameter among them
+OPTIONS = {
+    "Adam": {"lr": 0.05, "weight_decay": 0.1, "amsgrad": True},
+    "AdamW": {"lr": 0.05},
+    "SGD": {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
+    "RMSprop": {"lr": 0.01, "momentum": 0.5, "centered": True},
+    "Adagrad": {"lr": 0.1, "lr_decay": 0.01},
+    "Adadelta": {"lr": 0.5},
+    "Adamax": {"lr": 0.05},
+    "RAdam": {"lr": 0.05},
+    "Rprop": {"lr": 0.05},
+}
+
+
+def arrays(dtype, seed=0, shapes=SHAPES):
+    rng = np.random.default_rng(seed)
+    return [jnp.asarray(rng.normal(size=s), dtype) for s in shapes]
+
+
+def gradient(params, step):
+    """A gradient that changes sign and scale from step to step."""
+    return [jnp.sin(x * (step + 1.0)) + 0.1 * x for x in params]
+
+
+def make(name, dtype, tier, shapes=SHAPES, **extra):
+    flags = {"default": {}, "foreach": {"foreach": True}}[tier]
+    return getattr(optim, name)(arrays(dtype, shapes=shapes), **OPTIONS[name], **flags, **extra)
+
+
+def state_arrays(opt):
+    return [{k: np.asarray(v) for k, v in opt.state[p].items()} for g in opt.param_groups for p in g["params"]]
+
+
+def assert_same(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def is_packed(opt):
+    return [p._pack is not None for g in opt.param_groups for p in g["params"]]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_packed_default_tier_equals_foreach_bit_for_bit(name, dtype):
+    packed, plain = make(name, dtype, "default"), make(name, dtype, "foreach")
+    for step in range(4):
+        for opt in (packed, plain):
+            opt.step(gradient(opt.params, step))
+        if step == 0:  # all but the 0-d parameter share one buffer
+            assert is_packed(packed) == [s != () for s in SHAPES]
+            assert not any(is_packed(plain))
+        assert_same(packed.params, plain.params)
+        assert all(p.dtype == dtype for g in packed.param_groups for p in g["params"])
+    assert_same(state_arrays(packed), state_arrays(plain))
+    assert list(packed.state_dict()["state"][0]) == list(plain.state_dict()["state"][0])  # torch's key order
+
+
+def test_reading_state_or_assigning_data_hands_the_pack_back():
+    packed, plain = make("Adam", "float64", "default"), make("Adam", "float64", "foreach")
+    for step in range(6):
+        for opt in (packed, plain):
+            if step == 2:
+                first = opt.param_groups[0]["params"][0]
+                opt.state[first]["exp_avg"] = opt.state[first]["exp_avg"] * 0.5  # an edit through opt.state
+            if step == 4:
+                second = opt.param_groups[0]["params"][1]
+                second.data = second.data + 1.0  # an edit through p.data
+            opt.step(gradient(opt.params, step))
+        assert_same(packed.params, plain.params)
+    assert all(is_packed(packed)[:-1])  # packed again after each edit
+    assert_same(state_arrays(packed), state_arrays(plain))
+
+
+def test_a_missing_gradient_steps_the_others_as_torch_does():
+    packed, plain = make("Adam", "float64", "default"), make("Adam", "float64", "foreach")
+    for step in range(5):
+        for opt in (packed, plain):
+            grads = gradient(opt.params, step)
+            if step == 2:
+                grads[1] = None  # torch skips this parameter: no update, its step count stays
+            opt.step(grads)
+        assert_same(packed.params, plain.params)
+    assert_same(state_arrays(packed), state_arrays(plain))
+    steps = [float(np.asarray(s["step"])) for s in state_arrays(packed)]
+    assert steps[1] == 4.0 and steps[0] == 5.0
+    assert not any(is_packed(packed))  # unequal steps cannot share a buffer
+
+
+def test_mixed_dtypes_pack_separately_and_large_parameters_stay_apart():
+    params = arrays("float32", shapes=[(4,), (3,)]) + arrays("float64", shapes=[(2,), (6,)])
+    params.append(jnp.ones((optim.Adam.pack_max_numel + 1,), jnp.float32))
+
+    def run(**flags):
+        opt = optim.Adam([jnp.array(p) for p in params], lr=0.1, **flags)
+        for step in range(3):
+            opt.step(gradient(opt.params, step))
+        return opt
+
+    packed, plain = run(), run(foreach=True)
+    assert_same(packed.params, plain.params)
+    boxes = packed.param_groups[0]["params"]
+    assert boxes[0]._pack is boxes[1]._pack and boxes[2]._pack is boxes[3]._pack
+    assert boxes[0]._pack is not boxes[2]._pack and boxes[4]._pack is None
+    assert [p.dtype for p in boxes] == [jnp.float32, jnp.float32, jnp.float64, jnp.float64, jnp.float32]
+
+
+def test_state_dict_and_pickle_resume_a_packed_run_bit_for_bit():
+    full = make("Adam", "float64", "default")
+    for step in range(6):
+        full.step(gradient(full.params, step))
+    head = make("Adam", "float64", "default")
+    for step in range(3):
+        head.step(gradient(head.params, step))
+    saved = head.state_dict()
+    for resumed in (pickle.loads(pickle.dumps(head)), make("Adam", "float64", "default")):
+        if not resumed.state:  # the fresh one: parameters and state from the saved run
+            for p, q in zip(resumed.param_groups[0]["params"], head.param_groups[0]["params"]):
+                p.data = jnp.array(q.data)
+            resumed.load_state_dict(saved)
+        for step in range(3, 6):
+            resumed.step(gradient(resumed.params, step))
+        assert_same(resumed.params, full.params)
+        assert_same(state_arrays(resumed), state_arrays(full))
+
+
+def test_views_read_before_a_step_stay_valid_and_nothing_recompiles():
+    opt = make("Adam", "float32", "default")
+    opt.step(gradient(opt.params, 0))
+    before = opt.params
+    kept = [np.asarray(x) for x in before]
+    count = _engine.trace_count()
+    for step in range(1, 4):
+        opt.step(gradient(opt.params, step))
+    assert _engine.trace_count() == count
+    assert_same(before, kept)  # the flat buffer was donated; the views read from it were copies
+
+
+def test_skip_nonfinite_leaves_everything_untouched_and_counts():
+    opt, reference = make("Adam", "float64", "default"), make("Adam", "float64", "default")
+    opt.skip_nonfinite = True
+    for step in range(2):
+        for o in (opt, reference):
+            o.step(gradient(o.params, step))
+    params, state = [np.asarray(x) for x in opt.params], state_arrays(opt)
+    bad = gradient(opt.params, 2)
+    bad[2] = bad[2].at[0].set(jnp.nan)
+    opt.step(bad)
+    bad[2] = bad[2].at[0].set(jnp.inf)
+    opt.step(bad)
+    assert opt.skipped_steps == 2
+    assert_same(opt.params, params)
+    assert_same(state_arrays(opt), state)
+    for step in range(2, 4):
+        for o in (opt, reference):
+            o.step(gradient(o.params, step))
+    assert_same(opt.params, reference.params)
+    assert opt.skipped_steps == 2
+    assert pickle.loads(pickle.dumps(opt)).skipped_steps == 2
+
+
+def test_skip_nonfinite_is_off_by_default():
+    opt = make("SGD", "float64", "default")
+    grads = gradient(opt.params, 0)
+    grads[0] = grads[0].at[0].set(jnp.nan)
+    opt.step(grads)
+    assert np.isnan(np.asarray(opt.params[0])[0]) and opt.skipped_steps == 0
+
+
+def test_current_hyperparams_per_group_evaluates_schedules_at_the_step():
+    schedule = gradtx.linear_schedule(0.1, 0.0, 10)
+    a, b = arrays("float64", shapes=[(3,)]), arrays("float64", seed=1, shapes=[(2,)])
+    opt = optim.Adam([{"params": a, "lr": schedule}, {"params": b, "betas": (0.8, 0.99)}], lr=0.01, eps=1e-6)
+    assert opt.current_hyperparams() == [
+        {"lr": pytest.approx(0.1), "betas": (0.9, 0.999), "eps": 1e-6, "weight_decay": 0.0},
+        {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.0},
+    ]
+    for step in range(3):
+        opt.step([gradient(g, step) for g in opt.params])
+    assert opt.current_hyperparams()[0]["lr"] == pytest.approx(float(schedule(3)))
+    opt.param_groups[1]["lr"] = 0.5
+    assert opt.current_hyperparams()[1]["lr"] == 0.5
