@@ -595,21 +595,20 @@ class Optimizer:
             pack = params[0]._pack
             if pack is not None and pack.params == params:
                 result.append(pack)
-                current.pop(id(pack))
+                current.pop(id(pack), None)
                 continue
             if len(params) < 2 or not self._flat_state_ok(group, params):
                 continue
             for p in params:
                 if p._pack is not None:
-                    self._packs.remove(p._pack)
                     p._pack.release()
             if _packing.Pack.can_pack(self._state, params, step_names):
                 pack = _packing.Pack.build(self._state, params, step_names, order)
                 self._packs.append(pack)
                 result.append(pack)
         for pack in current.values():
-            self._packs.remove(pack)
             pack.release()
+        self._packs = [pack for pack in self._packs if pack.alive]
         return result
 
     def _store(self, work: list[Parameter], new_params: list, new_states: list) -> None:
