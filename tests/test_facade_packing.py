@@ -200,3 +200,15 @@ def test_current_hyperparams_per_group_evaluates_schedules_at_the_step():
     assert opt.current_hyperparams()[0]["lr"] == pytest.approx(float(schedule(3)))
     opt.param_groups[1]["lr"] = 0.5
     assert opt.current_hyperparams()[1]["lr"] == 0.5
+
+
+def test_pack_max_numel_zero_keeps_every_parameter_apart():
+    opt, plain = make("Adam", "float64", "default"), make("Adam", "float64", "foreach")
+    for step in range(4):
+        if step == 2:
+            opt.pack_max_numel = 0
+        for o in (opt, plain):
+            o.step(gradient(o.params, step))
+        assert any(is_packed(opt)) == (step < 2)
+        assert_same(opt.params, plain.params)
+    assert pickle.loads(pickle.dumps(opt)).pack_max_numel == 0

@@ -209,6 +209,25 @@ class Optimizer:
     to keep them, or set ``opt.donate_params = False`` to keep parameter buffers
     (state buffers are always donated).
 
+    Packing: in the default (fused) tier, an optimizer whose step is elementwise
+    (``elementwise = True``: SGD, Adam, AdamW, Adagrad, Adadelta, Adamax, RAdam,
+    RMSprop, Rprop) keeps each group's small parameters of one dtype (at most
+    ``opt.pack_max_numel`` elements each, 65536 by default; not 0-d, not complex,
+    on one device) and their state in one flat buffer per entry, so that thousands
+    of small tensors cost one update rather than thousands, and compile in about a
+    second. The numbers are the other tiers' bit for bit. ``p.data`` then returns
+    a copy of the parameter's slice (made once per step); assigning ``p.data`` or
+    reading ``opt.state`` hands the pack back to separate arrays, and the next step
+    packs again. The step concatenates the gradients of a pack in a temporary
+    buffer (peak memory of a step: + the packed gradients' size); set
+    ``opt.pack_max_numel = 0`` to keep every parameter apart.
+
+    Other engine attributes: ``opt.skip_nonfinite = True`` checks every gradient
+    before a step and skips the whole step (parameters, state and step counts
+    untouched) when one holds a NaN or an infinity, counting it in
+    ``opt.skipped_steps``; :meth:`current_hyperparams` gives each group's numeric
+    options, schedules evaluated, for logging.
+
     Args:
       params: the parameters, in any of the forms above.
       defaults: the default options of every param group.
@@ -552,10 +571,10 @@ class Optimizer:
         (a last-bit difference), and the tiers agree bit for bit.
         """
         if p._pack is not None:
-            return p._pack in self._packs
+            return p._pack in self._packs and p.size <= self.pack_max_numel
         data = p._data
         return (isinstance(data, jax.Array) and jnp.issubdtype(data.dtype, jnp.floating) and data.ndim >= 1
-                and data.size <= type(self).pack_max_numel and len(data.sharding.device_set) == 1)
+                and data.size <= self.pack_max_numel and len(data.sharding.device_set) == 1)
 
     def _group_packs(self, group: dict[str, Any], work: list[Parameter]) -> list[_packing.Pack]:
         """The packs the default tier updates for this group: its small parameters, by dtype and device.
@@ -569,10 +588,10 @@ class Optimizer:
         self._packs = [pack for pack in self._packs if pack.alive]  # a p.data assignment released its pack
         plan = self._plans.get(id(group))
         if (plan is not None and len(work) == len(params) and all(pack in self._packs for pack in plan[1])
-                and plan[0] == tuple(map(id, params))):
+                and plan[0] == (self.pack_max_numel, *map(id, params))):
             return plan[1]  # the same parameters and packs as at the last step
         packs = self._plan_packs(group, work)
-        self._plans[id(group)] = (tuple(map(id, params)), packs)
+        self._plans[id(group)] = ((self.pack_max_numel, *map(id, params)), packs)
         return packs
 
     def _plan_packs(self, group: dict[str, Any], work: list[Parameter]) -> list[_packing.Pack]:
@@ -658,7 +677,7 @@ class Optimizer:
                 "_trees": self._trees, "_single": self._single, "_whole_tree": self._whole_tree,
                 "_step_count": self._step_count, "_opt_called": self._opt_called,
                 "donate_params": self.donate_params, "skip_nonfinite": self.skip_nonfinite,
-                "skipped_steps": self.skipped_steps}
+                "skipped_steps": self.skipped_steps, "pack_max_numel": self.pack_max_numel}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
