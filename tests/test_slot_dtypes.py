@@ -31,6 +31,10 @@ SLOTTED = {
     "scale_by_rms": (lambda d: gradtx.scale_by_rms(nu_dtype=d, bias_correction=True), ("nu",)),
     "scale_by_stddev": (lambda d: gradtx.scale_by_stddev(mu_dtype=d, nu_dtype=d), ("mu", "nu")),
     "scale_by_adamax": (lambda d: gradtx.scale_by_adamax(mu_dtype=d, nu_dtype=d), ("mu", "nu")),
+    "scale_by_nadam": (lambda d: gradtx.scale_by_nadam(mu_dtype=d, nu_dtype=d), ("mu", "nu")),
+    "scale_by_radam": (lambda d: gradtx.scale_by_radam(b2=0.5, nesterov=True, mu_dtype=d, nu_dtype=d), ("mu", "nu")),
+    "scale_by_radam-torch": (lambda d: gradtx.scale_by_radam(b2=0.5, eps_on_raw=True, strict_threshold=True,
+                                                             mu_dtype=d, nu_dtype=d), ("mu", "nu")),
 }
 
 ALIASES = {
@@ -42,6 +46,7 @@ ALIASES = {
     "rmsprop": lambda d: gradtx.rmsprop(0.01, nu_dtype=d),
     "rmsprop-centered": lambda d: gradtx.rmsprop(0.01, centered=True, nu_dtype=d, mu_dtype=d),
     "adamax": lambda d: gradtx.adamax(0.01, mu_dtype=d, nu_dtype=d),
+    "radam": lambda d: gradtx.radam(0.01, mu_dtype=d, nu_dtype=d),
 }
 
 
@@ -131,7 +136,8 @@ def test_default_slots_keep_the_params_dtype_and_complex_second_moments_stay_rea
 
 
 OPTAX_NAMES = ["scale_by_adam", "scale_by_amsgrad", "adam", "adamw", "amsgrad", "nadam", "nadamw", "scale_by_rss",
-               "adagrad", "scale_by_rms", "scale_by_stddev", "rmsprop", "scale_by_adamax", "adamax", "adamaxw"]
+               "adagrad", "scale_by_rms", "scale_by_stddev", "rmsprop", "scale_by_adamax", "adamax", "adamaxw",
+               "scale_by_radam", "radam"]
 
 
 @pytest.mark.parametrize("name", OPTAX_NAMES)

@@ -70,7 +70,8 @@ def nadamw(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps:
 
 
 def radam(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: Any = 0.0,
-          threshold: Any = 5.0, *, nesterov: bool = False) -> GradientTransformation:
+          threshold: Any = 5.0, *, nesterov: bool = False, mu_dtype: Any = None,
+          nu_dtype: Any = None) -> GradientTransformation:
     r"""Rectified Adam (Liu et al., 2020, https://arxiv.org/abs/1908.03265), as ``optax.radam``.
 
     .. math:: u_t = -\eta\, \text{radam\_direction}_t  \quad\text{(see :func:`gradtx.scale_by_radam`)}
@@ -80,9 +81,10 @@ def radam(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: 
     Args:
       learning_rate: :math:`\eta`, a float, an array or a schedule.
       b1, b2, eps, eps_root, threshold, nesterov: as in :func:`gradtx.scale_by_radam`.
+      mu_dtype, nu_dtype: (beyond optax) the moments' dtypes, as in :func:`gradtx.scale_by_radam`.
     """
     return chain(
-        scale_by_radam(b1, b2, eps, eps_root, threshold, nesterov=nesterov),
+        scale_by_radam(b1, b2, eps, eps_root, threshold, nesterov=nesterov, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
         scale_by_learning_rate(learning_rate),
     )
 

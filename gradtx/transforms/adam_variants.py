@@ -22,6 +22,7 @@ from gradtx import tree as gt
 from gradtx._checks import check_range, concrete_float
 from gradtx._hyper import value_at
 from gradtx.base import NO_PARAMS_MSG, GradientTransformation, ScalarOrSchedule, stateless
+from gradtx.transforms._slots import slot_zeros, widen_slots, widen_updates
 from gradtx.transforms.moments import ScaleByAdamState
 
 __all__ = [
@@ -60,9 +61,16 @@ def _corrected_first_moment(mu: Any, updates: Any, b1: Any, count: jax.Array, ne
                        gt.bias_correction(mu, b1, gt.safe_increment(count)), gt.bias_correction(updates, b1, count))
 
 
-def _fresh_moments(state_class: type, params: Any) -> Any:
-    """``state_class(count, mu, nu)`` at step 0: zero moments, the second one real."""
-    return state_class(count=gt.zero_count(), mu=gt.tree_zeros_like(params), nu=gt.tree_real_zeros_like(params))
+def _fresh_moments(state_class: type, params: Any, mu_dtype: Any = None, nu_dtype: Any = None) -> Any:
+    """``state_class(count, mu, nu)`` at step 0: zero moments (in their slot dtypes), the second one real."""
+    return state_class(count=gt.zero_count(), mu=slot_zeros(params, mu_dtype), nu=slot_zeros(params, nu_dtype, real=True))
+
+
+def _moment(updates: Any, slot: Any, decay: Any, order: int) -> Any:
+    """The next moving average of ``g`` (order 1) or ``|g|^2`` (order 2), in the wider of the gradient's and
+    the slot's dtype (the stored copy is rounded by :func:`_next_moments`)."""
+    update = gt.update_moment if order == 1 else gt.update_moment_per_elem_norm
+    return update(widen_updates(updates, slot), widen_slots(slot, updates), decay, order)
 
 
 def _next_moments(state: Any, count: jax.Array, mu: Any, nu: Any) -> Any:
@@ -88,7 +96,8 @@ class ScaleByNAdamState(NamedTuple):
 
 
 def scale_by_nadam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, momentum_decay: Any = 4e-3,
-                   mu_product_dtype: Any = "float32") -> GradientTransformation:
+                   mu_product_dtype: Any = "float32", *, mu_dtype: Any = None,
+                   nu_dtype: Any = None) -> GradientTransformation:
     r"""NAdam's direction with torch's momentum schedule.
 
     Dozat, 2016, *Incorporating Nesterov Momentum into Adam*, https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ.
@@ -115,6 +124,8 @@ def scale_by_nadam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, momentum_dec
       mu_product_dtype: dtype of the running product :math:`\Pi_t`. torch keeps it in its
         default scalar dtype (float32) even for float64 parameters; pass ``"float64"``
         to follow ``torch.set_default_dtype(torch.float64)``.
+      mu_dtype, nu_dtype: the moments' dtypes (``None``: the parameters'), with the numerics of
+        :func:`gradtx.scale_by_adam`'s: updated in the wider dtype, stored rounded.
     Every numeric hyperparameter may be a float, an array or a schedule of the step.
     """
     _check_betas("scale_by_nadam", b1=b1, b2=b2)
@@ -122,8 +133,9 @@ def scale_by_nadam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, momentum_dec
     check_range("momentum_decay", momentum_decay, 0.0, where="scale_by_nadam")
 
     def init(params):
-        return ScaleByNAdamState(count=gt.zero_count(), mu_product=jnp.ones([], mu_product_dtype),
-                                 mu=gt.tree_zeros_like(params), nu=gt.tree_real_zeros_like(params))
+        moments = _fresh_moments(ScaleByAdamState, params, mu_dtype, nu_dtype)
+        return ScaleByNAdamState(count=moments.count, mu_product=jnp.ones([], mu_product_dtype),
+                                 mu=moments.mu, nu=moments.nu)
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -134,18 +146,18 @@ def scale_by_nadam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, momentum_dec
         mu_product = (state.mu_product * jnp.asarray(mu_t).astype(state.mu_product.dtype)).astype(
             state.mu_product.dtype)
 
-        mu = gt.update_moment(updates, state.mu, beta1, 1)
-        nu = gt.update_moment_per_elem_norm(updates, state.nu, beta2, 2)
+        mu = _moment(updates, state.mu, beta1, 1)
+        nu = _moment(updates, state.nu, beta2, 2)
         nu_hat = gt.bias_correction(nu, beta2, count)
 
-        def direction(g, m, v):
+        def direction(g, m, v, out):
             mu_t_, mu_next_, prod = _cast(mu_t, g), _cast(mu_next, g), _cast(mu_product, g)
             denom = jnp.sqrt(v) + _cast(epsilon, g)
             grad_coef = (1 - mu_t_) / (1 - prod)
             mom_coef = mu_next_ / (1 - prod * mu_next_)
-            return (grad_coef * g / denom + mom_coef * m / denom).astype(g.dtype)
+            return (grad_coef * g / denom + mom_coef * m / denom).astype(out.dtype)
 
-        updates = gt.tree_map(direction, updates, mu, nu_hat)
+        updates = gt.tree_map(direction, widen_updates(updates, state.mu), mu, nu_hat, updates)
         return updates, _next_moments(state, count, mu, nu)._replace(mu_product=mu_product)
 
     return GradientTransformation(init, update)
@@ -156,7 +168,8 @@ def scale_by_nadam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, momentum_dec
 
 def scale_by_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: Any = 0.0, threshold: Any = 5.0, *,
                    nesterov: bool = False, eps_on_raw: bool = False,
-                   strict_threshold: bool = False) -> GradientTransformation:
+                   strict_threshold: bool = False, mu_dtype: Any = None,
+                   nu_dtype: Any = None) -> GradientTransformation:
     r"""Rectified Adam (Liu et al., 2020, https://arxiv.org/abs/1908.03265).
 
     .. math::
@@ -183,19 +196,21 @@ def scale_by_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: An
       eps_on_raw: add ``eps`` to the root of the *uncorrected* second moment and
         correct afterwards, :math:`\sqrt{1-\beta_2^t} / (\sqrt{v_t} + \epsilon)`, as torch does.
       strict_threshold: rectify only when :math:`\rho_t > \text{threshold}` (torch) rather than ``>=`` (optax).
+      mu_dtype, nu_dtype: (gradtx's) the moments' dtypes (``None``: the parameters'), with the
+        numerics of :func:`gradtx.scale_by_adam`'s: updated in the wider dtype, stored rounded.
     Every numeric hyperparameter may be a float, an array or a schedule of the step.
     """
     _check_betas("scale_by_radam", b1=b1, b2=b2)
     check_range("eps", eps, 0.0, where="scale_by_radam")
 
     def init(params):
-        return _fresh_moments(ScaleByAdamState, params)
+        return _fresh_moments(ScaleByAdamState, params, mu_dtype, nu_dtype)
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         beta1, beta2, epsilon, epsilon_root = _values_at(state.count, b1, b2, eps, eps_root)
-        mu = gt.update_moment(updates, state.mu, beta1, 1)
-        nu = gt.update_moment_per_elem_norm(updates, state.nu, beta2, 2)
+        mu = _moment(updates, state.mu, beta1, 1)
+        nu = _moment(updates, state.nu, beta2, 2)
         count = gt.safe_increment(state.count)
 
         correction2 = 1 - beta2**count
@@ -207,7 +222,7 @@ def scale_by_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: An
         safe_rho = jnp.where(rectify, rho, rho_inf)
         rect = jnp.sqrt((safe_rho - 4) * (safe_rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * safe_rho))
 
-        mu_hat = _corrected_first_moment(mu, updates, beta1, count, nesterov)
+        mu_hat = _corrected_first_moment(mu, widen_updates(updates, state.mu), beta1, count, nesterov)
         if eps_on_raw:
             def adaptive(m, v):
                 scale = jnp.sqrt(_cast(correction2, m)) / (jnp.sqrt(v + epsilon_root) + _cast(epsilon, m))
