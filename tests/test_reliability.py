@@ -350,3 +350,89 @@ def test_load_state_dict_fuzz_loads_or_rejects_cleanly(data, kind, match, strict
         assert_identical(after[3], before[3], "state")
     else:  # a dict that loads leaves an optimizer whose state dict and repr still work
         assert isinstance(opt.state_dict(), dict) and repr(opt)
+
+
+# --- facade == functional == every tier (hypothesis) ---------------------------------------------------------
+
+PROPERTY = settings(max_examples=int(os.environ.get("GRADTX_PROPERTY_EXAMPLES", "6")), deadline=None,
+                    suppress_health_check=list(HealthCheck))
+
+rates = st.floats(1e-3, 0.3)
+fractions = st.floats(0.0, 0.95)
+decays = st.sampled_from([0.0]) | st.floats(1e-4, 0.3)
+
+
+@st.composite
+def sgd_options(draw):
+    nesterov = draw(st.booleans())
+    momentum = draw(st.floats(0.1, 0.95)) if nesterov else draw(fractions)
+    return "SGD", {"lr": draw(rates), "momentum": momentum, "dampening": 0.0 if nesterov else draw(fractions),
+                   "weight_decay": draw(decays), "nesterov": nesterov, "maximize": draw(st.booleans())}
+
+
+def adam_like(name):
+    return st.builds(lambda lr, b1, b2, eps, wd, amsgrad: (name, {"lr": lr, "betas": (b1, b2), "eps": eps,
+                                                                  "weight_decay": wd, "amsgrad": amsgrad}),
+                     rates, fractions, st.floats(0.5, 0.999), st.floats(1e-10, 1e-3), decays, st.booleans())
+
+
+hyperparameters = st.one_of(
+    sgd_options(), adam_like("Adam"), adam_like("AdamW"),
+    st.builds(lambda lr, alpha, eps, wd, momentum, centered: (
+        "RMSprop", {"lr": lr, "alpha": alpha, "eps": eps, "weight_decay": wd, "momentum": momentum,
+                    "centered": centered}), rates, st.floats(0.5, 0.999), st.floats(1e-10, 1e-3), decays, fractions,
+        st.booleans()),
+    st.builds(lambda lr, lr_decay, wd, initial, eps: (
+        "Adagrad", {"lr": lr, "lr_decay": lr_decay, "weight_decay": wd, "initial_accumulator_value": initial,
+                    "eps": eps}), rates, st.floats(0.0, 0.1), decays, st.floats(0.0, 1.0), st.floats(1e-10, 1e-3)),
+)
+
+
+@st.composite
+def leaves(draw):
+    """1 to 3 float32/float64 leaves of small shapes (0-d included)."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    shapes = st.sampled_from([(), (3,), (2, 3), (1, 4, 2)])
+    return [jnp.asarray(rng.normal(size=draw(shapes)), draw(st.sampled_from([jnp.float32, jnp.float64])))
+            for _ in range(draw(st.integers(1, 3)))]
+
+
+def functional_run(cls, options: dict, start: list, steps: int) -> list:
+    """The declaration's chain, applied to each leaf with its own state, jitted: what the facade must equal."""
+    accepted = inspect.signature(cls.chain_builder).parameters
+    tx = cls.chain_builder(**{k: v for k, v in options.items() if k in accepted})
+
+    @jax.jit
+    def step(params, states):
+        grads = jax.grad(harness.loss)(params)
+        out = [tx.update(g, s, p) for g, s, p in zip(grads, states, params)]
+        return gradtx.apply_updates(params, [u for u, _ in out]), [s for _, s in out]
+
+    params, states = list(start), [tx.init(p) for p in start]
+    for _ in range(steps):
+        params, states = step(params, states)
+    return params
+
+
+@PROPERTY
+@given(leaves(), hyperparameters)
+def test_facade_equals_functional_in_every_tier(start, choice):
+    name, options = choice
+    cls = getattr(optim, name)
+    tiers = {"fused": {}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}
+    results = {}
+    for tier, flags in tiers.items():
+        opt = cls([jnp.array(p) for p in start], **options, **flags)
+        for _ in range(3):
+            opt.step(jit_grad(opt.params))
+        results[tier] = [np.array(p) for p in opt.params]
+    for tier in ("foreach", "for-loop"):
+        for a, b in zip(results[tier], results["fused"]):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b, err_msg=f"{name} {options}: {tier} differs from fused")
+    group = {k: v for k, v in opt.param_groups[0].items() if k != "params"}  # with the class's defaults
+    expected = functional_run(cls, group, start, 3)
+    for i, (a, e) in enumerate(zip(results["fused"], expected)):
+        assert a.dtype == e.dtype
+        dtype = str(e.dtype)
+        harness.assert_trees_close(a, e, dtype, f"{name} {options}: leaf {i}")

@@ -7,9 +7,10 @@ The layout is torch.optim's::
 
 with NumPy arrays in place of tensors, so a torch state dict whose tensors were
 converted with ``.numpy()`` loads here and continues as torch would, and ours
-loads into torch after ``torch.from_numpy``. Loading checks everything (group
-count and sizes, every entry's shape and dtype, the options) before it changes
-anything.
+loads into torch after ``torch.from_numpy``. Loading checks everything (the
+dict's structure, group count and sizes, parameter indices and names, every
+entry's shape and dtype, the type and range of every option) before it changes
+anything, and raises only ``ValueError``, ``KeyError`` or ``TypeError``.
 """
 
 from __future__ import annotations
