@@ -113,6 +113,7 @@ from gradtx.base import GradientTransformation
 from gradtx.optim import _engine, _packing, _state_dict
 from gradtx.optim._hooks import RemovableHandle, register, with_step_hooks
 from gradtx.optim._params import grads_for, group_params, is_array, split_param_groups, tree_values
+from gradtx.optim.groups import ParamGroups
 from gradtx.optim.parameter import Parameter
 
 __all__ = ["Optimizer", "number", "required"]
@@ -171,7 +172,7 @@ def _all_finite(grads: list) -> jax.Array:
 
 def _is_param_groups(x: Any) -> bool:
     """Whether ``x`` is a :class:`gradtx.optim.groups.ParamGroups` (groups built from path patterns)."""
-    return type(x).__name__ == "ParamGroups" and hasattr(x, "groups") and hasattr(x, "tree")
+    return isinstance(x, ParamGroups)
 
 
 def _is_closure(x: Any) -> bool:
