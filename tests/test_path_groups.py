@@ -81,6 +81,14 @@ def test_parameter_boxes_are_kept():
     assert pg.tree == {"w": w, "b": b}
 
 
+def test_frozen_marker_and_none_leaves():
+    import pickle
+
+    assert pickle.loads(pickle.dumps(FROZEN)) is FROZEN and repr(FROZEN) == "FROZEN"
+    pg = path_groups({"w": jnp.ones(2), "b": None, "frozen": jnp.ones(3)}, {"frozen": FROZEN}, default={})
+    assert [_names(g) for g in pg.groups] == [["w"]] and pg.tree["b"] is None
+
+
 def test_two_rules_is_an_error_naming_parameter_and_rules():
     with pytest.raises(ValueError, match=r"'encoder/layers/0/bias' matches '\*\*/bias', 'encoder/\*\*'"):
         path_groups(_model(), {"**/bias": {}, "encoder/**": {"lr": 0.1}}, default={})
