@@ -14,6 +14,7 @@ import copy
 import inspect
 import os
 import pickle
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -319,10 +320,14 @@ def mutate(data, sd):
         target = state[entry]
         key = data.draw(st.sampled_from(list(target) or ["step"]))
         value = np.asarray(target.get(key, 0.0))
+        value = value if value.dtype.kind in "biufc" else np.zeros(())  # junk put there by an earlier mutation
         how = data.draw(st.sampled_from(["dtype", "extra axis", "flatten", "empty"]))
         if how == "dtype":
-            target[key] = value.astype(data.draw(st.sampled_from([np.float16, np.float32, np.float64, np.int8,
-                                                                  np.bool_, np.complex128, np.uint64])))
+            dtype = data.draw(st.sampled_from([np.float16, np.float32, np.float64, np.int8, np.bool_, np.complex128,
+                                               np.uint64]))
+            with np.errstate(all="ignore"), warnings.catch_warnings():  # NaN to int, complex to real: junk is fine
+                warnings.simplefilter("ignore")
+                target[key] = value.astype(dtype)
         elif how == "extra axis":
             target[key] = value[None]
         elif how == "flatten":
@@ -354,6 +359,23 @@ def test_load_state_dict_fuzz_loads_or_rejects_cleanly(data, kind, match, strict
         assert_identical(after[3], before[3], "state")
     else:  # a dict that loads leaves an optimizer whose state dict and repr still work
         assert isinstance(opt.state_dict(), dict) and repr(opt)
+
+
+@pytest.mark.parametrize("key,value,error,message", [
+    ("exp_avg", np.full((4, 3), 1e300), ValueError, "overflow float32"),
+    ("step", np.float64(1e300), ValueError, "overflow float32"),
+    ("exp_avg", np.full((4, 3), "x"), ValueError, "numeric array"),
+    (0, np.ones((4, 3)), TypeError, "not names"),
+])
+def test_rejected_entries(key, value, error, message):
+    """Found by the fuzz: values that would overflow the state's dtype, non-numeric arrays, non-string names."""
+    opt = fuzz_optimizer("adam")
+    bad = opt.state_dict()
+    bad["state"][0][key] = value
+    before = snapshot(opt)
+    with pytest.raises(error, match=message):
+        opt.load_state_dict(bad)
+    assert_identical(snapshot(opt)[2:], before[2:])
 
 
 # --- facade == functional == every tier (hypothesis) ---------------------------------------------------------

@@ -131,6 +131,17 @@ def _is_real_number(dtype: Any) -> bool:
     return bool(jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating))
 
 
+def _cast(array: np.ndarray, dtype: Any, where: str, key: str) -> jax.Array:
+    """``array`` in ``dtype``; finite values that do not fit (1e300 in float32) are an error, not infinities."""
+    with np.errstate(all="ignore"):
+        converted = array.astype(dtype)
+        overflow = np.isfinite(array) & ~np.isfinite(converted)
+    if np.any(overflow):
+        raise ValueError(f"{where}: '{key}' has finite values that overflow {np.dtype(dtype).name}, the dtype this "
+                         "optimizer keeps it in")
+    return jnp.asarray(converted)
+
+
 def _convert_entry(opt: Optimizer, group: dict, p: Parameter, entry: Any, where: str) -> dict:
     """One parameter's saved state, as arrays of the shapes and dtypes this optimizer keeps."""
     if not isinstance(entry, Mapping):
@@ -151,7 +162,7 @@ def _convert_entry(opt: Optimizer, group: dict, p: Parameter, entry: Any, where:
             step = np.asarray(value)
             if step.size != 1 or not _is_real_number(step.dtype):
                 raise ValueError(f"{where}: '{key}' must be a number, got {value!r}")
-            out[key] = jnp.asarray(step.reshape(()), jnp.float32)
+            out[key] = _cast(step.reshape(()), np.float32, where, key)
             continue
         if key in expected:
             shape, dtype = expected[key]
@@ -168,7 +179,7 @@ def _convert_entry(opt: Optimizer, group: dict, p: Parameter, entry: Any, where:
                              f"shape {tuple(shape)}")
         if dtype is not None and np.iscomplexobj(array) and not jnp.issubdtype(dtype, jnp.complexfloating):
             raise ValueError(f"{where}: '{key}' is complex ({array.dtype}) but the parameter is real ({p.dtype})")
-        converted = jnp.asarray(array, dtype=dtype)
+        converted = jnp.asarray(array) if dtype is None else _cast(array, dtype, where, key)
         if sharding is not None and converted.shape == p.data.shape:
             converted = jax.device_put(converted, sharding)
         out[key] = converted
@@ -197,7 +208,6 @@ def _check_layout(state_dict: Any) -> None:
         raise TypeError(f"the state dict's 'param_groups' must be a list of dicts, got {type(groups).__name__}")
     if not isinstance(state, Mapping):
         raise TypeError(f"the state dict's 'state' must be a dict {{index: {{name: array}}}}, got {type(state).__name__}")
-    seen: set = set()
     for i, group in enumerate(groups):
         where = f"param group {i} of the state dict"
         if not isinstance(group, Mapping):
@@ -210,16 +220,9 @@ def _check_layout(state_dict: Any) -> None:
         params = group["params"]
         if not isinstance(params, (list, tuple)) or not all(_is_index(x) for x in params):
             raise TypeError(f"{where}: 'params' must be a list of integer indices, got {_short(params)}")
-        repeated = sorted({int(x) for x in params if x in seen or list(params).count(x) > 1})
-        if repeated:
-            raise ValueError(f"{where}: parameter indices {repeated} appear more than once in the param groups")
-        seen.update(params)
-        if "param_names" in group:
-            names = group["param_names"]
-            if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-                raise TypeError(f"{where}: 'param_names' must be a list of strings, got {_short(names)}")
-            if len(names) != len(params):
-                raise ValueError(f"{where} has {len(names)} param_names for {len(params)} params")
+        names = group.get("param_names", [])
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            raise TypeError(f"{where}: 'param_names' must be a list of strings, got {_short(names)}")
     for key, entry in state.items():
         if not isinstance(entry, Mapping):
             raise TypeError(f"the state dict's state for index {_short(key)} must be a dict of arrays, got "
@@ -228,6 +231,21 @@ def _check_layout(state_dict: Any) -> None:
         if names:
             raise TypeError(f"the state dict's state for index {_short(key)} has keys that are not names (strings): "
                             f"{_short(names)}")
+
+
+def _check_indices(groups: list[dict]) -> None:
+    """Each saved parameter index once, and one name per index (after the count and sizes, torch's first checks)."""
+    seen: set = set()
+    for i, group in enumerate(groups):
+        params = group["params"]
+        repeated = sorted({int(x) for x in params if x in seen or list(params).count(x) > 1})
+        if repeated:
+            raise ValueError(f"param group {i} of the state dict: parameter indices {repeated} appear more than "
+                             "once in the param groups")
+        seen.update(params)
+        if "param_names" in group and len(group["param_names"]) != len(params):
+            raise ValueError(f"param group {i} of the state dict has {len(group['param_names'])} param_names for "
+                             f"{len(params)} params")
 
 
 def _kind(value: Any) -> str:
@@ -324,7 +342,9 @@ def load_state_dict(opt: Optimizer, state_dict: Mapping, match: str = "position"
     unexpected: list[str] = []
     if match == "position":
         id_map, group_map = _pair_by_position(opt, saved_groups)
+        _check_indices(saved_groups)
     else:
+        _check_indices(saved_groups)
         id_map, group_map, missing, unexpected = _pair_by_name(opt, saved_groups, strict)
 
     new_groups = []
