@@ -200,6 +200,39 @@ def test_current_hyperparams_per_group_evaluates_schedules_at_the_step():
     assert opt.current_hyperparams()[0]["lr"] == pytest.approx(float(schedule(3)))
     opt.param_groups[1]["lr"] = 0.5
     assert opt.current_hyperparams()[1]["lr"] == 0.5
+    opt.param_groups[1]["betas"] = (schedule, 0.99)
+    assert opt.current_hyperparams()[1]["betas"] == (pytest.approx(float(schedule(3))), 0.99)
+
+
+ONE_LOOP_SCRIPT = """
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+from gradtx import optim
+from gradtx.optim import _engine
+assert _engine.one_loop_requested()
+rng = np.random.default_rng(0)
+start = [rng.normal(size=(64,)), rng.normal(size=(3, 5))]
+runs = {}
+for name, flags in (("default", {}), ("foreach", {"foreach": True})):
+    opt = optim.Adam([jnp.asarray(x) for x in start], lr=0.05, weight_decay=0.1, **flags)
+    for step in range(5):
+        opt.step([jnp.sin(x * (step + 1.0)) for x in opt.params])
+    runs[name] = [np.asarray(x) for x in opt.params]
+for a, b in zip(runs["default"], runs["foreach"]):
+    np.testing.assert_allclose(a, b, rtol=1e-7, atol=0)
+print("ok")
+"""
+
+
+def test_one_loop_under_multi_output_fusion_keeps_the_numbers():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS="--xla_backend_extra_options=xla_cpu_use_multi_output_fusion")
+    out = subprocess.run([sys.executable, "-c", ONE_LOOP_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
 def test_pack_max_numel_zero_keeps_every_parameter_apart():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -238,19 +239,38 @@ def build_chain(decl: Any, static: tuple, dynamic: dict) -> Any:
     return complex_as_real(tx) if decl.complex_as_real else tx
 
 
-def _param_update(decl: Any, tx: Any, param: Any, grad: Any, torch_state: dict, fresh: Any) -> tuple[Any, dict]:
+def one_loop_requested() -> bool:
+    """Whether ``XLA_FLAGS`` turns on XLA:CPU's multi-output fusion (then the fused tier computes in one loop)."""
+    return "xla_cpu_use_multi_output_fusion" in os.environ.get("XLA_FLAGS", "")
+
+
+def _param_update(decl: Any, tx: Any, param: Any, grad: Any, torch_state: dict, fresh: Any,
+                  keep: Any = None) -> tuple[Any, dict]:
+    """One parameter's step; with ``keep`` (a runtime True), the parameter is computed a second time.
+
+    XLA:CPU emits one loop per materialised output: the state entries, then the
+    parameter re-reading them (about 40 bytes per float32 Adam parameter where one
+    loop moves 28). With ``keep``, the new parameter is recomputed from copies of
+    the inputs that XLA cannot merge with the originals (``where(keep, x, 0)``), so
+    that its loop reads only the inputs; under XLA:CPU's multi-output fusion (an
+    ``XLA_FLAGS`` option, see ``benchmarks/FINDINGS.md``) all the loops then merge
+    into one. The numbers are the same rule's, rounded as that loop rounds them.
+    """
     if jnp.iscomplexobj(grad):
         grad = jnp.conj(grad)  # jax.grad of a real loss is the conjugate of torch's gradient
     template = tx.init(param)
     names = layout(decl, template)
     state = from_torch(decl, template, names, torch_state, param, fresh)
-    updates, state = tx.update(grad, state, param)
+    updates, new_state = tx.update(grad, state, param)
+    if keep is not None:
+        grad, state, param = jax.tree.map(lambda x: jnp.where(keep, x, jnp.zeros_like(x)), (grad, state, param))
+        updates, _ = tx.update(grad, state, param)
     new_param = jnp.asarray(param + updates).astype(param.dtype)
-    return new_param, to_torch(decl, state, names, param)
+    return new_param, to_torch(decl, new_state, names, param)
 
 
 def group_update(decl: Any, static: tuple, dynamic: dict, params: list, grads: list, states: list,
-                 fresh: Any) -> tuple:
+                 fresh: Any, keep: Any = None) -> tuple:
     """One group's step: the chain for its options, applied to each parameter with its own state.
 
     A parameter without state yet (``fresh[i]``) comes with its initial state from
@@ -259,7 +279,8 @@ def group_update(decl: Any, static: tuple, dynamic: dict, params: list, grads: l
     global _traces
     _traces += 1
     tx = build_chain(decl, static, dynamic)
-    results = [_param_update(decl, tx, p, g, s, fresh[i]) for i, (p, g, s) in enumerate(zip(params, grads, states))]
+    results = [_param_update(decl, tx, p, g, s, fresh[i], keep)
+               for i, (p, g, s) in enumerate(zip(params, grads, states))]
     return [r[0] for r in results], [r[1] for r in results]
 
 
@@ -269,18 +290,20 @@ def packed_grads(grads: list) -> list:
 
 
 def fused_update(decl: Any, statics: tuple, packed: tuple, dynamics: list, params: list, grads: list,
-                 states: list, fresh: list) -> tuple:
+                 states: list, fresh: list, keep: Any) -> tuple:
     """Every unit's step in one program.
 
     A unit is a group's parameters as separate arrays, or (``packed[i]``) a
     group's packed parameters: one flat buffer whose gradients arrive as the
-    separate arrays and are concatenated here, where XLA fuses the
-    concatenation into the update's loops. An elementwise chain gives a flat
-    buffer exactly the numbers it gives each slice.
+    separate arrays and are concatenated here (into a temporary buffer: XLA
+    does not fuse a concatenation read by several loops). An elementwise chain
+    gives a flat buffer exactly the numbers it gives each slice. ``keep`` is a
+    runtime True, used only when :func:`one_loop_requested`.
     """
+    keep = keep if one_loop_requested() else None
     results = []
     for static, pack, dynamic, p, g, s, f in zip(statics, packed, dynamics, params, grads, states, fresh):
-        results.append(group_update(decl, static, dynamic, p, packed_grads(g) if pack else g, s, f))
+        results.append(group_update(decl, static, dynamic, p, packed_grads(g) if pack else g, s, f, keep))
     return [r[0] for r in results], [r[1] for r in results]
 
 

@@ -392,6 +392,9 @@ class Optimizer:
                     value = _engine.as_float(value(count))
                 elif _engine.is_dynamic(value):
                     value = _engine.as_float(value)
+                elif isinstance(value, (tuple, list)) and value and all(
+                        callable(v) or _engine.is_number(v) for v in value):  # betas=(schedule, 0.999)
+                    value = tuple(_engine.as_float(v(count) if callable(v) else v) for v in value)
                 else:
                     continue
                 values[name] = value
@@ -547,7 +550,7 @@ class Optimizer:
             new_params, new_states = _engine.program("fused", donate)(
                 cls, tuple(u.static for u in fused), tuple(u.pack is not None for u in fused),
                 [u.dynamic for u in fused], [u.arrays for u in fused], [u.grads for u in fused],
-                [u.states for u in fused], [np.asarray(u.fresh) for u in fused])
+                [u.states for u in fused], [np.asarray(u.fresh) for u in fused], np.True_)
             for unit, data, states in zip(fused, new_params, new_states):
                 if unit.pack is not None:
                     unit.pack.updated(data[0], states[0])
