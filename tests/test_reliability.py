@@ -213,11 +213,13 @@ junk = st.one_of(
 
 
 def fuzz_optimizer(kind: str) -> optim.Optimizer:
-    """A stepped optimizer with state: two named groups (one with AMSGrad, one parameter never stepped), or
-    an unnamed SGD."""
+    """A stepped optimizer with state: two named groups (one with AMSGrad, one parameter never stepped), an
+    unnamed SGD, or Adafactor (state of other shapes than the parameters')."""
     params = make_params()
     if kind == "sgd":
         opt = optim.SGD([jnp.array(v) for v in params.values()], lr=0.1, momentum=0.9)
+    elif kind == "adafactor":
+        opt = optim.Adafactor({k: jnp.array(v) for k, v in params.items()}, lr=0.05)
     else:
         opt = optim.Adam([{"params": [("w", jnp.array(params["w"])), ("s", jnp.array(params["s"]))]},
                           {"params": [("b", jnp.array(params["b"]))], "lr": 0.01, "amsgrad": True}], lr=0.05)
@@ -338,7 +340,7 @@ def mutate(data, sd):
 
 
 @FUZZ
-@given(st.data(), st.sampled_from(["adam", "sgd"]), st.sampled_from(["position", "name"]), st.booleans())
+@given(st.data(), st.sampled_from(["adam", "sgd", "adafactor"]), st.sampled_from(["position", "name"]), st.booleans())
 def test_load_state_dict_fuzz_loads_or_rejects_cleanly(data, kind, match, strict):
     """A malformed dict either loads, or raises a ValueError/KeyError/TypeError with a message and changes nothing."""
     opt = fuzz_optimizer(kind)
