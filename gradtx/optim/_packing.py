@@ -30,9 +30,19 @@ from gradtx.optim.parameter import Parameter
 __all__ = ["Pack"]
 
 
-@functools.partial(jax.jit, static_argnames=("size", "shape"))
-def _slice(flat: jax.Array, offset: Any, *, size: int, shape: tuple) -> jax.Array:
-    return jax.lax.dynamic_slice_in_dim(flat, offset, size).reshape(shape)
+VIEW_CHUNK = 128  # views cut per program: one dispatch for many, and a compile that stays about a second
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _split(flat: jax.Array, start: Any, layout: tuple) -> list[jax.Array]:
+    """The arrays of ``layout`` (``(offset from start, size, shape)`` each) cut out of ``flat`` from ``start``.
+
+    ``start`` is an argument, so runs of parameters with the same sizes share one
+    compiled program wherever they sit in the buffer.
+    """
+    end = layout[-1][0] + layout[-1][1]
+    region = jax.lax.dynamic_slice_in_dim(flat, start, end)
+    return [region[o:o + n].reshape(shape) for o, n, shape in layout]
 
 
 @jax.jit
@@ -62,6 +72,7 @@ class Pack:
         self.offsets = [int(o) for o in np.cumsum([0] + self.sizes[:-1])]
         self.dtype = flat.dtype
         self.slot = {id(p): i for i, p in enumerate(params)}
+        self.chunks = [range(i, min(i + VIEW_CHUNK, len(params))) for i in range(0, len(params), VIEW_CHUNK)]
         self.flat = flat
         self.state = state
         self._views: dict[int, jax.Array] = {}
@@ -106,14 +117,17 @@ class Pack:
     def shape_of(self, p: Parameter) -> tuple[int, ...]:
         return self.shapes[self.slot[id(p)]]
 
-    def _cut(self, flat: jax.Array, i: int) -> jax.Array:
-        return _slice(flat, self.offsets[i], size=self.sizes[i], shape=self.shapes[i])
+    def _cut(self, flat: jax.Array, chunk: range) -> list[jax.Array]:
+        start = self.offsets[chunk[0]]
+        layout = tuple((self.offsets[i] - start, self.sizes[i], self.shapes[i]) for i in chunk)
+        return _split(flat, np.int64(start) if start >= 2**31 else np.int32(start), layout)
 
     def view(self, p: Parameter) -> jax.Array:
-        """``p``'s current value: its slice of the flat buffer (computed once per step)."""
+        """``p``'s current value: its slice of the flat buffer (cut with its chunk's, once per step)."""
         i = self.slot[id(p)]
         if i not in self._views:
-            self._views[i] = self._cut(self.flat, i)
+            chunk = self.chunks[i // VIEW_CHUNK]
+            self._views.update(zip(chunk, self._cut(self.flat, chunk)))
         return self._views[i]
 
     def updated(self, flat: jax.Array, state: dict) -> None:
@@ -124,14 +138,15 @@ class Pack:
     def release(self) -> None:
         """Hands every parameter and its state back as separate arrays; the pack is empty afterwards."""
         params, self.params = self.params, []
-        for i, p in enumerate(params):
-            data = self._views.get(i)
-            p._data = self._cut(self.flat, i) if data is None else data
-            p._pack = None
-            entry = {}
-            for key in sorted(self.state, key=lambda k: self.order.index(k) if k in self.order else len(self.order)):
-                value = self.state[key]
-                entry[key] = jnp.array(value, copy=True) if value.ndim == 0 else self._cut(value, i)
-            if entry:
-                self.owner_state[p] = entry
+        keys = sorted(self.state, key=lambda k: self.order.index(k) if k in self.order else len(self.order))
+        for chunk in self.chunks:
+            data = self._cut(self.flat, chunk)
+            cut = {key: self._cut(self.state[key], chunk) for key in keys if self.state[key].ndim}
+            for j, i in enumerate(chunk):
+                p = params[i]
+                p._data = self._views.get(i, data[j])
+                p._pack = None
+                entry = {key: cut[key][j] if key in cut else jnp.array(self.state[key], copy=True) for key in keys}
+                if entry:
+                    self.owner_state[p] = entry
         self.flat, self.state, self._views = None, {}, {}
