@@ -5,6 +5,7 @@ Run from the repository root::
     python -m benchmarks.step_time            # the full table (a 9-minute budget on 2 cores)
     python -m benchmarks.step_time --quick    # small sizes, a smoke run (about a minute)
     python -m benchmarks.step_time --optimizers Adam --dtypes float32 --sets "1 x 16M"
+    python -m benchmarks.step_time --one-loop # the same under XLA:CPU's multi-output fusion (an XLA_FLAGS opt-in)
 
 What one run measures, all in one process on one machine:
 
@@ -54,6 +55,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -82,6 +85,7 @@ FACADE_TIERS = {"gradtx facade (default)": "default", "gradtx facade foreach": "
 # training loop would have: torch's fused CPU kernels open an OpenMP region per tensor, and with its workers
 # asleep torch's fused Adam over 100 x 1k took 300 ms instead of ~1 ms (see FINDINGS.md).
 PAUSE_S = 0.02
+ONE_LOOP_FLAG = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
 PRIME_ELEMENTS = 1 << 18  # above both libraries' per-thread grain
 TORCH_TIERS = {"torch fused": "fused", "torch foreach": "foreach", "torch for-loop": "for-loop"}
 
@@ -633,11 +637,17 @@ def main() -> None:
                         help="an implementation whose first step on a set took longer is not rebuilt on that set "
                              "(default 30; quick 20)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--one-loop", action="store_true",
+                        help="run under XLA:CPU's multi-output fusion (XLA_FLAGS), where the facade's fused tier "
+                             "updates each buffer in one loop; results go to *-one-loop.*")
     args = parser.parse_args()
+    if args.one_loop and ONE_LOOP_FLAG not in os.environ.get("XLA_FLAGS", ""):
+        env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + ONE_LOOP_FLAG).strip())
+        raise SystemExit(subprocess.call([sys.executable, "-m", "benchmarks.step_time", *sys.argv[1:]], env=env))
     result = run(args.quick, args.optimizers, args.dtypes, args.repeats or (5 if args.quick else 9), sets=args.sets,
                  impls=tuple(args.impls), budget=args.budget, max_first_step=args.max_first_step)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "quick" if args.quick else "full"
+    stem = ("quick" if args.quick else "full") + ("-one-loop" if args.one_loop else "")
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1))
     table = to_markdown(result)
     (args.out / f"{stem}.md").write_text(table + "\n")
