@@ -689,10 +689,11 @@ class Optimizer:
         self.__dict__.update(state)
         self._init_attributes()
         self._state = per_param if isinstance(per_param, defaultdict) else defaultdict(dict, per_param)
-        self.defaults.setdefault("differentiable", False)
+        declared = set(self.defaults)
+        self.defaults.setdefault("differentiable", False)  # as torch's __setstate__, in the defaults only
         for group in self.param_groups:
             for name, default in self.defaults.items():
-                if default is not required:
+                if default is not required and name in declared:
                     group.setdefault(name, default)
 
     def __repr__(self) -> str:
