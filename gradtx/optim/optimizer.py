@@ -213,7 +213,7 @@ class Optimizer:
     Packing: in the default (fused) tier, an optimizer whose step is elementwise
     (``elementwise = True``: SGD, Adam, AdamW, Adagrad, Adadelta, Adamax, RAdam,
     RMSprop, Rprop) keeps each group's small parameters of one dtype (at most
-    ``opt.pack_max_numel`` elements each, 65536 by default; not 0-d, not complex,
+    ``opt.pack_max_numel`` elements each, 8192 by default; not 0-d, not complex,
     on one device) and their state in one flat buffer per entry, so that thousands
     of small tensors cost one update rather than thousands, and compile in about a
     second. The numbers are the other tiers' bit for bit. ``p.data`` then returns
@@ -243,7 +243,7 @@ class Optimizer:
     # The chain treats every element on its own (no norms, no matrix products, no per-tensor scalars): the default
     # tier may then pack a group's small parameters into one flat buffer (gradtx.optim._packing).
     elementwise: bool = False
-    pack_max_numel: int = 1 << 16  # parameters with more elements keep their own buffers
+    pack_max_numel: int = 1 << 13  # larger parameters keep their own buffers (their views would cost more)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
