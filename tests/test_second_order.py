@@ -478,3 +478,36 @@ def test_sparse_adam_facade_validation():
             optim.SparseAdam(params, **kwargs)
     with pytest.raises(ValueError, match="does not support complex parameters"):
         optim.SparseAdam([jnp.ones(2), jnp.ones(2, jnp.complex128)])
+
+
+def test_lbfgs_load_state_dict_rejects_malformed_history_and_changes_nothing():
+    import copy
+
+    import gradtx.optim as optim
+
+    params = make_params("float64")
+    opt = optim.LBFGS(params, history_size=3)
+    closure = jax.jit(loss)
+    for _ in range(2):
+        opt.step(closure)
+    good = opt.state_dict()
+    before = jax.tree.map(np.array, opt.params)
+    entry = good["state"][0]
+    bad_entries = {
+        "negative count": {**entry, "n_iter": -1},
+        "fractional count": {**entry, "func_evals": 2.5},
+        "short direction": {**entry, "d": np.zeros(3)},
+        "history of junk": {**entry, "old_dirs": ["x"] * len(entry["old_dirs"])},
+        "history not a list": {**entry, "ro": 3.0},
+        "uneven history": {**entry, "ro": list(entry["ro"])[:-1]},
+        "missing prev_loss": {k: v for k, v in entry.items() if k != "prev_loss"},
+    }
+    for label, bad in bad_entries.items():
+        broken = copy.deepcopy(good)
+        broken["state"][0] = bad
+        with pytest.raises((ValueError, TypeError)):
+            opt.load_state_dict(broken)
+        assert_trees_close(jax.tree.map(np.array, opt.params), before, "float64", label)
+        assert opt.state_dict()["state"][0]["n_iter"] == entry["n_iter"], label
+    opt.load_state_dict(good)
+    opt.step(closure)

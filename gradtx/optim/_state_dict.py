@@ -382,6 +382,7 @@ def load_state_dict(opt: Optimizer, state_dict: Mapping, match: str = "position"
         p = id_map[key]
         where = f"state of {opt._describe(p)} (saved index {key})"
         converted = _convert_entry(opt, group_of[p], p, entry, where)
+        opt.check_loaded_state(p, converted, where)
         if converted:
             state[p] = converted
     opt.__setstate__({"state": state, "param_groups": new_groups})

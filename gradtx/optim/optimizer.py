@@ -290,6 +290,14 @@ class Optimizer:
     def check_options(cls, group: dict[str, Any]) -> None:
         """Raises torch's errors for invalid options (declarations override)."""
 
+    def check_loaded_state(self, p: Parameter, entry: dict[str, Any], where: str) -> None:
+        """Raises ValueError/TypeError for a loaded state entry this optimizer could not step from.
+
+        ``load_state_dict`` calls it for each parameter's converted entry, before
+        anything changes. Entries named in ``state_names`` are already checked
+        (shape and dtype); declarations that keep other state (LBFGS) override it.
+        """
+
     @classmethod
     def flags(cls, group: dict[str, Any]) -> dict[str, Any]:
         """Static flags derived from option values: ``use_<option> = group[option] != 0`` by default."""
@@ -686,6 +694,8 @@ class Optimizer:
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
         per_param = state.pop("state", {})
+        if self.__dict__.get("_packs"):  # loading into a live optimizer: packed parameters get their arrays back
+            self._release_packs()
         self.__dict__.update(state)
         self._init_attributes()
         self._state = per_param if isinstance(per_param, defaultdict) else defaultdict(dict, per_param)

@@ -245,6 +245,43 @@ class LBFGS(Optimizer):
         self._lbfgs_program = (key, program)
         return program
 
+    def check_loaded_state(self, p: Any, entry: dict[str, Any], where: str) -> None:
+        """torch's LBFGS entries, checked before loading: counts, the flat vectors' sizes, the history lists."""
+        if not entry:
+            return
+        if p is not self.param_groups[0]["params"][0]:
+            raise ValueError(f"{where}: LBFGS keeps its state under the first parameter only")
+        size = sum(q.size * (2 if jnp.issubdtype(q.dtype, jnp.complexfloating) else 1)
+                   for q in self.param_groups[0]["params"])
+        for key in ("func_evals", "n_iter"):
+            value = np.asarray(entry.get(key, 0))
+            if value.size != 1 or not np.issubdtype(value.dtype, np.number) or value.reshape(()) < 0 \
+                    or value.reshape(()) != np.floor(value.reshape(())):
+                raise ValueError(f"{where}: '{key}' must be a non-negative whole number, got {entry.get(key)!r}")
+        if "d" not in entry:
+            return
+        for key in _LBFGS_ARRAYS:
+            if key not in entry:
+                raise ValueError(f"{where}: LBFGS state with 'd' also needs {key!r}")
+            value = np.asarray(entry[key])
+            want = size if key in ("d", "prev_flat_grad") else 1
+            if not np.issubdtype(value.dtype, np.number) or value.size != want:
+                raise ValueError(f"{where}: '{key}' must hold {want} number(s), got shape {value.shape}")
+        lengths = set()
+        for key in _LBFGS_HISTORY:
+            items = entry.get(key, [])
+            if not isinstance(items, (list, tuple)):
+                raise TypeError(f"{where}: '{key}' must be a list, got {type(items).__name__}")
+            want = 1 if key == "ro" else size
+            for item in items:
+                value = np.asarray(item)
+                if not np.issubdtype(value.dtype, np.number) or value.size != want:
+                    raise ValueError(f"{where}: each entry of '{key}' must hold {want} number(s), got shape "
+                                     f"{value.shape}")
+            lengths.add(len(items))
+        if len(lengths) > 1:
+            raise ValueError(f"{where}: 'old_dirs', 'old_stps' and 'ro' must have the same length")
+
     def _lbfgs_state(self, flat: jax.Array, history_size: int) -> LBFGSTorchState:
         """torch's state entries (ours or a loaded torch state dict) as the driver's ring buffers."""
         saved = self.state.get(self.param_groups[0]["params"][0], {})
