@@ -2,7 +2,10 @@
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Eight simulated devices; their collectives wait up to 15 minutes for each other (XLA:CPU gives up after 40 s,
+# which a 2-core machine running two test workers can exceed while one device's thread waits for a core).
+COLLECTIVE_PATIENCE = "--xla_cpu_collective_call_terminate_timeout_seconds=900"
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 " + COLLECTIVE_PATIENCE)
 
 import jax  # noqa: E402
 

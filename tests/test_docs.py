@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import COLLECTIVE_PATIENCE
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 GUIDE_PAGES = sorted(p for p in DOCS.glob("*.md"))
@@ -30,7 +32,7 @@ FENCE = re.compile(r"^(?P<marker><!-- no-run -->\s*\n)?```python\n(?P<code>.*?)^
 
 def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
-    env.update(MPLBACKEND="Agg", NO_MKDOCS_2_WARNING="1", PYTHONPATH=str(ROOT))
+    env.update(MPLBACKEND="Agg", NO_MKDOCS_2_WARNING="1", PYTHONPATH=str(ROOT), XLA_FLAGS=COLLECTIVE_PATIENCE)
     return env
 
 
