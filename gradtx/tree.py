@@ -43,6 +43,11 @@ def array_leaves(tree: PyTree) -> list:
     return [x for x in jax.tree.leaves(tree) if is_array_like(x)]
 
 
+def all_finite(tree: PyTree) -> jax.Array:
+    """A boolean scalar: whether every element of every array leaf of ``tree`` is finite (True for no arrays)."""
+    return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in array_leaves(tree)] or [True]))
+
+
 def _zeros_keeping_sharding(x: Any, dtype: Any) -> jax.Array:
     """Zeros shaped like ``x`` on ``x``'s sharding, outside jit and under it.
 

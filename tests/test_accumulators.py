@@ -8,6 +8,7 @@ import pytest
 
 import gradtx
 from gradtx.optim.accumulators import adadelta_chain, adagrad_chain, adamax_chain, rmsprop_chain
+from tests import harness
 from tests.harness import assert_trees_close, grad_fn, make_params, run_functional
 
 TRANSFORMS = {
@@ -163,27 +164,7 @@ FACADE_CASES = [
 
 @pytest.mark.parametrize("name, kwargs", FACADE_CASES, ids=[n for n, _ in FACADE_CASES])
 def test_facade_complex_parameters_match_torch(name, kwargs):
-    import torch
-
-    import gradtx.optim as optim
-
-    rng = np.random.default_rng(2)
-    z0 = rng.normal(size=(3, 2)) + 1j * rng.normal(size=(3, 2))
-    target = rng.normal(size=(3, 2)) + 1j * rng.normal(size=(3, 2))
-    zt = torch.tensor(z0, requires_grad=True)
-    theirs = getattr(torch.optim, name)([zt], **kwargs)
-    ours = getattr(optim, name)({"z": jnp.asarray(z0)}, **kwargs)
-    loss = jax.jit(lambda p: jnp.sum(jnp.abs(p["z"] - target) ** 4))
-    for _ in range(4):
-        theirs.zero_grad()
-        torch.sum(torch.abs(zt - torch.tensor(target)) ** 4).backward()
-        theirs.step()
-        ours.step(closure=loss)
-        np.testing.assert_allclose(np.asarray(ours.params["z"]), zt.detach().numpy(), rtol=1e-7, atol=1e-10)
-    box = ours.param_groups[0]["params"][0]
-    assert list(ours.state[box]) == list(theirs.state[zt])
-    for key, value in theirs.state[zt].items():
-        np.testing.assert_allclose(np.asarray(ours.state[box][key]), value.numpy(), rtol=1e-6, err_msg=key)
+    harness.check_complex_facade_against_torch(name, kwargs, steps=4, seed=2)
 
 
 def test_adagrad_state_exists_before_the_first_step_like_torch():

@@ -147,31 +147,10 @@ def test_zero_d_and_empty_parameters():
 # --- complex parameters --------------------------------------------------------------------------------------
 
 
-def check_complex_against_torch(name, kwargs, steps=5, seed=1):
-    """Runs gradtx.optim.<name> and torch.optim.<name> on a complex parameter (loss sum |z - t|^4), compares."""
-    rng = np.random.default_rng(seed)
-    z0 = rng.normal(size=(3, 2)) + 1j * rng.normal(size=(3, 2))
-    target = rng.normal(size=(3, 2)) + 1j * rng.normal(size=(3, 2))
-    zt = torch.tensor(z0, requires_grad=True)
-    theirs = getattr(torch.optim, name)([zt], **kwargs)
-    ours = getattr(optim, name)({"z": jnp.asarray(z0)}, **kwargs)
-    loss = jax.jit(lambda p: jnp.sum(jnp.abs(p["z"] - target) ** 4))
-    for _ in range(steps):
-        theirs.zero_grad()
-        torch.sum(torch.abs(zt - torch.tensor(target)) ** 4).backward()
-        theirs.step()
-        ours.step(closure=loss)  # JAX's gradient; the engine descends along its conjugate, as torch does
-        np.testing.assert_allclose(np.asarray(ours.params["z"]), zt.detach().numpy(), rtol=1e-7, atol=1e-10)
-    box = ours.param_groups[0]["params"][0]
-    for key, value in theirs.state[zt].items():
-        assert ours.state[box][key].dtype == jnp.dtype(str(value.dtype).replace("torch.", ""))
-        np.testing.assert_allclose(np.asarray(ours.state[box][key]), value.numpy(), rtol=1e-6)
-
-
 @pytest.mark.parametrize("name,kwargs", [("Adam", dict(lr=0.05, weight_decay=0.1, amsgrad=True)),
                                          ("SGD", dict(lr=0.002, momentum=0.9, nesterov=True))])
 def test_complex_parameters_match_torch(name, kwargs):
-    check_complex_against_torch(name, kwargs)
+    harness.check_complex_facade_against_torch(name, kwargs)
 
 
 # --- compilation ---------------------------------------------------------------------------------------------

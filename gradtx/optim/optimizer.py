@@ -115,6 +115,7 @@ from gradtx.optim._hooks import RemovableHandle, register, with_step_hooks
 from gradtx.optim._params import grads_for, group_params, is_array, split_param_groups, tree_values
 from gradtx.optim.groups import ParamGroups
 from gradtx.optim.parameter import Parameter
+from gradtx.tree import all_finite
 
 __all__ = ["Optimizer", "number", "required"]
 
@@ -165,9 +166,7 @@ def _all(units: dict[str, list]) -> list:
     return [u for tier in units.values() for u in tier]
 
 
-@jax.jit
-def _all_finite(grads: list) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in grads]))
+_all_finite = jax.jit(all_finite)
 
 
 def _is_param_groups(x: Any) -> bool:

@@ -134,7 +134,7 @@ def apply_if_finite(inner: Any, max_consecutive_errors: int) -> GradientTransfor
 
     def update(updates, state, params=None, **extra_args):
         new_updates, new_inner = inner.update(updates, state.inner_state, params, **extra_args)
-        finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in gt.array_leaves(updates)] or [True]))
+        finite = gt.all_finite(updates)
         notfinite_count = jnp.where(finite, 0, state.notfinite_count + 1).astype(jnp.int32)
         apply = finite | (notfinite_count > max_consecutive_errors)
         out = gt.tree_map(lambda n: jnp.where(apply, n, jnp.zeros_like(n)), new_updates)
