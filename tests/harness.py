@@ -80,14 +80,21 @@ def run_functional(tx: Any, params: Any, steps: int, *, jit: bool = True,
     return trajectory
 
 
-def run_torch(torch_name: str, kwargs: dict, params: Any, steps: int, *, closure_steps: bool = False) -> list[Any]:
-    """Runs ``torch.optim.<torch_name>(leaves, **kwargs)`` with JAX's gradients; returns params after each step."""
+def run_torch(torch_name: str, kwargs: dict, params: Any, steps: int, *, closure_steps: bool = False,
+              module: str = "torch.optim") -> list[Any]:
+    """Runs ``<module>.<torch_name>(leaves, **kwargs)`` with JAX's gradients; returns params after each step.
+
+    ``module`` is torch.optim or a torch-based reference package (``schedulefree``, ``prodigyopt``,
+    ``pytorch_optimizer``) whose class takes a list of tensors as torch.optim's do.
+    """
+    import importlib
+
     import torch
 
     leaves, treedef = jax.tree.flatten(params)
     tensors = [torch.tensor(np.asarray(x, dtype=np.float64 if x.dtype == jnp.float64 else np.float32),
                             requires_grad=True) for x in leaves]
-    opt = getattr(torch.optim, torch_name)(tensors, **kwargs)
+    opt = getattr(importlib.import_module(module), torch_name)(tensors, **kwargs)
     dtypes = [x.dtype for x in leaves]
 
     def current():
@@ -128,11 +135,13 @@ class OptaxCase:
 
 @dataclass(frozen=True)
 class TorchCase:
-    """A torch.optim class with one option set, and the gradtx chain that must reproduce it.
+    """A torch optimizer class with one option set, and the gradtx chain that must reproduce it.
 
     ``chain`` receives ``kwargs`` and returns a GradientTransformation whose
     updates, applied per parameter, equal torch's steps. The facade suite uses the
-    same table with ``gradtx.optim.<torch_name>``.
+    same table with ``gradtx.optim.<torch_name>``. ``module`` names where the
+    reference class lives: torch.optim, or a torch-based package pinned in the
+    test extra (schedulefree, prodigyopt, pytorch_optimizer).
     """
 
     torch_name: str
@@ -144,6 +153,7 @@ class TorchCase:
     params: Callable[[str], Any] | None = None  # dtype -> params, when make_params does not suit
     extra_args: Callable[[Any, Any], dict] | None = None  # (params, grads) -> extra update args
     label: str = ""
+    module: str = "torch.optim"  # where the reference class lives
 
     @property
     def id(self) -> str:

@@ -54,7 +54,7 @@ def torch_trajectory(index, dtype):
     case = CASES[index]
     with mock.patch.object(harness, "grad_fn", jit_grad), mock.patch.object(harness, "loss", jit_loss):
         return run_torch(case.torch_name, case.kwargs, case_params(case, dtype), case.steps,
-                         closure_steps=case.closure)
+                         closure_steps=case.closure, module=case.module)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

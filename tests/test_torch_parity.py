@@ -15,6 +15,7 @@ def test_chain_matches_torch(case, dtype):
         pytest.skip(f"{case.torch_name} is not compared in {dtype}")
     params = case.params(dtype) if case.params else make_params(dtype)
     ours = run_functional(case.chain(**case.kwargs), params, case.steps, extra_args=case.extra_args)
-    theirs = run_torch(case.torch_name, case.kwargs, params, case.steps, closure_steps=case.closure)
+    theirs = run_torch(case.torch_name, case.kwargs, params, case.steps, closure_steps=case.closure,
+                       module=case.module)
     for step, (a, b) in enumerate(zip(ours, theirs)):
         assert_trees_close(a, b, dtype, f"{case.id} step {step + 1}")
