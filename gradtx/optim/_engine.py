@@ -16,9 +16,11 @@ passes an empty dict, and the template is its initial state.
 
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
 import os
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -69,12 +71,45 @@ def as_float(value: Any) -> Any:
     return float(np.asarray(value).reshape(()))
 
 
+class WeakCallable:
+    """A callable option (a schedule) as a compile-cache key that does not keep the callable alive.
+
+    Compiled programs are cached by their static options. Holding a schedule
+    only weakly lets a dropped optimizer's lambdas (and whatever they close
+    over) be freed; a dead reference equals nothing, so a new callable that
+    happens to reuse the address never finds the old program.
+    """
+
+    __slots__ = ("_ref", "_hash", "__weakref__")
+
+    def __init__(self, fn: Callable) -> None:
+        self._ref = weakref.ref(fn)
+        self._hash = hash(("callable", id(fn)))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        fn = self._ref()
+        if fn is None:
+            raise ReferenceError("the schedule this program was compiled for no longer exists")
+        return fn(*args, **kwargs)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WeakCallable) and self._ref() is not None and self._ref() is other._ref()
+
+
 def freeze(value: Any, name: str) -> Any:
-    """A hashable form of a static option (lists become tuples)."""
-    if isinstance(value, list):
-        value = tuple(value)
+    """A hashable form of a static option (lists become tuples, callables weak keys)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v, name) for v in value)
     if isinstance(value, dict):
         value = tuple(sorted(value.items()))
+    if callable(value) and not isinstance(value, (type, WeakCallable)):
+        try:
+            return WeakCallable(value)
+        except TypeError:  # not weakly referenceable (a builtin): kept as it is
+            pass
     try:
         hash(value)
     except TypeError:
@@ -105,7 +140,7 @@ def zero_flags(builder: Callable, group: dict) -> dict[str, bool]:
     return flags
 
 
-def split_options(decl: Any, group: dict) -> tuple[tuple, dict]:
+def split_options(decl: Any, group: dict, where: str = "a param group") -> tuple[tuple, dict]:
     """``(static, dynamic)``: the hashable options (with the declaration's flags) and the numbers."""
     accepted = builder_parameters(decl.chain_builder)
     static, dynamic = {}, {}
@@ -115,10 +150,13 @@ def split_options(decl: Any, group: dict) -> tuple[tuple, dict]:
         if name not in decl.static_options and is_dynamic(value):
             dynamic[name] = as_float(value)
         elif callable(value) and decl.step_name is None:
-            raise TypeError(f"{decl.__name__} keeps no step count (as torch's), so option {name!r} cannot be a "
+            raise TypeError(f"{where}: {decl.__name__} keeps no step count (as torch's), so option {name!r} cannot be a "
                             "schedule; set a number and change it between steps (or use gradtx.optim.lr_scheduler)")
         else:
-            static[name] = freeze(value, name)
+            try:
+                static[name] = freeze(value, name)
+            except TypeError as error:
+                raise TypeError(f"{where}: {error}") from None
     static.update(decl.flags(group))
     return tuple(sorted(static.items())), dynamic
 
@@ -307,41 +345,82 @@ def fused_update(decl: Any, statics: tuple, packed: tuple, dynamics: list, param
     return [r[0] for r in results], [r[1] for r in results]
 
 
-_STATIC = (0, 1)
-_FUSED_STATIC = (0, 1, 2)
+# (function, static arguments, params argument, state argument) of each kind of program.
+_ARGUMENTS = {"fused": (fused_update, (0, 1, 2), 4, 6), "group": (group_update, (0, 1), 3, 5)}
 _PROGRAMS = {
-    ("fused", True): jax.jit(fused_update, static_argnums=_FUSED_STATIC, donate_argnums=(4, 6)),
-    ("fused", False): jax.jit(fused_update, static_argnums=_FUSED_STATIC, donate_argnums=(6,)),
-    ("group", True): jax.jit(group_update, static_argnums=_STATIC, donate_argnums=(3, 5)),
-    ("group", False): jax.jit(group_update, static_argnums=_STATIC, donate_argnums=(5,)),
+    (kind, donate_params): jax.jit(fn, static_argnums=static,
+                                   donate_argnums=(params, state) if donate_params else (state,))
+    for kind, (fn, static, params, state) in _ARGUMENTS.items() for donate_params in (True, False)
 }
 
 
 def program(kind: str, donate_params: bool) -> Callable:
-    """The jitted fused (all units) or group update; optimizer state is always donated, params optionally."""
+    """The jitted fused (all units) or group update; the state's buffers are donated, the parameters' optionally.
+
+    The engine passes only buffers that it alone holds (see :mod:`gradtx.optim._step`).
+    """
     return _PROGRAMS[kind, donate_params]
 
 
-@functools.cache
-def _entries(decl: Any, static: tuple, dynamic_items: tuple, shape: tuple, dtype: Any) -> tuple:
+_TRACED: collections.OrderedDict = collections.OrderedDict()
+_TRACED_LIMIT = 256
+
+
+def trace(kind: str, donate: bool, args: tuple) -> None:
+    """Traces (and so checks) a program before any program of the step runs, once per static signature.
+
+    A chain that cannot be built from a group's options fails here, before any
+    group has changed. Signatures already traced are remembered (boundedly).
+    """
+    key = (kind, donate, args[1], args[2]) if kind == "fused" else (kind, donate, args[1])
+    if key in _TRACED:
+        _TRACED.move_to_end(key)
+        return
+    program(kind, donate).trace(*args)
+    _TRACED[key] = None
+    if len(_TRACED) > _TRACED_LIMIT:
+        _TRACED.popitem(last=False)
+
+
+_ENTRIES: collections.OrderedDict = collections.OrderedDict()
+_ENTRIES_LIMIT = 1024
+
+
+def layout_cache_size() -> int:
+    """How many state layouts are cached (bounded; tests check that edited numbers do not add entries)."""
+    return len(_ENTRIES)
+
+
+def _entries(decl: Any, static: tuple, dynamic: dict, shape: tuple, dtype: Any) -> tuple:
+    """The state layout of a chain: cached by structure only (a chain's shapes never depend on its numbers)."""
+    key = (decl, static, tuple((k, len(v) if isinstance(v, tuple) else None) for k, v in sorted(dynamic.items())),
+           shape, dtype)
+    if key in _ENTRIES:
+        _ENTRIES.move_to_end(key)
+        return _ENTRIES[key]
+
     def init(param, dynamic):
         return build_chain(decl, static, dynamic).init(param)
 
     param = jax.ShapeDtypeStruct(shape, dtype)
-    template = jax.eval_shape(init, param, dict(dynamic_items))
+    template = jax.eval_shape(init, param, dynamic)
     entries = {}
     for leaf, name in zip(jax.tree.leaves(template), layout(decl, template)):
         if name is not STEP:
             entries[name] = torch_shape_dtype(leaf, param)
         elif decl.step_name is not None:
             entries[decl.step_name] = ((), jnp.dtype(jnp.float32))
-    return tuple((key, entries[key]) for key in order_keys(decl) if key in entries)
+    result = tuple((key, entries[key]) for key in order_keys(decl) if key in entries)
+    _ENTRIES[key] = result
+    if len(_ENTRIES) > _ENTRIES_LIMIT:
+        _ENTRIES.popitem(last=False)
+    return result
 
 
 def state_entries(decl: Any, group: dict, param: Any) -> dict[str, tuple]:
     """``{torch name: (shape, dtype)}`` of the state the group's chain keeps for ``param``, the step included."""
     static, dynamic = split_options(decl, group)
-    return dict(_entries(decl, static, tuple(sorted(dynamic.items())), tuple(param.shape), jnp.dtype(param.dtype)))
+    return dict(_entries(decl, static, dynamic, tuple(param.shape), jnp.dtype(param.dtype)))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

@@ -9,6 +9,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import jax
+
 __all__ = ["RemovableHandle", "register_optimizer_step_pre_hook", "register_optimizer_step_post_hook"]
 
 _ids = itertools.count()
@@ -83,26 +85,54 @@ def with_step_hooks(step: Callable) -> Callable:
 
     @functools.wraps(step)
     def hooked(self, *args: Any, **kwargs: Any) -> Any:
-        if getattr(self, "_in_step", False):
-            return step(self, *args, **kwargs)
-        for hook in itertools.chain(list(_global_step_pre_hooks.values()), list(self._optimizer_step_pre_hooks.values())):
-            result = hook(self, args, kwargs)
-            if result is not None:
-                if not (isinstance(result, tuple) and len(result) == 2):
-                    raise RuntimeError(
-                        f"{step} must return None or a tuple of (new_args, new_kwargs), but got {result}."
-                    )
-                args, kwargs = result
-        self._in_step = True
-        try:
-            out = step(self, *args, **kwargs)
-        finally:
-            self._in_step = False
-        self._step_count += 1
-        self._opt_called = True
-        for hook in itertools.chain(list(self._optimizer_step_post_hooks.values()), list(_global_step_post_hooks.values())):
-            hook(self, args, kwargs)
-        return out
+        refuse_under_transformation(self, args, kwargs)
+        with self._step_lock:  # steps from several threads run one after another, each landing
+            return _run_hooked(step, self, args, kwargs)
 
     hooked._with_step_hooks = True  # type: ignore[attr-defined]
     return hooked
+
+
+def _run_hooked(step: Callable, self: Any, args: tuple, kwargs: dict) -> Any:
+    if getattr(self, "_in_step", False):
+        return step(self, *args, **kwargs)
+    for hook in itertools.chain(list(_global_step_pre_hooks.values()), list(self._optimizer_step_pre_hooks.values())):
+        result = hook(self, args, kwargs)
+        if result is not None:
+            if not (isinstance(result, tuple) and len(result) == 2):
+                raise RuntimeError(
+                    f"{step} must return None or a tuple of (new_args, new_kwargs), but got {result}."
+                )
+            args, kwargs = result
+    self._in_step = True
+    try:
+        out = step(self, *args, **kwargs)
+    finally:
+        self._in_step = False
+    self._step_count += 1
+    self._opt_called = True
+    for hook in itertools.chain(list(self._optimizer_step_post_hooks.values()), list(_global_step_post_hooks.values())):
+        hook(self, args, kwargs)
+    return out
+
+
+def _under_transformation() -> bool:
+    """Whether JAX is tracing (inside jit, grad, vmap...): the facade's step cannot run there."""
+    try:
+        from jax._src import core
+    except ImportError:  # pragma: no cover - a JAX without the private module: rely on the tracer check
+        return False
+    return not core.trace_state_clean()
+
+
+def refuse_under_transformation(optimizer: Any, args: tuple, kwargs: dict) -> None:
+    """Raises RuntimeError, before anything changes, when ``step`` is traced or given traced arrays."""
+    traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs)))
+    if traced or _under_transformation():
+        raise RuntimeError(
+            f"{type(optimizer).__name__}.step() was called under a JAX transformation (jax.jit, jax.grad, "
+            "jax.vmap...). The facade's step changes Python objects (the parameters' boxes, the state, the step "
+            "counts), which a traced function cannot do. Call opt.step(grads) outside the transformation, or "
+            "write the jitted step with the functional face: tx = gradtx.adam(...); "
+            "updates, state = tx.update(grads, state, params); params = gradtx.apply_updates(params, updates)."
+        )

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx.optim import _engine
+from gradtx.optim._options import UNKNOWN, is_index, check_option, short
 
 if TYPE_CHECKING:
     from gradtx.optim.optimizer import Optimizer
@@ -186,15 +187,6 @@ def _convert_entry(opt: Optimizer, group: dict, p: Parameter, entry: Any, where:
     return out
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _is_index(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def _check_layout(state_dict: Any) -> None:
     """The structure of a state dict (types, keys, indices, names), checked before anything reads it."""
     if not isinstance(state_dict, Mapping):
@@ -202,7 +194,7 @@ def _check_layout(state_dict: Any) -> None:
                         f"got {type(state_dict).__name__}")
     if "state" not in state_dict or "param_groups" not in state_dict:
         raise ValueError("a state dict has the keys 'state' and 'param_groups' (as state_dict() returns), got "
-                         f"{[_short(k) for k in state_dict]}")
+                         f"{[short(k) for k in state_dict]}")
     groups, state = state_dict["param_groups"], state_dict["state"]
     if not isinstance(groups, (list, tuple)):
         raise TypeError(f"the state dict's 'param_groups' must be a list of dicts, got {type(groups).__name__}")
@@ -214,23 +206,23 @@ def _check_layout(state_dict: Any) -> None:
             raise TypeError(f"{where} must be a dict, got {type(group).__name__}")
         keys = [k for k in group if not isinstance(k, str)]
         if keys:
-            raise TypeError(f"{where} has keys that are not option names (strings): {_short(keys)}")
+            raise TypeError(f"{where} has keys that are not option names (strings): {short(keys)}")
         if "params" not in group:
             raise KeyError(f"{where} has no 'params' (the indices of its parameters)")
         params = group["params"]
-        if not isinstance(params, (list, tuple)) or not all(_is_index(x) for x in params):
-            raise TypeError(f"{where}: 'params' must be a list of integer indices, got {_short(params)}")
+        if not isinstance(params, (list, tuple)) or not all(is_index(x) for x in params):
+            raise TypeError(f"{where}: 'params' must be a list of integer indices, got {short(params)}")
         names = group.get("param_names", [])
         if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-            raise TypeError(f"{where}: 'param_names' must be a list of strings, got {_short(names)}")
+            raise TypeError(f"{where}: 'param_names' must be a list of strings, got {short(names)}")
     for key, entry in state.items():
         if not isinstance(entry, Mapping):
-            raise TypeError(f"the state dict's state for index {_short(key)} must be a dict of arrays, got "
+            raise TypeError(f"the state dict's state for index {short(key)} must be a dict of arrays, got "
                             f"{type(entry).__name__}")
         names = [k for k in entry if not isinstance(k, str)]
         if names:
-            raise TypeError(f"the state dict's state for index {_short(key)} has keys that are not names (strings): "
-                            f"{_short(names)}")
+            raise TypeError(f"the state dict's state for index {short(key)} has keys that are not names (strings): "
+                            f"{short(names)}")
 
 
 def _check_indices(groups: list[dict]) -> None:
@@ -248,72 +240,14 @@ def _check_indices(groups: list[dict]) -> None:
                              f"{len(params)} params")
 
 
-def _kind(value: Any) -> str:
-    """What an option value is, for comparing a loaded option with the optimizer's own."""
-    if value is None:
-        return "None"
-    if isinstance(value, (bool, np.bool_)):
-        return "bool"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return "number"
-    if isinstance(value, (np.ndarray, jax.Array)):
-        numeric = jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)
-        return "number" if value.size == 1 and numeric else "array"
-    if isinstance(value, (tuple, list)):
-        return "sequence"
-    if callable(value):
-        return "schedule"
-    return type(value).__name__
-
-
-# For the kind of the optimizer's own value, the kinds a loaded value may have.
-_COMPATIBLE = {"number": {"number", "schedule"}, "schedule": {"number", "schedule"}, "bool": {"bool"},
-               "string": {"string", "None"}, "None": {"None", "bool", "string", "number"}}
-_PLAIN = {"None", "bool", "string", "number"}
-
-
-def _check_option(cls: type, name: str, value: Any, reference: Any, where: str) -> None:
-    """Raises a TypeError when a loaded option cannot stand in for the optimizer's own (a string for a number...)."""
-    kind = _kind(value)
-    if reference is _UNKNOWN:  # an option this optimizer does not have (a scheduler's initial_lr): plain data
-        if kind == "sequence":
-            for item in value:
-                _check_option(cls, name, item, _UNKNOWN, where)
-        elif kind not in _PLAIN:
-            raise TypeError(f"{where}: option {name!r} = {_short(value)} is not a number, bool, string, None or "
-                            "a tuple of those")
-        return
-    ref_kind = _kind(reference)
-    if ref_kind == "sequence":
-        if kind != "sequence" or len(value) != len(reference):
-            raise TypeError(f"{where}: option {name!r} must be a sequence of {len(reference)} values like "
-                            f"{_short(reference)}, got {_short(value)}")
-        for item, ref in zip(value, reference):
-            _check_option(cls, name, item, ref, where)
-        return
-    allowed = _COMPATIBLE.get(ref_kind)
-    if allowed is not None and kind not in allowed:
-        raise TypeError(f"{where}: option {name!r} = {_short(value)} ({kind}) cannot replace {_short(reference)} "
-                        f"({ref_kind})")
-    if kind == "schedule" and cls.step_name is None:
-        raise TypeError(f"{where}: {cls.__name__} keeps no step count, so option {name!r} cannot be a schedule")
-    if name in cls.static_options and ref_kind == "number" and not _is_index(value):
-        raise TypeError(f"{where}: option {name!r} must be an integer, got {_short(value)}")
-
-
-_UNKNOWN = object()
-
-
 def _checked_group(opt: Optimizer, new: dict, group: dict, i: int) -> dict:
     """The options loaded for group ``i``, checked by type against the group's own and by the class's checks."""
     where = f"param group {i} of the state dict"
     for name, value in new.items():
         if name in ("params", "param_names"):
             continue
-        reference = group[name] if name in group else opt.defaults.get(name, _UNKNOWN)
-        _check_option(type(opt), name, value, reference, where)
+        reference = group[name] if name in group else opt.defaults.get(name, UNKNOWN)
+        check_option(type(opt), name, value, reference, where)
     try:
         type(opt).check_options(new)
     except (ValueError, TypeError, KeyError):

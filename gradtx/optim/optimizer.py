@@ -100,6 +100,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 import types
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
@@ -110,7 +111,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx.base import GradientTransformation
-from gradtx.optim import _engine, _packing, _state_dict
+from gradtx.optim import _engine, _packing, _state_dict, _step
 from gradtx.optim._hooks import RemovableHandle, register, with_step_hooks
 from gradtx.optim._params import grads_for, group_params, is_array, split_param_groups, tree_values
 from gradtx.optim.groups import ParamGroups
@@ -147,23 +148,6 @@ def _takes_argument(closure: Callable) -> bool:
         return False
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
     return any(p.kind in kinds for p in params)
-
-
-class _Unit(NamedTuple):
-    """What one compiled update takes for some of a group's parameters (``pack``: they are packed)."""
-
-    params: list
-    static: tuple
-    dynamic: dict
-    arrays: list
-    grads: list
-    states: list
-    fresh: list
-    pack: Any
-
-
-def _all(units: dict[str, list]) -> list:
-    return [u for tier in units.values() for u in tier]
 
 
 _all_finite = jax.jit(all_finite)
@@ -278,7 +262,8 @@ class Optimizer:
                         _optimizer_load_state_dict_post_hooks=OrderedDict,
                         _trees=list, _single=lambda: False, _step_count=lambda: 0, _opt_called=lambda: False,
                         _in_step=lambda: False, donate_params=lambda: True, skip_nonfinite=lambda: False,
-                        skipped_steps=lambda: 0, _packs=list, _plans=dict, _whole_tree=lambda: None)
+                        skipped_steps=lambda: 0, _packs=list, _plans=dict, _whole_tree=lambda: None,
+                        _step_lock=threading.RLock)
         for name, make in defaults.items():
             if name not in self.__dict__:
                 setattr(self, name, make())
@@ -339,6 +324,10 @@ class Optimizer:
         if not set(taken).isdisjoint(params):
             raise ValueError("some parameters appear in more than one parameter group")
         self.check_options(group)
+        for p in params:
+            p._owners.add(self)
+            if len(p._owners) > 1 and p._pack is not None:  # stepped by two optimizers: never packed
+                p._pack.release()
         self.param_groups.append(group)
         self._trees.append(boxed.tree)
 
@@ -514,62 +503,16 @@ class Optimizer:
         return "foreach" if foreach else "for-loop"
 
     def _update(self) -> None:
-        """Runs the compiled update on every parameter that has a gradient; nothing changes if a check fails."""
-        cls = type(self)
-        if getattr(cls, "chain_builder", None) is None:
-            raise NotImplementedError(f"{cls.__name__} declares no chain_builder; see gradtx.optim.optimizer's "
+        """Runs the compiled update on every parameter that has a gradient (see :mod:`gradtx.optim._step`)."""
+        if getattr(type(self), "chain_builder", None) is None:
+            raise NotImplementedError(f"{type(self).__name__} declares no chain_builder; see gradtx.optim.optimizer's "
                                       "docstring to declare an optimizer (or override _step)")
-        keys = set(_engine.order_keys(cls))
-        units: dict[str, list[_Unit]] = {"fused": [], "foreach": [], "for-loop": []}
-        for group in self.param_groups:
-            work = [p for p in group["params"] if p.grad is not None]
-            if not work:
-                continue
-            grads = {p: self._checked_grad(p, p.grad) for p in work}
-            static, dynamic = _engine.split_options(cls, group)
-            tier = self._tier(group)
-            packs = self._group_packs(group, work) if tier == "fused" else []
-            for pack in packs:
-                state, fresh = pack.state, not pack.state
-                if fresh:
-                    state = _engine.init_states(cls, static, dynamic, [pack.flat])[0]
-                units["fused"].append(_Unit(pack.params, static, dynamic, [pack.flat],
-                                            [grads[p] for p in pack.params], [state], [fresh], pack))
-            packed = {p for pack in packs for p in pack.params}
-            work = [p for p in work if p not in packed]
-            if not work:
-                continue
-            states = [{k: v if isinstance(v, jax.Array) else jnp.asarray(v)
-                       for k, v in self._state.get(p, {}).items() if k in keys} for p in work]
-            fresh = [not state for state in states]
-            if any(fresh):  # torch's lazy initialisation, in a small program of its own
-                inits = iter(_engine.init_states(cls, static, dynamic, [p.data for p, f in zip(work, fresh) if f]))
-                states = [next(inits) if f else state for state, f in zip(states, fresh)]
-            units[tier].append(_Unit(work, static, dynamic, [p.data for p in work], [grads[p] for p in work],
-                                     states, fresh, None))
-        if self.skip_nonfinite and not self._grads_finite([g for u in _all(units) for g in u.grads]):
+        units = _step.plan(self)
+        if self.skip_nonfinite and not self._grads_finite([g for tier in units.values() for u in tier
+                                                           for g in u.grads]):
             self.skipped_steps += 1
             return
-        donate = bool(self.donate_params)
-        # Results are stored after each program: a program consumes (donates) the buffers it was given.
-        if units["fused"]:
-            fused = units["fused"]
-            new_params, new_states = _engine.program("fused", donate)(
-                cls, tuple(u.static for u in fused), tuple(u.pack is not None for u in fused),
-                [u.dynamic for u in fused], [u.arrays for u in fused], [u.grads for u in fused],
-                [u.states for u in fused], [np.asarray(u.fresh) for u in fused], np.True_)
-            for unit, data, states in zip(fused, new_params, new_states):
-                if unit.pack is not None:
-                    unit.pack.updated(data[0], states[0])
-                else:
-                    self._store(unit.params, data, states)
-        for u in units["foreach"]:
-            self._store(u.params, *_engine.program("group", donate)(cls, u.static, u.dynamic, u.arrays, u.grads,
-                                                                    u.states, np.asarray(u.fresh)))
-        for u in units["for-loop"]:
-            for p, a, g, s, f in zip(u.params, u.arrays, u.grads, u.states, u.fresh):
-                self._store([p], *_engine.program("group", donate)(cls, u.static, u.dynamic, [a], [g], [s],
-                                                                   np.asarray([f])))
+        _step.run(self, units)
 
     @staticmethod
     def _grads_finite(grads: list) -> bool:
@@ -581,6 +524,8 @@ class Optimizer:
         0-d parameters stay apart: XLA simplifies an all-scalar update differently
         (a last-bit difference), and the tiers agree bit for bit.
         """
+        if len(p._owners) > 1:  # another optimizer steps it too: each keeps its own state, apart
+            return False
         if p._pack is not None:
             return p._pack in self._packs and p.size <= self.pack_max_numel
         data = p._data
@@ -704,6 +649,9 @@ class Optimizer:
             for name, default in self.defaults.items():
                 if default is not required and name in declared:
                     group.setdefault(name, default)
+            for p in group["params"]:
+                if isinstance(p, Parameter):
+                    p._owners.add(self)
 
     def __repr__(self) -> str:
         text = self.__class__.__name__ + " ("

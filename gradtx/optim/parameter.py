@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import jax
@@ -33,10 +34,11 @@ class Parameter:
         and in error messages.
     """
 
-    __slots__ = ("__weakref__", "_data", "_pack", "grad", "name")
+    __slots__ = ("__weakref__", "_data", "_owners", "_pack", "grad", "name")
 
     def __init__(self, data: Any, name: str | None = None) -> None:
         self._pack: Any = None
+        self._owners: weakref.WeakSet = weakref.WeakSet()  # the optimizers stepping it (packed only with one)
         self.data = data
         self.grad: jax.Array | None = None
         self.name = name
@@ -102,6 +104,7 @@ class Parameter:
 
     def __setstate__(self, state: dict) -> None:
         self._pack = None
+        self._owners = weakref.WeakSet()
         self.data = state["data"]
         self.grad = state["grad"]
         self.name = state["name"]

@@ -1,0 +1,224 @@
+"""The facade engine's contract with its users, tier by tier.
+
+- Arrays a user holds are never invalidated: what was given to the constructor,
+  read from ``opt.params``, ``p.data`` or ``opt.state`` keeps its old value after a
+  step (JAX's value semantics), while buffers nobody else holds are still donated.
+- ``step()`` under a JAX transformation is refused, naming the fix, and changes nothing.
+- A failing step changes no parameter, state entry or count in any group (every tier).
+- ``step()`` from several threads lands every update; a Parameter shared by two
+  optimizers keeps complete state in both.
+- Parameters on different devices step together, with single-device numbers.
+- Compile caches do not grow with edited hyperparameters, and a dropped schedule
+  releases what was compiled for it.
+"""
+
+import gc
+import threading
+import weakref
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradtx
+import gradtx.optim as optim
+from gradtx.optim import _engine
+
+TIERS = {"fused": {}, "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
+# A small parameter (packed with the others in the default tier) and a large one (its own buffer).
+SIZES = {"small": (3, 4), "large": (128, 129)}
+
+
+def _tree(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return {name: jnp.asarray(rng.normal(size=shape)) for name in ("a", "b", "c")}
+
+
+def _grads(tree, scale=0.5):
+    return jax.tree.map(lambda x: jnp.full_like(x, scale), tree)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_arrays_a_user_holds_keep_their_values(name, tier, size):
+    given = _tree(SIZES[size])
+    before = jax.tree.map(np.array, given)
+    opt = getattr(optim, name)(given, lr=0.1, **TIERS[tier])
+    opt.step(_grads(given))
+    read_params = opt.params                      # held across the next step
+    read_data = opt.param_groups[0]["params"][0].data
+    read_state = {k: v for k, v in opt.state[opt.param_groups[0]["params"][0]].items()}
+    copies = jax.tree.map(np.array, (read_params, read_data, read_state))
+    opt.step(_grads(given))
+    opt.step(_grads(given))
+    for held, expected in zip(jax.tree.leaves(given), jax.tree.leaves(before)):  # the constructor's arrays
+        np.testing.assert_array_equal(np.asarray(held), expected)
+    for held, expected in zip(jax.tree.leaves((read_params, read_data, read_state)), jax.tree.leaves(copies)):
+        np.testing.assert_array_equal(np.asarray(held), expected)
+    assert not np.array_equal(np.asarray(opt.params["a"]), np.asarray(read_params["a"]))  # it did move
+
+
+def test_the_ordinary_loop_still_donates_what_nobody_holds():
+    opt = optim.Adam(_tree(SIZES["large"]), lr=0.1)
+    opt.step(_grads(opt.params))  # the constructor's arrays are held by this test's temporary: not donated
+    inner = opt.param_groups[0]["params"][0]._data
+    state = opt.state[opt.param_groups[0]["params"][0]]["exp_avg"]
+    inner_ref, state_ref = weakref.ref(inner), id(state)
+    del inner, state
+    assert inner_ref() is not None
+    buffer = inner_ref()
+    del buffer  # only the box holds it now: the next step may reuse it
+    opt.step(_grads(opt.params))
+    held = inner_ref()
+    assert held is None or held.is_deleted()
+    assert state_ref  # (state buffers are checked the same way; numbers are covered by the parity suites)
+
+
+def test_donate_params_false_never_donates_parameters():
+    opt = optim.SGD(_tree(SIZES["large"]), lr=0.1)
+    opt.donate_params = False
+    opt.step(_grads(opt.params))
+    ref = weakref.ref(opt.param_groups[0]["params"][0]._data)
+    opt.step(_grads(opt.params))
+    assert ref() is None or not ref().is_deleted()
+
+
+@pytest.mark.parametrize("transform", ["jit", "grad", "vmap"])
+def test_step_under_a_jax_transformation_is_refused_and_changes_nothing(transform):
+    opt = optim.Adam(_tree((3,)), lr=0.1)
+    opt.step(_grads(opt.params))
+    before = jax.tree.map(np.array, (opt.params, opt.state_dict()["state"]))
+    count = opt._step_count
+
+    def inside(x):
+        opt.step(jax.tree.map(lambda p: p * 0 + x, opt.params))
+        return x
+
+    with pytest.raises(RuntimeError, match="compile_step|functional"):
+        if transform == "jit":
+            jax.jit(inside)(1.0)
+        elif transform == "grad":
+            jax.grad(inside)(1.0)
+        else:
+            jax.vmap(inside)(jnp.ones(2))
+    after = jax.tree.map(np.array, (opt.params, opt.state_dict()["state"]))
+    jax.tree.map(np.testing.assert_array_equal, after, before)
+    assert opt._step_count == count
+
+
+def test_step_without_gradients_under_jit_is_refused():
+    opt = optim.SGD([jnp.ones(3)], lr=0.1)
+    opt.param_groups[0]["params"][0].grad = jnp.ones(3)
+
+    def inside(x):
+        opt.step()
+        return x
+
+    with pytest.raises(RuntimeError, match="transformation"):
+        jax.jit(inside)(1.0)
+    np.testing.assert_array_equal(opt.params[0], 1.0)
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_a_failing_step_changes_nothing_in_any_group(tier):
+    groups = [{"params": [jnp.ones(4), jnp.ones((130, 130))]}, {"params": [jnp.ones(3)], "lr": 0.2}]
+    opt = optim.Adam(groups, lr=0.1, **TIERS[tier])
+    grads = [[jnp.ones(4), jnp.ones((130, 130))], [jnp.ones(3)]]
+    opt.step(grads)
+    before = jax.tree.map(np.array, (opt.params, opt.state_dict()["state"]))
+    opt.param_groups[1]["lr"] = "fast"  # a bad edit in the last group
+    with pytest.raises((TypeError, ValueError), match="lr"):
+        opt.step(grads)
+    after = jax.tree.map(np.array, (opt.params, opt.state_dict()["state"]))
+    jax.tree.map(np.testing.assert_array_equal, after, before)
+    opt.param_groups[1]["lr"] = 0.2
+    opt.step(grads)  # and the optimizer still works
+    assert float(opt.state_dict()["state"][0]["step"]) == 2.0
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_steps_from_several_threads_all_land(tier):
+    shape = (6,)
+    threaded = optim.Adam({"w": jnp.ones(shape)}, lr=0.01, **TIERS[tier])
+    serial = optim.Adam({"w": jnp.ones(shape)}, lr=0.01, **TIERS[tier])
+    grads = {"w": jnp.full(shape, 0.5)}
+    threaded.step(grads)  # compile once before the threads start
+
+    def work():
+        for _ in range(10):
+            threaded.step(grads)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for _ in range(41):
+        serial.step(grads)
+    assert threaded._step_count == 41
+    np.testing.assert_array_equal(threaded.params["w"], serial.params["w"])
+    assert float(threaded.state_dict()["state"][0]["step"]) == 41.0
+
+
+def test_a_parameter_shared_by_two_optimizers_keeps_complete_state_in_both():
+    shared = optim.Parameter(jnp.ones(5), name="shared")
+    first = optim.Adam([shared, optim.Parameter(jnp.ones(5))], lr=0.1)
+    second = optim.SGD([shared, optim.Parameter(jnp.ones(5))], lr=0.1, momentum=0.9)
+    for _ in range(3):
+        for opt in (first, second):
+            for p in opt.param_groups[0]["params"]:
+                p.grad = jnp.full(5, 0.5)
+            opt.step()
+    assert sorted(first.state_dict()["state"]) == [0, 1]
+    assert sorted(second.state_dict()["state"]) == [0, 1]
+    assert set(first.state_dict()["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
+    assert set(second.state_dict()["state"][0]) == {"momentum_buffer"}
+    assert float(first.state_dict()["state"][0]["step"]) == 3.0
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_parameters_on_different_devices_step_together(tier):
+    devices = jax.devices()
+    if len(devices) < 2:
+        pytest.skip("needs two devices (tests/conftest.py simulates eight CPU devices)")
+    tree = _tree((4, 3))
+    placed = {"a": jax.device_put(tree["a"], devices[0]), "b": jax.device_put(tree["b"], devices[1]),
+              "c": jax.device_put(tree["c"], jax.sharding.NamedSharding(
+                  jax.make_mesh((2,), ("x",)), jax.sharding.PartitionSpec("x")))}
+    spread = optim.Adam(placed, lr=0.1, **TIERS[tier])
+    single = optim.Adam(jax.tree.map(jnp.array, tree), lr=0.1, **TIERS[tier])
+    for _ in range(3):
+        spread.step(jax.tree.map(lambda p: jax.device_put(jnp.full(p.shape, 0.5), p.sharding), spread.params))
+        single.step(_grads(single.params))
+    for key in tree:
+        np.testing.assert_array_equal(np.asarray(spread.params[key]), np.asarray(single.params[key]))
+        assert spread.params[key].sharding.device_set == placed[key].sharding.device_set
+
+
+def test_edited_hyperparameters_do_not_grow_the_state_layout_cache():
+    opt = optim.Adam([jnp.ones(3)], lr=0.1)
+    scheduler = optim.lr_scheduler.ExponentialLR(opt, gamma=0.9)
+    opt.step([jnp.ones(3)])
+    _ = opt.state
+    size = _engine.layout_cache_size()
+    for _ in range(5):
+        opt.step([jnp.ones(3)])
+        scheduler.step()
+        _ = opt.state[opt.param_groups[0]["params"][0]]
+        opt.state_dict()
+    assert _engine.layout_cache_size() == size
+
+
+def test_a_dropped_schedule_releases_its_programs():
+    def make():
+        schedule = gradtx.linear_schedule(0.1, 0.0, 100)
+        opt = optim.Adam([jnp.ones(3)], lr=lambda count: schedule(count))
+        opt.step([jnp.ones(3)])
+        opt.state_dict()
+        return weakref.ref(opt.param_groups[0]["lr"])
+
+    ref = make()
+    gc.collect()
+    assert ref() is None
