@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradtx.schedules._object import ScheduleFn, schedule_from_data, schedule_to_data
 from gradtx.tree import path_str
 
 __all__ = ["load_npz", "load_state_dict_npz", "save_npz", "save_state_dict_npz"]
@@ -93,10 +94,16 @@ _RESERVED = {_HEADER, "file", "args", "kwds", "allow_pickle"}  # names np.savez 
 
 
 def _unstorable(value: Any, where: str) -> TypeError:
-    what = f"a callable ({value!r})" if callable(value) else f"a {type(value).__module__}.{type(value).__qualname__}"
-    return TypeError(f"{where} is {what}, which a .npz file cannot hold without pickle. Give that option a number, "
-                     "bool, string or None (drive a changing learning rate with gradtx.optim.lr_scheduler instead of "
-                     "a schedule), or save this state dict with pickle.")
+    if callable(value):
+        return TypeError(
+            f"{where} is a callable ({value!r}), which a .npz file cannot hold: it stores a schedule as data (its "
+            "factory's name and arguments), never code. Use a gradtx schedule (gradtx.cosine_decay_schedule(...), "
+            "gradtx.join_schedules(...), ...) for that option, or a number driven by gradtx.optim.lr_scheduler, "
+            "or save this state dict with pickle (with the function defined at module level: a lambda does not "
+            "pickle).")
+    return TypeError(f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which a .npz file cannot "
+                     "hold without pickle. Give it a number, bool, string, None, array or gradtx schedule, or save "
+                     "this state dict with pickle.")
 
 
 class _Encoder:
@@ -135,6 +142,8 @@ class _Encoder:
         if type(value) in (list, tuple):
             items = [self.encode(v, keys + [str(i)], f"{where}[{i}]") for i, v in enumerate(value)]
             return items if type(value) is list else {"tuple": items}
+        if isinstance(value, ScheduleFn):
+            return schedule_to_data(value, lambda v, name, w: self.encode(v, keys + [name], w), where)
         if isinstance(value, Mapping):
             return {"dict": [[self.encode(k, keys, f"a key of {where}"),
                               self.encode(v, keys + [str(k)], f"{where}[{k!r}]")] for k, v in value.items()]}
@@ -150,6 +159,8 @@ def _decode(node: Any, arrays: Mapping[str, np.ndarray]) -> Any:
         return tuple(_decode(v, arrays) for v in node["tuple"])
     if "dict" in node:
         return {_decode(k, arrays): _decode(v, arrays) for k, v in node["dict"]}
+    if "schedule" in node:
+        return schedule_from_data(node, lambda v: _decode(v, arrays))
     if "complex" in node:
         return complex(*node["complex"])
     if "array" in node:
