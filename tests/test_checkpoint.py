@@ -100,7 +100,7 @@ def test_state_dict_npz_keeps_every_value_and_type(tmp_path):
         for name, value in theirs.items():
             assert ours[name] == value and type(ours[name]) is type(value), name
     assert loaded["extra"] == saved["extra"] and type(loaded["extra"][3]) is np.float32
-    assert loaded["param_groups"][0]["param_names"] == ["b", "w"]
+    assert loaded["param_groups"][0]["param_names"] == ["w", "b"]  # the order the dict was written in
     opt.load_state_dict(loaded)
 
 
