@@ -10,8 +10,10 @@ and dtype before returning anything.
 The facade's ``state_dict()`` (and a scheduler's) goes through
 :func:`save_state_dict_npz` / :func:`load_state_dict_npz`: its arrays are stored
 as ``.npz`` entries and everything else (the nesting, the options: numbers,
-bools, strings, None, tuples, lists, names) as JSON text in the same file, so
-no pickle is involved in either direction.
+bools, strings, None, tuples, lists, names, gradtx schedules as their
+factory's name and arguments) as JSON text in the same file, so no pickle is
+involved in either direction. docs/checkpoints.md has the recipes, torch.save
+and orbax included.
 """
 
 from __future__ import annotations
@@ -35,8 +37,30 @@ def _flat(state: Any) -> list[tuple[str, Any]]:
     return [(path_str(p), x) for p, x in jax.tree_util.tree_flatten_with_path(state)[0]]
 
 
+def _open_npz(file: str | os.PathLike | Any, writer: str) -> Any:
+    """``np.load(file)`` as a ``.npz`` archive; ``"ckpt"`` finds ``"ckpt.npz"``, which ``np.savez`` wrote for it.
+
+    Anything else (a single ``.npy`` array, a pickle, a text file) is a ``ValueError``
+    naming the file and the function that writes the expected format.
+    """
+    if isinstance(file, (str, os.PathLike)):
+        path = os.fspath(file)
+        if not os.path.exists(path) and os.path.exists(path + ".npz"):
+            file = path + ".npz"
+    try:
+        data = np.load(file, allow_pickle=False)
+    except ValueError as error:  # a pickle, or bytes numpy cannot read
+        raise ValueError(f"{file!r} is not a .npz archive written by {writer}: {error}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{file!r} holds a single .npy array of shape {np.shape(data)}, not a .npz archive written "
+                         f"by {writer}")
+    return data
+
+
 def save_npz(file: str | os.PathLike | Any, state: Any) -> None:
     """Writes every array of ``state`` to a ``.npz`` file, keyed by its pytree path.
+
+    As with ``np.savez``, a name without the ``.npz`` suffix gets it; :func:`load_npz` finds it.
 
     Example::
 
@@ -60,7 +84,7 @@ def load_npz(file: str | os.PathLike | Any, like: Any) -> Any:
     first array whose shape or dtype differs from the template; nothing is
     returned partially. Arrays are placed with the template's shardings.
     """
-    with np.load(file) as data:
+    with _open_npz(file, "gradtx.save_npz") as data:
         stored = {}
         for key in data.files:
             if key.endswith("::bfloat16"):
@@ -185,9 +209,15 @@ def save_state_dict_npz(file: str | os.PathLike | Any, source: Any) -> None:
     ``np.load(file, allow_pickle=False)``. :func:`load_state_dict_npz` gives the
     dict back with the same values and types (arrays as NumPy arrays).
 
-    Raises ``TypeError`` naming the entry (``state_dict['param_groups'][0]['lr']``)
-    when a value cannot be stored without pickle: a schedule (a callable) given
-    as an option, or any other object. Nothing is written then.
+    gradtx schedules given as options (``lr=gradtx.cosine_decay_schedule(...)``,
+    ``betas=(schedule, 0.999)``) are stored as data, their factory's name and
+    arguments, and come back equal. Raises ``TypeError`` naming the entry
+    (``state_dict['param_groups'][0]['lr']``) when a value cannot be stored
+    without pickle: a function of the user's given as an option (a ``lambda``),
+    or any other object. Nothing is written then.
+
+    As with ``np.savez``, a name without the ``.npz`` suffix gets it
+    (``"ckpt"`` writes ``ckpt.npz``); the loaders find ``ckpt.npz`` when given ``"ckpt"``.
 
     Example::
 
@@ -211,14 +241,25 @@ def load_state_dict_npz(file: str | os.PathLike | Any) -> dict:
 
     The result goes to ``opt.load_state_dict`` (or a scheduler's), which checks
     it against the optimizer before changing anything. Raises ``ValueError`` if
-    the file was not written by :func:`save_state_dict_npz`.
+    the file was not written by :func:`save_state_dict_npz` (a ``.npy`` array, a
+    pickle, a description nested too deeply). Schedules come back as
+    :class:`gradtx.schedules.ScheduleFn`; only gradtx's own factories are called.
     """
-    with np.load(file, allow_pickle=False) as data:
+    with _open_npz(file, "gradtx.save_state_dict_npz") as data:
         if _HEADER not in data.files:
             raise ValueError(f"this .npz file has no {_HEADER!r} entry: it was not written by save_state_dict_npz "
                              "(a functional state saved with save_npz is read by load_npz)")
-        header = json.loads(str(data[_HEADER][()]))
+        try:
+            header = json.loads(str(data[_HEADER][()]))
+        except (RecursionError, json.JSONDecodeError) as error:
+            raise ValueError(f"the .npz file's {_HEADER!r} entry is not a readable description: "
+                             f"{type(error).__name__}") from None
         arrays = {key: data[key] for key in data.files if key != _HEADER}
     if not isinstance(header, dict) or header.get("format") != _FORMAT or header.get("version") != _VERSION:
         raise ValueError(f"unknown state dict format in this .npz file: {str(header)[:80]}")
-    return _decode(header["tree"], arrays)
+    try:
+        return _decode(header["tree"], arrays)
+    except RecursionError:
+        raise ValueError(f"the .npz file's {_HEADER!r} entry is nested too deeply to be a state dict") from None
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"unreadable entry in the .npz file's description: {error!r}") from None

@@ -118,3 +118,49 @@ def test_state_dict_npz_refuses_what_needs_pickle(tmp_path):
     gradtx.save_npz(tmp_path / "functional.npz", {"mu": jnp.ones(2)})
     with pytest.raises(ValueError, match="not written by save_state_dict_npz"):
         gradtx.load_state_dict_npz(tmp_path / "functional.npz")
+
+
+# --- what the loaders refuse, and the .npz suffix -------------------------------------------------------------
+
+
+def _npy(path):
+    np.save(path, np.ones(3))
+
+
+def _deep_header(path):
+    header = '{"format": "gradtx.state_dict", "version": 1, "tree": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    np.savez(path, __gradtx_state_dict__=np.array(header))
+
+
+def _deep_tree(path):  # valid JSON, but a tree nested past the recursion limit
+    tree = "[" * 5_000 + "]" * 5_000
+    header = '{"format": "gradtx.state_dict", "version": 1, "tree": ' + tree + "}"
+    np.savez(path, __gradtx_state_dict__=np.array(header))
+
+
+@pytest.mark.parametrize("write,message", [
+    (_npy, "single .npy array"),
+    (_deep_header, "not a readable description|nested too deeply"),
+    (_deep_tree, "not a readable description|nested too deeply"),
+], ids=["npy", "deep-json", "deep-tree"])
+def test_loaders_refuse_other_files_with_a_value_error(write, message, tmp_path):
+    path = tmp_path / "file.npz"
+    write(path)
+    path = path if path.exists() else tmp_path / "file.npz.npy"
+    with pytest.raises(ValueError, match=message):
+        gradtx.load_state_dict_npz(path)
+    if write is _npy:
+        with pytest.raises(ValueError, match=message):
+            gradtx.load_npz(path, {"x": jnp.ones(3)})
+
+
+def test_a_name_without_suffix_loads_back(tmp_path):
+    from gradtx import optim
+
+    state = {"mu": jnp.arange(3.0)}
+    gradtx.save_npz(tmp_path / "ckpt", state)
+    assert (tmp_path / "ckpt.npz").exists()  # numpy's np.savez adds the suffix
+    np.testing.assert_array_equal(gradtx.load_npz(tmp_path / "ckpt", state)["mu"], state["mu"])
+    opt = optim.SGD([jnp.ones(2)], lr=0.1)
+    gradtx.save_state_dict_npz(str(tmp_path / "opt"), opt)
+    assert gradtx.load_state_dict_npz(str(tmp_path / "opt"))["param_groups"][0]["lr"] == 0.1
