@@ -30,7 +30,8 @@ import numpy as np
 from gradtx.schedules._object import ScheduleFn, schedule_from_data, schedule_to_data
 from gradtx.tree import path_str
 
-__all__ = ["load_npz", "load_state_dict_npz", "save_npz", "save_state_dict_npz"]
+__all__ = ["load_npz", "load_state_dict_npz", "save_npz", "save_state_dict_npz", "state_dict_from_data",
+           "state_dict_to_data"]
 
 
 def _flat(state: Any) -> list[tuple[str, Any]]:
@@ -224,16 +225,8 @@ def save_state_dict_npz(file: str | os.PathLike | Any, source: Any) -> None:
         gradtx.save_state_dict_npz("opt.npz", opt)
         opt.load_state_dict(gradtx.load_state_dict_npz("opt.npz"))
     """
-    state_dict = source if isinstance(source, Mapping) else getattr(source, "state_dict", None)
-    if callable(state_dict):
-        state_dict = state_dict()
-    if not isinstance(state_dict, Mapping):
-        raise TypeError(f"save_state_dict_npz takes a state dict or an object with state_dict(), got "
-                        f"{type(source).__name__}")
-    encoder = _Encoder()
-    tree = encoder.encode(state_dict, [], "state_dict")
-    header = json.dumps({"format": _FORMAT, "version": _VERSION, "tree": tree})
-    np.savez(file, **{_HEADER: np.array(header)}, **encoder.arrays)
+    description, arrays = state_dict_to_data(source)
+    np.savez(file, **{_HEADER: np.array(json.dumps(description))}, **arrays)
 
 
 def load_state_dict_npz(file: str | os.PathLike | Any) -> dict:
@@ -255,11 +248,38 @@ def load_state_dict_npz(file: str | os.PathLike | Any) -> dict:
             raise ValueError(f"the .npz file's {_HEADER!r} entry is not a readable description: "
                              f"{type(error).__name__}") from None
         arrays = {key: data[key] for key in data.files if key != _HEADER}
-    if not isinstance(header, dict) or header.get("format") != _FORMAT or header.get("version") != _VERSION:
-        raise ValueError(f"unknown state dict format in this .npz file: {str(header)[:80]}")
+    return state_dict_from_data(header, arrays)
+
+
+def state_dict_to_data(source: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A state dict as ``(description, arrays)``: JSON-able data and flat NumPy arrays, for any store.
+
+    What :func:`save_state_dict_npz` writes, for other formats: give the arrays
+    to an array store (orbax's ``StandardSave``) and the description to a JSON
+    one (``JsonSave``); :func:`state_dict_from_data` puts them back together.
+    ``source`` is a state dict or an object with ``state_dict()``; the same
+    ``TypeError`` as :func:`save_state_dict_npz` names an option it cannot store.
+    """
+    state_dict = source if isinstance(source, Mapping) else getattr(source, "state_dict", None)
+    if callable(state_dict):
+        state_dict = state_dict()
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"save_state_dict_npz takes a state dict or an object with state_dict(), got "
+                        f"{type(source).__name__}")
+    encoder = _Encoder()
+    tree = encoder.encode(state_dict, [], "state_dict")
+    return {"format": _FORMAT, "version": _VERSION, "tree": tree}, encoder.arrays
+
+
+def state_dict_from_data(description: Mapping[str, Any], arrays: Mapping[str, Any]) -> dict:
+    """The state dict that :func:`state_dict_to_data` described (arrays as NumPy arrays)."""
+    if not isinstance(description, Mapping) or description.get("format") != _FORMAT or \
+            description.get("version") != _VERSION:
+        raise ValueError(f"unknown state dict format: {str(description)[:80]}")
+    arrays = {key: np.asarray(value) for key, value in arrays.items()}
     try:
-        return _decode(header["tree"], arrays)
+        return _decode(description["tree"], arrays)
     except RecursionError:
-        raise ValueError(f"the .npz file's {_HEADER!r} entry is nested too deeply to be a state dict") from None
+        raise ValueError("the state dict's description is nested too deeply to be a state dict") from None
     except (KeyError, TypeError) as error:
-        raise ValueError(f"unreadable entry in the .npz file's description: {error!r}") from None
+        raise ValueError(f"unreadable entry in the state dict's description: {error!r}") from None
