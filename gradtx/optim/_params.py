@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.tree_util import DictKey
+from jax.tree_util import DictKey, SequenceKey
 
 from gradtx.optim.parameter import Parameter
 
@@ -186,6 +186,8 @@ def _children(node: Any) -> tuple[list[tuple[Any, Any]], Callable[[list], Any]]:
     """``node``'s children as ``(key entry, child)`` in the user's order, and how to rebuild it from them."""
     if type(node) in _ORDERED_DICTS:
         return [(DictKey(k), v) for k, v in node.items()], lambda values: type(node)(zip(node.keys(), values))
+    if type(node) in (list, tuple):
+        return [(SequenceKey(i), v) for i, v in enumerate(node)], type(node)
     pairs, treedef = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
     children = [(path[0], child) for path, child in pairs]
     if isinstance(node, Mapping):  # a mapping jax flattens sorted (FrozenDict...): take its iteration order
@@ -211,8 +213,10 @@ def _hashable(x: Any) -> bool:
 
 
 def _is_leaf(node: Any) -> bool:
-    if is_param(node):
+    if is_param(node) or isinstance(node, (jax.Array, np.ndarray)) or type(node) in (int, float, complex, bool, str):
         return True
+    if type(node) in (dict, OrderedDict, list, tuple) or node is None:
+        return False
     treedef = jax.tree.structure(node, is_leaf=is_param)
     return treedef.num_nodes == 1 and treedef.num_leaves == 1
 
@@ -241,10 +245,24 @@ def ordered_flatten(tree: Any) -> tuple[list[tuple[tuple, Any]], Callable[[list]
     return leaves, rebuild_all
 
 
+def _ordered_map(fn: Callable[[Any], Any], node: Any) -> Any:
+    """``fn`` on every leaf (boxes are leaves), dicts rebuilt in their own order; ``ordered_flatten``'s walk."""
+    kind = type(node)
+    if kind in _ORDERED_DICTS:
+        return kind((k, _ordered_map(fn, v)) for k, v in node.items())
+    if kind in (list, tuple):
+        return kind(_ordered_map(fn, v) for v in node)
+    if node is None:
+        return None
+    if _is_leaf(node):
+        return fn(node)
+    children, rebuild = _children(node)
+    return rebuild([_ordered_map(fn, child) for _, child in children])
+
+
 def tree_values(tree: Any) -> Any:
     """The tree with each box replaced by its current array (dicts keep their order)."""
-    leaves, rebuild = ordered_flatten(tree)
-    return rebuild([x.data if is_param(x) else x for _, x in leaves])
+    return _ordered_map(lambda x: x.data if is_param(x) else x, tree)
 
 
 def grads_for(tree: Any, grads: Any) -> list[tuple[Parameter, Any]]:
