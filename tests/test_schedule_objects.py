@@ -157,3 +157,10 @@ def test_npz_refuses_functions_naming_the_option(tmp_path):
     with pytest.raises(TypeError, match=r"\['param_groups'\]\[0\]\['lr'\] is gradtx.lambda_schedule.*'lr_lambda'"):
         gradtx.save_state_dict_npz(tmp_path / "opt.npz", opt)
     assert not (tmp_path / "opt.npz").exists()
+
+
+def test_editing_the_callers_dict_afterwards_changes_nothing():
+    scales = {10: 0.5}
+    schedule = gs.piecewise_constant_schedule(1.0, scales)
+    scales[5] = 0.0
+    assert schedule == gs.piecewise_constant_schedule(1.0, {10: 0.5}) and float(schedule(7)) == 1.0

@@ -127,6 +127,15 @@ def _rebuild(factory: str, kwargs: dict[str, Any]) -> ScheduleFn:
     return _call(factory, kwargs)
 
 
+def _own(value: Any) -> Any:
+    """A copy of the lists and dicts in ``value``, so that editing the caller's does not edit the record."""
+    if type(value) is list:
+        return [_own(v) for v in value]
+    if type(value) is dict:
+        return {k: _own(v) for k, v in value.items()}
+    return value
+
+
 def schedule_factory(fn: Callable[..., Callable[[Any], Any]]) -> Callable[..., ScheduleFn]:
     """Wraps a factory of closures so that it returns a :class:`ScheduleFn` remembering its call."""
     signature = inspect.signature(fn)
@@ -136,8 +145,7 @@ def schedule_factory(fn: Callable[..., Callable[[Any], Any]]) -> Callable[..., S
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         for name, value in bound.arguments.items():  # a generator would be spent by the factory: keep a list
-            if isinstance(value, Iterator):
-                bound.arguments[name] = list(value)
+            bound.arguments[name] = list(value) if isinstance(value, Iterator) else _own(value)
         built = fn(*bound.args, **bound.kwargs)
         return ScheduleFn(fn.__name__, tuple(bound.arguments.items()), built)
 
