@@ -10,8 +10,10 @@ and dtype before returning anything.
 The facade's ``state_dict()`` (and a scheduler's) goes through
 :func:`save_state_dict_npz` / :func:`load_state_dict_npz`: its arrays are stored
 as ``.npz`` entries and everything else (the nesting, the options: numbers,
-bools, strings, None, tuples, lists, names) as JSON text in the same file, so
-no pickle is involved in either direction.
+bools, strings, None, tuples, lists, names, gradtx schedules as their
+factory's name and arguments) as JSON text in the same file, so no pickle is
+involved in either direction. docs/checkpoints.md has the recipes, torch.save
+and orbax included.
 """
 
 from __future__ import annotations
@@ -25,17 +27,41 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradtx.schedules._object import ScheduleFn, schedule_from_data, schedule_to_data
 from gradtx.tree import path_str
 
-__all__ = ["load_npz", "load_state_dict_npz", "save_npz", "save_state_dict_npz"]
+__all__ = ["load_npz", "load_state_dict_npz", "save_npz", "save_state_dict_npz", "state_dict_from_data",
+           "state_dict_to_data"]
 
 
 def _flat(state: Any) -> list[tuple[str, Any]]:
     return [(path_str(p), x) for p, x in jax.tree_util.tree_flatten_with_path(state)[0]]
 
 
+def _open_npz(file: str | os.PathLike | Any, writer: str) -> Any:
+    """``np.load(file)`` as a ``.npz`` archive; ``"ckpt"`` finds ``"ckpt.npz"``, which ``np.savez`` wrote for it.
+
+    Anything else (a single ``.npy`` array, a pickle, a text file) is a ``ValueError``
+    naming the file and the function that writes the expected format.
+    """
+    if isinstance(file, (str, os.PathLike)):
+        path = os.fspath(file)
+        if not os.path.exists(path) and os.path.exists(path + ".npz"):
+            file = path + ".npz"
+    try:
+        data = np.load(file, allow_pickle=False)
+    except ValueError as error:  # a pickle, or bytes numpy cannot read
+        raise ValueError(f"{file!r} is not a .npz archive written by {writer}: {error}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{file!r} holds a single .npy array of shape {np.shape(data)}, not a .npz archive written "
+                         f"by {writer}")
+    return data
+
+
 def save_npz(file: str | os.PathLike | Any, state: Any) -> None:
     """Writes every array of ``state`` to a ``.npz`` file, keyed by its pytree path.
+
+    As with ``np.savez``, a name without the ``.npz`` suffix gets it; :func:`load_npz` finds it.
 
     Example::
 
@@ -59,7 +85,7 @@ def load_npz(file: str | os.PathLike | Any, like: Any) -> Any:
     first array whose shape or dtype differs from the template; nothing is
     returned partially. Arrays are placed with the template's shardings.
     """
-    with np.load(file) as data:
+    with _open_npz(file, "gradtx.save_npz") as data:
         stored = {}
         for key in data.files:
             if key.endswith("::bfloat16"):
@@ -93,10 +119,16 @@ _RESERVED = {_HEADER, "file", "args", "kwds", "allow_pickle"}  # names np.savez 
 
 
 def _unstorable(value: Any, where: str) -> TypeError:
-    what = f"a callable ({value!r})" if callable(value) else f"a {type(value).__module__}.{type(value).__qualname__}"
-    return TypeError(f"{where} is {what}, which a .npz file cannot hold without pickle. Give that option a number, "
-                     "bool, string or None (drive a changing learning rate with gradtx.optim.lr_scheduler instead of "
-                     "a schedule), or save this state dict with pickle.")
+    if callable(value):
+        return TypeError(
+            f"{where} is a callable ({value!r}), which a .npz file cannot hold: it stores a schedule as data (its "
+            "factory's name and arguments), never code. Use a gradtx schedule (gradtx.cosine_decay_schedule(...), "
+            "gradtx.join_schedules(...), ...) for that option, or a number driven by gradtx.optim.lr_scheduler, "
+            "or save this state dict with pickle (with the function defined at module level: a lambda does not "
+            "pickle).")
+    return TypeError(f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which a .npz file cannot "
+                     "hold without pickle. Give it a number, bool, string, None, array or gradtx schedule, or save "
+                     "this state dict with pickle.")
 
 
 class _Encoder:
@@ -135,6 +167,8 @@ class _Encoder:
         if type(value) in (list, tuple):
             items = [self.encode(v, keys + [str(i)], f"{where}[{i}]") for i, v in enumerate(value)]
             return items if type(value) is list else {"tuple": items}
+        if isinstance(value, ScheduleFn):
+            return schedule_to_data(value, lambda v, name, w: self.encode(v, keys + [name], w), where)
         if isinstance(value, Mapping):
             return {"dict": [[self.encode(k, keys, f"a key of {where}"),
                               self.encode(v, keys + [str(k)], f"{where}[{k!r}]")] for k, v in value.items()]}
@@ -150,6 +184,8 @@ def _decode(node: Any, arrays: Mapping[str, np.ndarray]) -> Any:
         return tuple(_decode(v, arrays) for v in node["tuple"])
     if "dict" in node:
         return {_decode(k, arrays): _decode(v, arrays) for k, v in node["dict"]}
+    if "schedule" in node:
+        return schedule_from_data(node, lambda v: _decode(v, arrays))
     if "complex" in node:
         return complex(*node["complex"])
     if "array" in node:
@@ -174,14 +210,55 @@ def save_state_dict_npz(file: str | os.PathLike | Any, source: Any) -> None:
     ``np.load(file, allow_pickle=False)``. :func:`load_state_dict_npz` gives the
     dict back with the same values and types (arrays as NumPy arrays).
 
-    Raises ``TypeError`` naming the entry (``state_dict['param_groups'][0]['lr']``)
-    when a value cannot be stored without pickle: a schedule (a callable) given
-    as an option, or any other object. Nothing is written then.
+    gradtx schedules given as options (``lr=gradtx.cosine_decay_schedule(...)``,
+    ``betas=(schedule, 0.999)``) are stored as data, their factory's name and
+    arguments, and come back equal. Raises ``TypeError`` naming the entry
+    (``state_dict['param_groups'][0]['lr']``) when a value cannot be stored
+    without pickle: a function of the user's given as an option (a ``lambda``),
+    or any other object. Nothing is written then.
+
+    As with ``np.savez``, a name without the ``.npz`` suffix gets it
+    (``"ckpt"`` writes ``ckpt.npz``); the loaders find ``ckpt.npz`` when given ``"ckpt"``.
 
     Example::
 
         gradtx.save_state_dict_npz("opt.npz", opt)
         opt.load_state_dict(gradtx.load_state_dict_npz("opt.npz"))
+    """
+    description, arrays = state_dict_to_data(source)
+    np.savez(file, **{_HEADER: np.array(json.dumps(description))}, **arrays)
+
+
+def load_state_dict_npz(file: str | os.PathLike | Any) -> dict:
+    """Reads a state dict written by :func:`save_state_dict_npz` (without pickle).
+
+    The result goes to ``opt.load_state_dict`` (or a scheduler's), which checks
+    it against the optimizer before changing anything. Raises ``ValueError`` if
+    the file was not written by :func:`save_state_dict_npz` (a ``.npy`` array, a
+    pickle, a description nested too deeply). Schedules come back as
+    :class:`gradtx.schedules.ScheduleFn`; only gradtx's own factories are called.
+    """
+    with _open_npz(file, "gradtx.save_state_dict_npz") as data:
+        if _HEADER not in data.files:
+            raise ValueError(f"this .npz file has no {_HEADER!r} entry: it was not written by save_state_dict_npz "
+                             "(a functional state saved with save_npz is read by load_npz)")
+        try:
+            header = json.loads(str(data[_HEADER][()]))
+        except (RecursionError, json.JSONDecodeError) as error:
+            raise ValueError(f"the .npz file's {_HEADER!r} entry is not a readable description: "
+                             f"{type(error).__name__}") from None
+        arrays = {key: data[key] for key in data.files if key != _HEADER}
+    return state_dict_from_data(header, arrays)
+
+
+def state_dict_to_data(source: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A state dict as ``(description, arrays)``: JSON-able data and flat NumPy arrays, for any store.
+
+    What :func:`save_state_dict_npz` writes, for other formats: give the arrays
+    to an array store (orbax's ``StandardSave``) and the description to a JSON
+    one (``JsonSave``); :func:`state_dict_from_data` puts them back together.
+    ``source`` is a state dict or an object with ``state_dict()``; the same
+    ``TypeError`` as :func:`save_state_dict_npz` names an option it cannot store.
     """
     state_dict = source if isinstance(source, Mapping) else getattr(source, "state_dict", None)
     if callable(state_dict):
@@ -191,23 +268,18 @@ def save_state_dict_npz(file: str | os.PathLike | Any, source: Any) -> None:
                         f"{type(source).__name__}")
     encoder = _Encoder()
     tree = encoder.encode(state_dict, [], "state_dict")
-    header = json.dumps({"format": _FORMAT, "version": _VERSION, "tree": tree})
-    np.savez(file, **{_HEADER: np.array(header)}, **encoder.arrays)
+    return {"format": _FORMAT, "version": _VERSION, "tree": tree}, encoder.arrays
 
 
-def load_state_dict_npz(file: str | os.PathLike | Any) -> dict:
-    """Reads a state dict written by :func:`save_state_dict_npz` (without pickle).
-
-    The result goes to ``opt.load_state_dict`` (or a scheduler's), which checks
-    it against the optimizer before changing anything. Raises ``ValueError`` if
-    the file was not written by :func:`save_state_dict_npz`.
-    """
-    with np.load(file, allow_pickle=False) as data:
-        if _HEADER not in data.files:
-            raise ValueError(f"this .npz file has no {_HEADER!r} entry: it was not written by save_state_dict_npz "
-                             "(a functional state saved with save_npz is read by load_npz)")
-        header = json.loads(str(data[_HEADER][()]))
-        arrays = {key: data[key] for key in data.files if key != _HEADER}
-    if not isinstance(header, dict) or header.get("format") != _FORMAT or header.get("version") != _VERSION:
-        raise ValueError(f"unknown state dict format in this .npz file: {str(header)[:80]}")
-    return _decode(header["tree"], arrays)
+def state_dict_from_data(description: Mapping[str, Any], arrays: Mapping[str, Any]) -> dict:
+    """The state dict that :func:`state_dict_to_data` described (arrays as NumPy arrays)."""
+    if not isinstance(description, Mapping) or description.get("format") != _FORMAT or \
+            description.get("version") != _VERSION:
+        raise ValueError(f"unknown state dict format: {str(description)[:80]}")
+    arrays = {key: np.asarray(value) for key, value in arrays.items()}
+    try:
+        return _decode(description["tree"], arrays)
+    except RecursionError:
+        raise ValueError("the state dict's description is nested too deeply to be a state dict") from None
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"unreadable entry in the state dict's description: {error!r}") from None

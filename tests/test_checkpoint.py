@@ -100,7 +100,7 @@ def test_state_dict_npz_keeps_every_value_and_type(tmp_path):
         for name, value in theirs.items():
             assert ours[name] == value and type(ours[name]) is type(value), name
     assert loaded["extra"] == saved["extra"] and type(loaded["extra"][3]) is np.float32
-    assert loaded["param_groups"][0]["param_names"] == ["b", "w"]
+    assert loaded["param_groups"][0]["param_names"] == ["w", "b"]  # the order the dict was written in
     opt.load_state_dict(loaded)
 
 
@@ -118,3 +118,109 @@ def test_state_dict_npz_refuses_what_needs_pickle(tmp_path):
     gradtx.save_npz(tmp_path / "functional.npz", {"mu": jnp.ones(2)})
     with pytest.raises(ValueError, match="not written by save_state_dict_npz"):
         gradtx.load_state_dict_npz(tmp_path / "functional.npz")
+
+
+# --- what the loaders refuse, and the .npz suffix -------------------------------------------------------------
+
+
+def _npy(path):
+    np.save(path, np.ones(3))
+
+
+def _deep_header(path):
+    header = '{"format": "gradtx.state_dict", "version": 1, "tree": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    np.savez(path, __gradtx_state_dict__=np.array(header))
+
+
+def _deep_tree(path):  # valid JSON, but a tree nested past the recursion limit
+    tree = "[" * 5_000 + "]" * 5_000
+    header = '{"format": "gradtx.state_dict", "version": 1, "tree": ' + tree + "}"
+    np.savez(path, __gradtx_state_dict__=np.array(header))
+
+
+@pytest.mark.parametrize("write,message", [
+    (_npy, "single .npy array"),
+    (_deep_header, "not a readable description|nested too deeply"),
+    (_deep_tree, "not a readable description|nested too deeply"),
+], ids=["npy", "deep-json", "deep-tree"])
+def test_loaders_refuse_other_files_with_a_value_error(write, message, tmp_path):
+    path = tmp_path / "file.npz"
+    write(path)
+    path = path if path.exists() else tmp_path / "file.npz.npy"
+    with pytest.raises(ValueError, match=message):
+        gradtx.load_state_dict_npz(path)
+    if write is _npy:
+        with pytest.raises(ValueError, match=message):
+            gradtx.load_npz(path, {"x": jnp.ones(3)})
+
+
+def test_a_name_without_suffix_loads_back(tmp_path):
+    from gradtx import optim
+
+    state = {"mu": jnp.arange(3.0)}
+    gradtx.save_npz(tmp_path / "ckpt", state)
+    assert (tmp_path / "ckpt.npz").exists()  # numpy's np.savez adds the suffix
+    np.testing.assert_array_equal(gradtx.load_npz(tmp_path / "ckpt", state)["mu"], state["mu"])
+    opt = optim.SGD([jnp.ones(2)], lr=0.1)
+    gradtx.save_state_dict_npz(str(tmp_path / "opt"), opt)
+    assert gradtx.load_state_dict_npz(str(tmp_path / "opt"))["param_groups"][0]["lr"] == 0.1
+
+
+# --- orbax: the recipe of docs/checkpoints.md -----------------------------------------------------------------
+
+
+def _orbax_save(path, opt, opt_state):
+    import orbax.checkpoint as ocp
+
+    description, arrays = gradtx.state_dict_to_data(opt)
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        checkpointer.save(path, args=ocp.args.Composite(
+            facade_arrays=ocp.args.StandardSave(arrays),
+            facade=ocp.args.JsonSave(description),
+            opt_state=ocp.args.StandardSave(opt_state)))
+
+
+def _orbax_restore(path, opt_state_like):
+    import orbax.checkpoint as ocp
+
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        restored = checkpointer.restore(path, args=ocp.args.Composite(
+            facade_arrays=ocp.args.StandardRestore(),
+            facade=ocp.args.JsonRestore(),
+            opt_state=ocp.args.StandardRestore(opt_state_like)))
+    return gradtx.state_dict_from_data(restored.facade, restored.facade_arrays), restored.opt_state
+
+
+def test_orbax_recipe_resumes_facade_and_functional_state_bit_for_bit(tmp_path):
+    pytest.importorskip("orbax.checkpoint")
+    from gradtx import optim
+
+    tx = gradtx.adamw(gradtx.cosine_decay_schedule(0.05, 10), weight_decay=0.1)
+    step = _make_step(tx)
+
+    def make(params):  # a copy: the facade's step donates its parameters' buffers
+        return optim.Adam(jax.tree.map(jnp.array, params), lr=gradtx.linear_schedule(0.1, 0.01, 5), betas=(0.8, 0.99))
+
+    def facade_steps(opt, n):
+        for _ in range(n):
+            opt.step(jax.tree.map(lambda x: jnp.cos(x) * 0.1, opt.params))
+
+    params = make_params("float32")
+    full_params, _ = _steps(step, params, tx.init(params), 4)
+    full = make(params)
+    facade_steps(full, 4)
+
+    half_params, half_state = _steps(step, params, tx.init(params), 2)
+    half = make(params)
+    facade_steps(half, 2)
+    _orbax_save(tmp_path / "ckpt", half, half_state)
+
+    state_dict, opt_state = _orbax_restore(tmp_path / "ckpt", tx.init(params))
+    assert state_dict["param_groups"][0]["lr"] == gradtx.linear_schedule(0.1, 0.01, 5)
+    resumed = make(half.params)
+    resumed.load_state_dict(state_dict)
+    facade_steps(resumed, 2)
+    resumed_params, _ = _steps(step, half_params, opt_state, 2)
+    for a, b in zip(jax.tree.leaves(resumed.params) + jax.tree.leaves(resumed_params),
+                    jax.tree.leaves(full.params) + jax.tree.leaves(full_params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

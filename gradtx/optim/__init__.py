@@ -50,3 +50,9 @@ def __getattr__(name: str) -> Any:
     if name == "lr_scheduler":  # imported on first use, as torch.optim.lr_scheduler
         return importlib.import_module(f"{__name__}.lr_scheduler")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+from gradtx.optim.torch_io import from_torch_state_dict as from_torch_state_dict  # noqa: E402
+from gradtx.optim.torch_io import to_torch_state_dict as to_torch_state_dict  # noqa: E402
+
+__all__ += ["from_torch_state_dict", "to_torch_state_dict"]

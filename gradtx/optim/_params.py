@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.tree_util import DictKey, SequenceKey
 
 from gradtx.optim.parameter import Parameter
 
-__all__ = ["GroupParams", "split_param_groups", "group_params", "is_param", "path_parts", "tree_values", "grads_for"]
+__all__ = ["GroupParams", "split_param_groups", "group_params", "is_param", "path_parts", "tree_values", "grads_for",
+           "ordered_flatten"]
 
 SET_MSG = ("optimizer parameters need to be organized in ordered collections, but the ordering of tensors in "
            "sets will change between runs. Please use a list instead.")
@@ -151,7 +154,7 @@ def group_params(params: Any, taken: Iterable[Parameter] = ()) -> GroupParams:
         raise TypeError(f"optimizer can only optimize arrays (or gradtx.optim.Parameter boxes), "
                         f"but one of the params is {type(bad).__name__}")
     # Any other pytree: box its float/complex array leaves, name them by path, pass other leaves over.
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_param)
+    leaves, rebuild = ordered_flatten(params)
     boxes, names, new_leaves = [], [], []
     for path, leaf in leaves:
         if is_param(leaf) or is_trainable_array(leaf):
@@ -165,13 +168,101 @@ def group_params(params: Any, taken: Iterable[Parameter] = ()) -> GroupParams:
             raise TypeError("params argument given to the optimizer should be an iterable of arrays, "
                             f"Parameters or dicts, or a pytree of arrays, but got {type(params).__name__}")
         raise ValueError(EMPTY_MSG)
-    tree = jax.tree.unflatten(treedef, new_leaves)
-    return GroupParams(boxes, names if all(n is not None for n in names) else None, tree)
+    return GroupParams(boxes, names if all(n is not None for n in names) else None, rebuild(new_leaves))
+
+
+# --- a pytree's leaves in the order the user wrote them ---------------------------------------------------------
+#
+# jax flattens a dict in sorted key order; torch numbers a model's parameters in registration order, and a
+# state dict loaded by position pairs torch's index i with our parameter i. So the boxes of a tree are
+# numbered as its dicts iterate (insertion order, which is how a dict literal, a flax params dict and
+# torch's named_parameters() list them); other nodes (lists, tuples, NamedTuples, dataclasses, equinox
+# modules) keep jax's order, which is their field order. The rebuilt tree keeps the dicts' order too.
+
+_ORDERED_DICTS = (dict, OrderedDict)
+
+
+def _children(node: Any) -> tuple[list[tuple[Any, Any]], Callable[[list], Any]]:
+    """``node``'s children as ``(key entry, child)`` in the user's order, and how to rebuild it from them."""
+    if type(node) in _ORDERED_DICTS:
+        return [(DictKey(k), v) for k, v in node.items()], lambda values: type(node)(zip(node.keys(), values))
+    if type(node) in (list, tuple):
+        return [(SequenceKey(i), v) for i, v in enumerate(node)], type(node)
+    pairs, treedef = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
+    children = [(path[0], child) for path, child in pairs]
+    if isinstance(node, Mapping):  # a mapping jax flattens sorted (FrozenDict...): take its iteration order
+        position = {k: i for i, k in enumerate(node.keys())}
+        keys = [getattr(entry, "key", None) for entry, _ in children]
+        if len(position) == len(children) and all(_hashable(k) and k in position for k in keys):
+            order = sorted(range(len(children)), key=lambda i: position[keys[i]])
+
+            def rebuild(values: list) -> Any:
+                by_child = dict(zip(order, values))
+                return treedef.unflatten([by_child[i] for i in range(len(children))])
+
+            return [children[i] for i in order], rebuild
+    return children, treedef.unflatten
+
+
+def _hashable(x: Any) -> bool:
+    try:
+        hash(x)
+    except TypeError:
+        return False
+    return True
+
+
+def _is_leaf(node: Any) -> bool:
+    if is_param(node) or isinstance(node, (jax.Array, np.ndarray)) or type(node) in (int, float, complex, bool, str):
+        return True
+    if type(node) in (dict, OrderedDict, list, tuple) or node is None:
+        return False
+    treedef = jax.tree.structure(node, is_leaf=is_param)
+    return treedef.num_nodes == 1 and treedef.num_leaves == 1
+
+
+def ordered_flatten(tree: Any) -> tuple[list[tuple[tuple, Any]], Callable[[list], Any]]:
+    """``tree``'s leaves (``Parameter`` boxes are leaves) as ``(key path, leaf)`` in the user's order.
+
+    Dicts are walked in insertion order, other nodes in jax's order; the second
+    value rebuilds the tree (dicts in their original order) from new leaves
+    given in that order.
+    """
+    if _is_leaf(tree):
+        return [((), tree)], lambda values: values[0]
+    children, rebuild = _children(tree)
+    leaves: list[tuple[tuple, Any]] = []
+    spans, rebuilders = [], []
+    for entry, child in children:
+        sub, sub_rebuild = ordered_flatten(child)
+        spans.append((len(leaves), len(leaves) + len(sub)))
+        rebuilders.append(sub_rebuild)
+        leaves += [((entry, *path), leaf) for path, leaf in sub]
+
+    def rebuild_all(values: list) -> Any:
+        return rebuild([r(values[a:b]) for r, (a, b) in zip(rebuilders, spans)])
+
+    return leaves, rebuild_all
+
+
+def _ordered_map(fn: Callable[[Any], Any], node: Any) -> Any:
+    """``fn`` on every leaf (boxes are leaves), dicts rebuilt in their own order; ``ordered_flatten``'s walk."""
+    kind = type(node)
+    if kind in _ORDERED_DICTS:
+        return kind((k, _ordered_map(fn, v)) for k, v in node.items())
+    if kind in (list, tuple):
+        return kind(_ordered_map(fn, v) for v in node)
+    if node is None:
+        return None
+    if _is_leaf(node):
+        return fn(node)
+    children, rebuild = _children(node)
+    return rebuild([_ordered_map(fn, child) for _, child in children])
 
 
 def tree_values(tree: Any) -> Any:
-    """The tree with each box replaced by its current array."""
-    return jax.tree.map(lambda x: x.data if is_param(x) else x, tree, is_leaf=is_param)
+    """The tree with each box replaced by its current array (dicts keep their order)."""
+    return _ordered_map(lambda x: x.data if is_param(x) else x, tree)
 
 
 def grads_for(tree: Any, grads: Any) -> list[tuple[Parameter, Any]]:
@@ -185,3 +276,22 @@ def grads_for(tree: Any, grads: Any) -> list[tuple[Parameter, Any]]:
             f"with None where a parameter has no gradient: {error}"
         ) from None
     return [(leaf, g) for leaf, g in zip(leaves, flat) if is_param(leaf)]
+
+
+def positional_order_error(groups: list[dict], saved_groups: list[dict]) -> str | None:
+    """Why pairing saved parameters with ``groups`` by position would misassign them, or ``None``.
+
+    When both sides name their parameters (``param_names``) and a group holds the
+    same names in another order, position ``i`` of the saved dict is not this
+    optimizer's parameter ``i``: the message says which and how to load by name.
+    """
+    for gi, (group, saved) in enumerate(zip(groups, saved_groups)):
+        ours, theirs = group.get("param_names"), saved.get("param_names")
+        if ours is None or theirs is None or list(ours) == list(theirs) or sorted(ours) != sorted(theirs):
+            continue
+        i = next(i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b)
+        return (f"param group {gi}: the state dict's parameter {i} is {theirs[i]!r} but this optimizer's parameter "
+                f"{i} is {ours[i]!r}; loading by position would give one parameter's state to another. Load by name: "
+                "opt.load_state_dict(state_dict, match='name') (a torch state dict without param_names gets them "
+                "from gradtx.optim.from_torch_state_dict(sd, names=[n for n, _ in model.named_parameters()]))")
+    return None

@@ -6,6 +6,8 @@
   multiplied (:func:`chain_schedules`).
 - :mod:`~gradtx.schedules.plateau`: :func:`reduce_on_plateau`, a stateful transform.
 - :func:`schedule_values`: a schedule's values over a range of steps, for plots.
+- :class:`ScheduleFn`: what every factory returns, a small immutable object that
+  shows, compares, pickles and saves (``.npz``) as its factory's name and arguments.
 
 Every schedule works on int32 step counters under ``jit``, ``vmap`` and ``grad``
 and is accepted wherever a hyperparameter is (``learning_rate``, ``momentum``,
@@ -14,6 +16,7 @@ and is accepted wherever a hyperparameter is (``learning_rate``, ``momentum``,
 """
 
 from gradtx.schedules import combinators, optax_style, plateau, torch_style, values
+from gradtx.schedules._object import ScheduleFn
 from gradtx.schedules.combinators import *  # noqa: F403
 from gradtx.schedules.optax_style import *  # noqa: F403
 from gradtx.schedules.plateau import *  # noqa: F403
@@ -21,3 +24,4 @@ from gradtx.schedules.torch_style import *  # noqa: F403
 from gradtx.schedules.values import *  # noqa: F403
 
 __all__ = [name for module in (combinators, optax_style, plateau, torch_style, values) for name in module.__all__]
+__all__ += ["ScheduleFn"]

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 
 from gradtx.base import Schedule
+from gradtx.schedules._object import schedule_factory
 
 __all__ = ["join_schedules", "chain_schedules"]
 
 
+@schedule_factory
 def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
     r"""Schedules one after another, each restarted from 0 at its boundary (``optax.join_schedules``).
 
@@ -43,6 +45,7 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
     return schedule
 
 
+@schedule_factory
 def chain_schedules(*schedules: Schedule) -> Schedule:
     r"""The product of schedules: :math:`v_t = \prod_k s_k(t)`.
 

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from gradtx._checks import concrete_float
 from gradtx.base import Schedule
+from gradtx.schedules._object import schedule_factory
 from gradtx.schedules._common import as_float, interpolation, result_dtype
 from gradtx.schedules.combinators import join_schedules
 
@@ -51,6 +52,7 @@ def _sorted_scales(boundaries_and_scales: dict[int, Any] | None, where: str) -> 
     return tuple(b for b, _ in items), tuple(s for _, s in items)
 
 
+@schedule_factory
 def constant_schedule(value: Any) -> Schedule:
     """The schedule that always returns ``value`` (``optax.constant_schedule``).
 
@@ -66,6 +68,7 @@ def constant_schedule(value: Any) -> Schedule:
     return schedule
 
 
+@schedule_factory
 def polynomial_schedule(init_value: Any, end_value: Any, power: Any, transition_steps: int,
                         transition_begin: int = 0) -> Schedule:
     r"""A polynomial transition from ``init_value`` to ``end_value`` (``optax.polynomial_schedule``).
@@ -96,6 +99,7 @@ def polynomial_schedule(init_value: Any, end_value: Any, power: Any, transition_
     return schedule
 
 
+@schedule_factory
 def linear_schedule(init_value: Any, end_value: Any, transition_steps: int, transition_begin: int = 0) -> Schedule:
     r"""A linear transition from ``init_value`` to ``end_value`` (``optax.linear_schedule``).
 
@@ -112,6 +116,7 @@ def linear_schedule(init_value: Any, end_value: Any, transition_steps: int, tran
     return polynomial_schedule(init_value, end_value, 1, transition_steps, transition_begin)
 
 
+@schedule_factory
 def exponential_decay(init_value: Any, transition_steps: int, decay_rate: Any, transition_begin: int = 0,
                       staircase: bool = False, end_value: Any = None) -> Schedule:
     r"""Continuous or staircase exponential decay (``optax.exponential_decay``).
@@ -150,6 +155,7 @@ def exponential_decay(init_value: Any, transition_steps: int, decay_rate: Any, t
     return schedule
 
 
+@schedule_factory
 def cosine_decay_schedule(init_value: Any, decay_steps: int, alpha: Any = 0.0, exponent: Any = 1.0) -> Schedule:
     r"""Cosine decay to ``alpha * init_value``, then constant (``optax.cosine_decay_schedule``).
 
@@ -173,13 +179,15 @@ def cosine_decay_schedule(init_value: Any, decay_steps: int, alpha: Any = 0.0, e
 
     def schedule(count):
         dtype = result_dtype(init_value, alpha, exponent, count)
-        t = jnp.minimum(as_float(count, dtype), decay_steps)
-        cosine = 0.5 * (1 + jnp.cos(jnp.pi * t / decay_steps))
+        steps = as_float(float(decay_steps) if type(decay_steps) is int else decay_steps, dtype)  # 10**10 > int32
+        t = jnp.minimum(as_float(count, dtype), steps)
+        cosine = 0.5 * (1 + jnp.cos(jnp.pi * t / steps))
         return (init_value * ((1 - alpha) * cosine**exponent + alpha)).astype(dtype)
 
     return schedule
 
 
+@schedule_factory
 def piecewise_constant_schedule(init_value: Any, boundaries_and_scales: dict[int, Any] | None = None) -> Schedule:
     r"""A value multiplied by ``scale`` at each boundary step (``optax.piecewise_constant_schedule``).
 
@@ -204,6 +212,7 @@ def piecewise_constant_schedule(init_value: Any, boundaries_and_scales: dict[int
     return schedule
 
 
+@schedule_factory
 def piecewise_interpolate_schedule(interpolate_type: str, init_value: Any,
                                    boundaries_and_scales: dict[int, Any] | None = None) -> Schedule:
     r"""Linear or cosine interpolation between accumulated scaled values (``optax.piecewise_interpolate_schedule``).
@@ -241,6 +250,7 @@ def piecewise_interpolate_schedule(interpolate_type: str, init_value: Any,
     return schedule
 
 
+@schedule_factory
 def warmup_constant_schedule(init_value: Any, peak_value: Any, warmup_steps: int) -> Schedule:
     """A linear warmup from ``init_value`` to ``peak_value``, then constant (``optax.warmup_constant_schedule``).
 
@@ -261,6 +271,7 @@ def _ratio_or_zero(numerator: Any, denominator: Any) -> Any:
     return jnp.where(denominator == 0, 0, numerator / safe)
 
 
+@schedule_factory
 def warmup_cosine_decay_schedule(init_value: Any, peak_value: Any, warmup_steps: int, decay_steps: int,
                                  end_value: Any = 0.0, exponent: Any = 1.0) -> Schedule:
     r"""A linear warmup, then cosine decay to ``end_value`` (``optax.warmup_cosine_decay_schedule``).
@@ -285,6 +296,7 @@ def warmup_cosine_decay_schedule(init_value: Any, peak_value: Any, warmup_steps:
     )
 
 
+@schedule_factory
 def warmup_exponential_decay_schedule(init_value: Any, peak_value: Any, warmup_steps: int, transition_steps: int,
                                       decay_rate: Any, transition_begin: int = 0, staircase: bool = False,
                                       end_value: Any = None) -> Schedule:
@@ -307,6 +319,7 @@ def warmup_exponential_decay_schedule(init_value: Any, peak_value: Any, warmup_s
     )
 
 
+@schedule_factory
 def sgdr_schedule(cosine_kwargs: Iterable[dict[str, Any]]) -> Schedule:
     """Cycles of :func:`warmup_cosine_decay_schedule`, one after another (``optax.sgdr_schedule``).
 
@@ -330,6 +343,7 @@ def _onecycle(kind: str, transition_steps: int, init_value: Any, boundaries_and_
     return piecewise_interpolate_schedule(kind, init_value, boundaries_and_scales)
 
 
+@schedule_factory
 def linear_onecycle_schedule(transition_steps: int, peak_value: Any, pct_start: float = 0.3, pct_final: float = 0.85,
                              div_factor: float = 25.0, final_div_factor: float = 1e4) -> Schedule:
     """Three linear phases: up to ``peak_value``, back down, then to the final value (``optax.linear_onecycle_schedule``).
@@ -354,6 +368,7 @@ def linear_onecycle_schedule(transition_steps: int, peak_value: Any, pct_start: 
     })
 
 
+@schedule_factory
 def cosine_onecycle_schedule(transition_steps: int, peak_value: Any, pct_start: float = 0.3,
                              div_factor: float = 25.0, final_div_factor: float = 1e4) -> Schedule:
     """A cosine rise to ``peak_value`` and a cosine fall to the final value (``optax.cosine_onecycle_schedule``).

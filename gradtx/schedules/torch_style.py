@@ -37,6 +37,7 @@ import jax.numpy as jnp
 
 from gradtx._checks import check_range
 from gradtx.base import Schedule
+from gradtx.schedules._object import schedule_factory
 from gradtx.schedules._common import as_float, interpolation, result_dtype
 from gradtx.schedules.optax_style import polynomial_schedule
 
@@ -63,6 +64,7 @@ def _check_positive_int(name: str, value: Any, where: str, low: int = 1) -> None
         raise ValueError(f"{where}: expected an integer {name} >= {low}, got {value!r}")
 
 
+@schedule_factory
 def step_decay_schedule(init_value: Any, step_size: int, gamma: Any = 0.1) -> Schedule:
     r"""Decay by ``gamma`` every ``step_size`` steps (torch's ``StepLR``).
 
@@ -82,6 +84,7 @@ def step_decay_schedule(init_value: Any, step_size: int, gamma: Any = 0.1) -> Sc
     return schedule
 
 
+@schedule_factory
 def multistep_decay_schedule(init_value: Any, milestones: Iterable[int], gamma: Any = 0.1) -> Schedule:
     r"""Decay by ``gamma`` at each milestone (torch's ``MultiStepLR``).
 
@@ -105,6 +108,7 @@ def multistep_decay_schedule(init_value: Any, milestones: Iterable[int], gamma: 
     return schedule
 
 
+@schedule_factory
 def constant_factor_schedule(init_value: Any, factor: Any = 1.0 / 3, total_iters: int = 5) -> Schedule:
     r"""``factor * init_value`` for the first ``total_iters`` steps, then ``init_value`` (torch's ``ConstantLR``).
 
@@ -125,6 +129,7 @@ def constant_factor_schedule(init_value: Any, factor: Any = 1.0 / 3, total_iters
     return schedule
 
 
+@schedule_factory
 def linear_factor_schedule(init_value: Any, start_factor: Any = 1.0 / 3, end_factor: Any = 1.0,
                            total_iters: int = 5) -> Schedule:
     r"""A linear ramp of the factor from ``start_factor`` to ``end_factor`` (torch's ``LinearLR``).
@@ -148,6 +153,7 @@ def linear_factor_schedule(init_value: Any, start_factor: Any = 1.0 / 3, end_fac
     return schedule
 
 
+@schedule_factory
 def geometric_schedule(init_value: Any, gamma: Any) -> Schedule:
     r"""Multiply by ``gamma`` every step (torch's ``ExponentialLR``).
 
@@ -165,6 +171,7 @@ def geometric_schedule(init_value: Any, gamma: Any) -> Schedule:
     return schedule
 
 
+@schedule_factory
 def polynomial_decay_schedule(init_value: Any, total_iters: int = 5, power: Any = 1.0) -> Schedule:
     r"""Polynomial decay to zero over ``total_iters`` steps (torch's ``PolynomialLR``).
 
@@ -180,6 +187,7 @@ def polynomial_decay_schedule(init_value: Any, total_iters: int = 5, power: Any 
     return polynomial_schedule(init_value, 0.0, power, total_iters)
 
 
+@schedule_factory
 def cosine_annealing_schedule(init_value: Any, T_max: int, eta_min: Any = 0.0) -> Schedule:  # noqa: N803
     r"""Cosine annealing from ``init_value`` to ``eta_min`` (torch's ``CosineAnnealingLR``, closed form).
 
@@ -204,6 +212,7 @@ def cosine_annealing_schedule(init_value: Any, T_max: int, eta_min: Any = 0.0) -
     return schedule
 
 
+@schedule_factory
 def cosine_restarts_schedule(init_value: Any, T_0: int, T_mult: int = 1, eta_min: Any = 0.0) -> Schedule:  # noqa: N803
     r"""Cosine annealing restarted every period, periods growing by ``T_mult`` (torch's ``CosineAnnealingWarmRestarts``).
 
@@ -253,6 +262,7 @@ _CYCLIC_MODES = {
 }
 
 
+@schedule_factory
 def cyclic_schedule(base_value: Any, max_value: Any, step_size_up: int = 2000, step_size_down: int | None = None,
                     mode: str = "triangular", gamma: Any = 1.0, scale_fn: Callable[[Any], Any] | None = None,
                     scale_mode: str = "cycle") -> Schedule:
@@ -305,6 +315,7 @@ def cyclic_schedule(base_value: Any, max_value: Any, step_size_up: int = 2000, s
     return schedule
 
 
+@schedule_factory
 def cyclic_momentum_schedule(base_momentum: Any = 0.8, max_momentum: Any = 0.9, step_size_up: int = 2000,
                              step_size_down: int | None = None, mode: str = "triangular", gamma: Any = 1.0,
                              scale_fn: Callable[[Any], Any] | None = None, scale_mode: str = "cycle") -> Schedule:
@@ -350,6 +361,7 @@ def _phased_schedule(total_steps: int, pct_start: float, three_phase: bool, anne
     return schedule
 
 
+@schedule_factory
 def onecycle_schedule(max_value: Any, total_steps: int, pct_start: float = 0.3, anneal_strategy: str = "cos",
                       div_factor: Any = 25.0, final_div_factor: Any = 1e4, three_phase: bool = False) -> Schedule:
     r"""The 1cycle policy as torch's ``OneCycleLR`` computes it.
@@ -380,6 +392,7 @@ def onecycle_schedule(max_value: Any, total_steps: int, pct_start: float = 0.3, 
     return _phased_schedule(total_steps, pct_start, three_phase, anneal_strategy, points, "onecycle_schedule")
 
 
+@schedule_factory
 def onecycle_momentum_schedule(total_steps: int, base_momentum: Any = 0.85, max_momentum: Any = 0.95,
                                pct_start: float = 0.3, anneal_strategy: str = "cos",
                                three_phase: bool = False) -> Schedule:
@@ -403,6 +416,7 @@ def onecycle_momentum_schedule(total_steps: int, base_momentum: Any = 0.85, max_
                             "onecycle_momentum_schedule")
 
 
+@schedule_factory
 def lambda_schedule(init_value: Any, lr_lambda: Callable[[Any], Any]) -> Schedule:
     r"""The base value times a function of the step (torch's ``LambdaLR``).
 
@@ -420,6 +434,7 @@ def lambda_schedule(init_value: Any, lr_lambda: Callable[[Any], Any]) -> Schedul
     return schedule
 
 
+@schedule_factory
 def multiplicative_schedule(init_value: Any, lr_lambda: Callable[[Any], Any]) -> Schedule:
     r"""The base value times the running product of a function of the step (torch's ``MultiplicativeLR``).
 
