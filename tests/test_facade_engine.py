@@ -137,7 +137,7 @@ def test_mixed_dtypes_keep_their_dtype():
 def test_zero_d_and_empty_parameters():
     tree = {"s": jnp.asarray(1.5), "e": jnp.zeros((0, 3)), "i": jnp.arange(3), "f": 2.0, "fn": jnp.sin}
     opt = optim.SGD(tree, lr=0.5, momentum=0.9)
-    assert opt.param_groups[0]["param_names"] == ["e", "s"]  # ints, floats and functions are passed over
+    assert opt.param_groups[0]["param_names"] == ["s", "e"]  # the order written; ints, floats and functions are passed over
     opt.step(jax.tree.map(lambda x: jnp.ones_like(x) if hasattr(x, "shape") and x.dtype.kind == "f" else None,
                           opt.params))
     assert float(opt.params["s"]) == 1.0 and opt.params["e"].shape == (0, 3)

@@ -265,4 +265,4 @@ def test_bad_grads_change_nothing(grads, message):
     with pytest.raises((ValueError, TypeError), match=message):
         opt.step(grads)
     assert_unchanged(opt, before)
-    assert opt.param_groups[0]["params"][0].name == "b" and opt.param_groups[0]["params"][0].grad is None
+    assert opt.param_groups[0]["params"][1].name == "b" and opt.param_groups[0]["params"][1].grad is None

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx.optim import _engine
+from gradtx.optim._params import positional_order_error
 from gradtx.optim._options import UNKNOWN, is_index, check_option, short
 
 if TYPE_CHECKING:
@@ -93,6 +94,9 @@ def _pair_by_position(opt: Optimizer, saved_groups: list[dict]) -> tuple[dict, l
         raise ValueError("loaded state dict has a different number of parameter groups")
     if any(len(g["params"]) != len(s["params"]) for g, s in zip(groups, saved_groups)):
         raise ValueError("loaded state dict contains a parameter group that doesn't match the size of optimizer's group")
+    problem = positional_order_error(groups, saved_groups)
+    if problem:
+        raise ValueError(problem)
     ids = [i for s in saved_groups for i in s["params"]]
     params = [p for g in groups for p in g["params"]]
     return dict(zip(ids, params)), list(range(len(groups)))
