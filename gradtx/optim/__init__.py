@@ -50,3 +50,11 @@ def __getattr__(name: str) -> Any:
     if name == "lr_scheduler":  # imported on first use, as torch.optim.lr_scheduler
         return importlib.import_module(f"{__name__}.lr_scheduler")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+# torch.nn.utils' gradient clipping over Parameter boxes.
+from gradtx.optim.clip_grad import clip_grad_norm_ as clip_grad_norm_  # noqa: E402
+from gradtx.optim.clip_grad import clip_grad_value_ as clip_grad_value_  # noqa: E402
+from gradtx.optim.clip_grad import clip_grads_with_norm_ as clip_grads_with_norm_  # noqa: E402
+from gradtx.optim.clip_grad import get_total_norm as get_total_norm  # noqa: E402
+
+__all__ += ["clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
