@@ -49,6 +49,8 @@ for _name in _FAMILIES:
 def __getattr__(name: str) -> Any:
     if name == "lr_scheduler":  # imported on first use, as torch.optim.lr_scheduler
         return importlib.import_module(f"{__name__}.lr_scheduler")
+    if name == "swa_utils":  # imported on first use, as torch.optim.swa_utils
+        return importlib.import_module(f"{__name__}.swa_utils")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # torch.nn.utils' gradient clipping over Parameter boxes.
