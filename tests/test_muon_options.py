@@ -141,3 +141,14 @@ def test_stacks_need_batched_and_torchs_2d_parameters_are_unchanged():
     for expected in a:
         opt.step(grad_fn(opt.params))
         assert_trees_close(opt.params, expected, "float64", "2-D with batched=True")
+
+
+def test_batched_muon_gives_the_same_numbers_in_every_tier():
+    runs = []
+    for tier in ({}, {"foreach": True}, {"foreach": False}):
+        opt = optim.Muon(stacks("float64"), lr=0.05, batched=True, adjust_lr_fn="spectral_unclamped", **tier)
+        for _ in range(2):
+            opt.step(grad_fn(opt.params))
+        runs.append(opt.params)
+    for other in runs[1:]:
+        assert_trees_close(other, runs[0], "float64", "batched Muon tiers")

@@ -156,6 +156,16 @@ def test_swalr_lrs_match_torch(kwargs):
         theirs.step()
 
 
+def test_swalr_takes_in_a_group_added_later():
+    opt, _ = _optimizers()
+    scheduler = ours.SWALR(opt, swa_lr=0.05, anneal_epochs=2)
+    opt.add_param_group({"params": [optim.Parameter(jnp.zeros(3))], "lr": 0.4})
+    for _ in range(3):
+        scheduler.step()
+    assert opt.param_groups[2]["swa_lr"] == 0.05
+    np.testing.assert_allclose(scheduler.get_last_lr()[2], 0.05, rtol=1e-14)
+
+
 def test_swalr_errors_are_torchs():
     mine_opt, torch_opt = _optimizers()
     for bad, match in ((dict(swa_lr=0.1, anneal_strategy="step"), "anneal_strategy must be one of 'cos' or 'linear'"),
