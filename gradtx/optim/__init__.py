@@ -49,6 +49,8 @@ for _name in _FAMILIES:
 def __getattr__(name: str) -> Any:
     if name == "lr_scheduler":  # imported on first use, as torch.optim.lr_scheduler
         return importlib.import_module(f"{__name__}.lr_scheduler")
+    if name == "swa_utils":  # imported on first use, as torch.optim.swa_utils
+        return importlib.import_module(f"{__name__}.swa_utils")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -56,3 +58,10 @@ from gradtx.optim.torch_io import from_torch_state_dict as from_torch_state_dict
 from gradtx.optim.torch_io import to_torch_state_dict as to_torch_state_dict  # noqa: E402
 
 __all__ += ["from_torch_state_dict", "to_torch_state_dict"]
+# torch.nn.utils' gradient clipping over Parameter boxes.
+from gradtx.optim.clip_grad import clip_grad_norm_ as clip_grad_norm_  # noqa: E402
+from gradtx.optim.clip_grad import clip_grad_value_ as clip_grad_value_  # noqa: E402
+from gradtx.optim.clip_grad import clip_grads_with_norm_ as clip_grads_with_norm_  # noqa: E402
+from gradtx.optim.clip_grad import get_total_norm as get_total_norm  # noqa: E402
+
+__all__ += ["clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]

@@ -26,6 +26,9 @@ __all__ = ["Adafactor", "Muon"]
 
 TORCH_MUON_EPS = 1e-7
 TORCH_NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+# torch.optim.Muon's lr adjustments for an A x B weight: None/"original" sqrt(max(1, A/B)),
+# "match_rms_adamw" 0.2 sqrt(max(A, B)), and torch 2.15's "spectral_unclamped" sqrt(A/B).
+ADJUST_LR_FNS = (None, "original", "match_rms_adamw", "spectral_unclamped")
 
 
 def adafactor_chain(lr: Any = 1e-2, beta2_decay: Any = -0.8, eps: Any = (None, 1e-3), d: Any = 1.0,
@@ -58,7 +61,7 @@ def adafactor_chain(lr: Any = 1e-2, beta2_decay: Any = -0.8, eps: Any = (None, 1
 def muon_chain(lr: Any = 1e-3, weight_decay: Any = 0.1, momentum: Any = 0.95, nesterov: bool = True,
                ns_coefficients: Any = TORCH_NS_COEFFICIENTS, eps: Any = TORCH_MUON_EPS, ns_steps: int = 5,
                adjust_lr_fn: str | None = None, use_weight_decay: bool | None = None) -> GradientTransformation:
-    r"""torch.optim.Muon's step for one parameter group (2-D parameters only), as a chain.
+    r"""torch.optim.Muon's step for one parameter group, as a chain: 2-D parameters, or stacks ``[..., A, B]``.
 
     .. math::
         b_t = \mu b_{t-1} + (1-\mu) g_t, \quad
@@ -69,19 +72,27 @@ def muon_chain(lr: Any = 1e-3, weight_decay: Any = 0.1, momentum: Any = 0.95, ne
     ``buf.lerp_(g, 1 - momentum)`` and ``g.lerp(buf, momentum)`` (the trace buffer is
     torch's ``momentum_buffer``); the Newton–Schulz iteration runs in bfloat16 with
     torch's roundings and ``max(norm, eps)``; :math:`s` is ``adjust_lr_fn``'s ratio
-    (``None``/``"original"``: :math:`\sqrt{\max(1, A/B)}` for an ``A x B`` weight,
-    ``"match_rms_adamw"``: :math:`0.2\sqrt{\max(A, B)}`); the decay
-    :math:`\eta\lambda p` uses the unadjusted lr, as torch does.
+    for an ``A x B`` weight (:data:`ADJUST_LR_FNS`); the decay :math:`\eta\lambda p`
+    uses the unadjusted lr, as torch does. A parameter of rank > 2 is a stack of
+    ``A x B`` matrices in its last two axes (one per head or expert): each is
+    orthogonalised and scaled on its own, as the 2-D step would do to it alone.
     """
-    if adjust_lr_fn not in (None, "original", "match_rms_adamw"):
+    if adjust_lr_fn not in ADJUST_LR_FNS:
         raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported")
     use_weight_decay = bool(weight_decay != 0) if use_weight_decay is None else use_weight_decay
-    torch_layout = MuonDimensionNumbers(reduction_axis=1, output_axis=0)  # torch weights are (out, in)
+    # The last two axes form each matrix; torch's weights are (out, in). The iteration keeps the matrix as it
+    # is (so 2-D parameters take exactly the 2-D path); the shape factor reads the (out, in) fans.
+    as_is = MuonDimensionNumbers(reduction_axis=-2, output_axis=-1)
+    torch_layout = MuonDimensionNumbers(reduction_axis=-1, output_axis=-2)
+    shape_factor = {None: scale_by_shape(torch_layout), "original": scale_by_shape(torch_layout),
+                    "match_rms_adamw": scale_by_shape(torch_layout, 0.2),
+                    "spectral_unclamped": scale_by_shape(torch_layout, clamp=False)}[adjust_lr_fn]
     return chain(
         scale(1 - momentum),
         trace(momentum, nesterov),
-        scale_by_newton_schulz(ns_coefficients, ns_steps, eps, compute_dtype=jnp.bfloat16, eps_mode="clamp"),
-        scale_by_shape(None, 0.2) if adjust_lr_fn == "match_rms_adamw" else scale_by_shape(torch_layout),
+        scale_by_newton_schulz(ns_coefficients, ns_steps, eps, weight_dimension_numbers=as_is,
+                               compute_dtype=jnp.bfloat16, eps_mode="clamp"),
+        shape_factor,
         scale_by_learning_rate(lr),
         decay_after_lr(weight_decay, lr) if use_weight_decay else identity(),
     )
@@ -162,9 +173,15 @@ class Muon(Optimizer):
     where :math:`\text{NS}_k` is ``ns_steps`` Newton–Schulz iterations with
     ``ns_coefficients``, computed in bfloat16 as torch does, and :math:`s` is
     ``adjust_lr_fn``'s ratio for an ``A x B`` parameter (``None``/``"original"``:
-    :math:`\sqrt{\max(1, A/B)}`; ``"match_rms_adamw"``: :math:`0.2\sqrt{\max(A, B)}`).
+    :math:`\sqrt{\max(1, A/B)}`; ``"match_rms_adamw"``: :math:`0.2\sqrt{\max(A, B)}`;
+    ``"spectral_unclamped"``, from torch 2.15: :math:`\sqrt{A/B}`).
     The same numbers as torch 2.13's ``Muon``; the step is :func:`muon_chain`.
     ``opt.state[p]`` holds ``momentum_buffer`` (torch keeps no step).
+
+    With ``batched=True`` (gradtx's option) a parameter may also be a stack
+    ``[..., A, B]`` of matrices, e.g. one per attention head or expert: each trailing
+    matrix is orthogonalised, lr-adjusted and stepped exactly as the 2-D Muon would
+    step it alone.
 
     Args:
       params: 2-D parameters or param groups (see :class:`gradtx.optim.Optimizer`).
@@ -175,7 +192,9 @@ class Muon(Optimizer):
       ns_coefficients: the quintic's ``(a, b, c)`` (default (3.4445, -4.7750, 2.0315)).
       eps: the floor of the norm in the first normalisation (default 1e-7).
       ns_steps: Newton–Schulz iterations (default 5; fewer than 100).
-      adjust_lr_fn: ``None``, ``"original"`` or ``"match_rms_adamw"``.
+      adjust_lr_fn: ``None``, ``"original"``, ``"match_rms_adamw"`` or ``"spectral_unclamped"``.
+      batched: accept parameters of rank > 2 as stacks of matrices in their last two axes
+        (default False: torch's 2-D check; like ``foreach``, kept out of the groups unless given).
       foreach: gradtx's tier choice (torch's Muon has none): ``True`` one program per
         group, ``False`` a per-parameter loop; when omitted the groups carry no
         ``foreach`` key, as torch's, and the step is fused.
@@ -190,12 +209,14 @@ class Muon(Optimizer):
     def __init__(self, params: Any, lr: Any = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  nesterov: bool = True, ns_coefficients: tuple[float, float, float] = TORCH_NS_COEFFICIENTS,
                  eps: float = TORCH_MUON_EPS, ns_steps: int = 5, adjust_lr_fn: str | None = None, *,
-                 foreach: bool | None = None) -> None:
+                 batched: bool | None = None, foreach: bool | None = None) -> None:
         defaults = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "nesterov": nesterov,
                     "ns_coefficients": tuple(ns_coefficients), "eps": eps, "ns_steps": ns_steps,
                     "adjust_lr_fn": adjust_lr_fn}
         if foreach is not None:  # not one of torch's options: kept out of the groups unless given
             defaults["foreach"] = foreach
+        if batched is not None:
+            defaults["batched"] = batched
         super().__init__(params, defaults)
 
     @classmethod
@@ -209,15 +230,19 @@ class Muon(Optimizer):
             raise ValueError(f"momentum should be >= 0 but is: {group['momentum']}")
         if not 0.0 <= number(group["weight_decay"]):
             raise ValueError(f"weight decay should be >= 0 but is: {group['weight_decay']}")
-        if group["adjust_lr_fn"] not in (None, "original", "match_rms_adamw"):
+        if group["adjust_lr_fn"] not in ADJUST_LR_FNS:
             raise ValueError(f"Adjust learning rate function {group['adjust_lr_fn']} is not supported")
         if group["ns_steps"] >= 100:  # torch raises this at the first step
             raise ValueError("Number of steps must be less than 100 for computational efficiency")
         if len(group["ns_coefficients"]) != 3:
             raise ValueError("Coefficients must be a tuple of exactly 3 values")
+        batched = group.get("batched", False)
         for p in group.get("params", ()):
-            if np.ndim(getattr(p, "data", p)) != 2:
-                raise ValueError("Muon only supports 2D parameters whereas we found a parameter with size: "
-                                 f"{tuple(np.shape(getattr(p, 'data', p)))}")
+            ndim = np.ndim(getattr(p, "data", p))
+            if ndim != 2 and not (batched and ndim > 2):
+                shape = tuple(np.shape(getattr(p, "data", p)))
+                raise ValueError(f"Muon only supports 2D parameters whereas we found a parameter with size: {shape}"
+                                 + ("" if batched or ndim < 2 else
+                                    "; for a stack of matrices [..., A, B] (per head or expert) pass batched=True"))
             if _is_complex(p):
                 raise ValueError("Complex parameters are not supported")

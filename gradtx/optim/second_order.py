@@ -54,14 +54,14 @@ class LBFGSDriver(NamedTuple):
 
 
 def lbfgs_driver(lr: Any = 1, max_iter: Any = 20, max_eval: Any = None, tolerance_grad: Any = 1e-7,
-                 tolerance_change: Any = 1e-9, history_size: int = 100, line_search_fn: str | None = None
-                 ) -> LBFGSDriver:
+                 tolerance_change: Any = 1e-9, history_size: int = 100, line_search_fn: str | None = None,
+                 *, maximize: bool = False) -> LBFGSDriver:
     """torch.optim.LBFGS's keyword names and defaults -> an :class:`LBFGSDriver`.
 
     ``step(value_and_grad_fn, flat_params, state)`` is one ``LBFGS.step(closure)``
     (see :func:`gradtx.lbfgs_torch_step`); it returns the loss at the incoming
-    parameters, as torch's ``step`` does. ``history_size`` and ``line_search_fn``
-    are static; the rest may be traced arrays.
+    parameters, as torch's ``step`` does. ``history_size``, ``line_search_fn`` and
+    ``maximize`` are static; the rest may be traced arrays.
     """
     check_range("lr", lr, 0.0, where="LBFGS")
     if line_search_fn not in (None, "strong_wolfe"):
@@ -69,7 +69,7 @@ def lbfgs_driver(lr: Any = 1, max_iter: Any = 20, max_eval: Any = None, toleranc
     if max_eval is None:
         max_eval = max_iter * 5 // 4
     options = dict(lr=lr, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
-                   tolerance_change=tolerance_change, line_search_fn=line_search_fn)
+                   tolerance_change=tolerance_change, line_search_fn=line_search_fn, maximize=maximize)
 
     def init(params):
         return lbfgs_torch_init(params, history_size)
@@ -158,7 +158,9 @@ class LBFGS(Optimizer):
     (Nocedal & Wright, 1999; torch's port of minFunc): the parameters after each step equal
     torch 2.13's (see :func:`gradtx.lbfgs_torch_step`, which runs the whole step in one
     ``jax.lax.while_loop``). All parameters are flattened into one vector in ``param_groups``
-    order (complex ones as real pairs), as torch does. ``opt.state`` holds torch's entries
+    order (complex ones as real pairs), as torch does. ``maximize=True`` (torch 2.14) ascends:
+    it runs the minimisation of the negated objective step for step, and ``step`` returns
+    the closure's own value. ``opt.state`` holds torch's entries
     under the first parameter: ``func_evals``, ``n_iter``, ``d``, ``t``, ``old_dirs``,
     ``old_stps``, ``ro``, ``H_diag``, ``prev_flat_grad``, ``prev_loss`` (torch's scratch list
     ``al`` is not kept).
@@ -177,6 +179,7 @@ class LBFGS(Optimizer):
       tolerance_change: stop when the loss or the parameters change by less (default 1e-9).
       history_size: the number of pairs kept (default 100).
       line_search_fn: None or ``"strong_wolfe"``.
+      maximize: maximize the objective instead of minimizing it (keyword only; default False).
     """
 
     chain_builder = staticmethod(_no_chain)
@@ -185,7 +188,7 @@ class LBFGS(Optimizer):
 
     def __init__(self, params: Any, lr: Any = 1, max_iter: int = 20, max_eval: int | None = None,
                  tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
-                 line_search_fn: str | None = None) -> None:
+                 line_search_fn: str | None = None, *, maximize: bool = False) -> None:
         _check_lr(lr)
         if not 0.0 <= number(lr):
             raise ValueError(f"Invalid learning rate: {lr}")
@@ -193,7 +196,7 @@ class LBFGS(Optimizer):
             max_eval = max_iter * 5 // 4
         defaults = {"lr": lr, "max_iter": max_iter, "max_eval": max_eval, "tolerance_grad": tolerance_grad,
                     "tolerance_change": tolerance_change, "history_size": history_size,
-                    "line_search_fn": line_search_fn}
+                    "line_search_fn": line_search_fn, "maximize": maximize}
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
@@ -225,8 +228,9 @@ class LBFGS(Optimizer):
         return loss
 
     def _program(self, closure: Callable, shapes: list, group: dict) -> Callable:
+        maximize = bool(group.get("maximize", False))  # absent from torch 2.13's state_dicts
         key = (closure, tuple(shapes), group["history_size"], group["max_iter"], group["max_eval"],
-               group["line_search_fn"])
+               group["line_search_fn"], maximize)
         cached = self.__dict__.get("_lbfgs_program")
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -240,7 +244,8 @@ class LBFGS(Optimizer):
         @jax.jit
         def program(flat, state, options):
             return lbfgs_torch_step(flat_value_and_grad, flat, state, max_iter=group["max_iter"],
-                                    max_eval=group["max_eval"], line_search_fn=group["line_search_fn"], **options)
+                                    max_eval=group["max_eval"], line_search_fn=group["line_search_fn"],
+                                    maximize=maximize, **options)
 
         self._lbfgs_program = (key, program)
         return program

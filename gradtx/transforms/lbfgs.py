@@ -225,8 +225,8 @@ def _torch_direction(state: LBFGSTorchState, grad: jax.Array) -> LBFGSTorchState
 
 def lbfgs_torch_step(value_and_grad_fn: Callable[[jax.Array], tuple[jax.Array, jax.Array]], params: jax.Array,
                      state: LBFGSTorchState, *, lr: Any = 1.0, max_iter: Any = 20, max_eval: Any = None,
-                     tolerance_grad: Any = 1e-7, tolerance_change: Any = 1e-9, line_search_fn: str | None = None
-                     ) -> tuple[jax.Array, LBFGSTorchState, jax.Array]:
+                     tolerance_grad: Any = 1e-7, tolerance_change: Any = 1e-9, line_search_fn: str | None = None,
+                     maximize: bool = False) -> tuple[jax.Array, LBFGSTorchState, jax.Array]:
     r"""One ``torch.optim.LBFGS.step(closure)`` on a flat parameter vector, as one ``jax.lax.while_loop``.
 
     Evaluates ``value_and_grad_fn`` at ``params``; unless :math:`\max|g| \le` ``tolerance_grad``,
@@ -263,6 +263,9 @@ def lbfgs_torch_step(value_and_grad_fn: Callable[[jax.Array], tuple[jax.Array, j
       tolerance_grad: stop when the largest gradient entry is at most this.
       tolerance_change: stop when the loss or the parameters change by less than this.
       line_search_fn: None or ``"strong_wolfe"``.
+      maximize: ascend: every evaluation's value and gradient enter negated, so the step is the
+        minimising step of ``-f`` (the state, ``prev_loss`` included, is that run's), and the
+        returned loss is ``f``'s own, as torch's ``LBFGS(maximize=True)`` (pytorch/pytorch#191674).
 
     Returns:
       ``(params, state, loss)`` with ``loss`` the value at the *incoming* params (torch returns it).
@@ -274,9 +277,11 @@ def lbfgs_torch_step(value_and_grad_fn: Callable[[jax.Array], tuple[jax.Array, j
     params = jnp.asarray(params)
     dtype = params.dtype
 
+    sign = -1 if maximize else 1
+
     def evaluate(x):
         loss, grad = value_and_grad_fn(x)
-        return jnp.asarray(loss).astype(dtype), jnp.asarray(grad).astype(dtype)
+        return sign * jnp.asarray(loss).astype(dtype), sign * jnp.asarray(grad).astype(dtype)
 
     def is_optimal(grad):
         return jnp.max(jnp.abs(grad)) <= tolerance_grad
@@ -325,4 +330,4 @@ def lbfgs_torch_step(value_and_grad_fn: Callable[[jax.Array], tuple[jax.Array, j
     start = _Iterate(x=params, loss=loss, grad=grad, state=state._replace(func_evals=state.func_evals + 1),
                      n=jnp.zeros([], jnp.int32), evals=jnp.ones([], jnp.int32), optimal=optimal, stop=optimal)
     end = jax.lax.while_loop(lambda it: ~it.stop & (it.n < max_iter), iterate, start)
-    return end.x, end.state, loss
+    return end.x, end.state, sign * loss

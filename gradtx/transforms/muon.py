@@ -241,7 +241,8 @@ def scale_by_newton_schulz(ns_coeffs: Any = DEFAULT_NS_COEFFS, ns_steps: int = 5
         weight_dimension_numbers)
 
 
-def scale_by_shape(weight_dimension_numbers: Any = None, consistent_rms: Any = None) -> GradientTransformation:
+def scale_by_shape(weight_dimension_numbers: Any = None, consistent_rms: Any = None, *,
+                   clamp: bool = True) -> GradientTransformation:
     r"""Scales each matrix update by a factor of its shape (``optax.contrib.scale_by_shape``).
 
     .. math::
@@ -252,17 +253,20 @@ def scale_by_shape(weight_dimension_numbers: Any = None, consistent_rms: Any = N
     matrix update the RMS :math:`\rho` (Liu et al., 2025, https://arxiv.org/abs/2502.16982).
     torch.optim.Muon's ``adjust_lr_fn`` is these with torch's ``(out, in)`` layout:
     ``"original"``/``None`` the first with ``MuonDimensionNumbers(1, 0)``,
-    ``"match_rms_adamw"`` the second with :math:`\rho = 0.2`.
+    ``"match_rms_adamw"`` the second with :math:`\rho = 0.2`, and torch 2.15's
+    ``"spectral_unclamped"`` the first without the clamp, :math:`\sqrt{n_{out}/n_{in}}`
+    (``clamp=False``; smaller than 1 for wide updates).
 
     Args:
       weight_dimension_numbers: as in :func:`scale_by_newton_schulz`.
       consistent_rms: ``None`` or :math:`\rho`.
+      clamp: with ``consistent_rms=None``, keep the factor at least 1 (default True).
     """
 
     def factor(u, dims):
         fan_in, fan_out = _fans(u, dims)
         if consistent_rms is None:
-            return jnp.sqrt(jnp.maximum(1, fan_out / fan_in))
+            return jnp.sqrt(jnp.maximum(1, fan_out / fan_in) if clamp else fan_out / fan_in)
         return jnp.sqrt(jnp.maximum(fan_in, fan_out)) * consistent_rms
 
     return _per_matrix(lambda u, d: (factor(u, d) * u).astype(u.dtype), weight_dimension_numbers)
