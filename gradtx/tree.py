@@ -232,3 +232,4 @@ from gradtx._tree_math import (  # noqa: E402
     norm, ones_like, random_like, real, scale, size, split_key_like, sub, sum, unwrap_random_key_data,
     update_infinity_moment, vdot, where, zeros_like,
 )
+from gradtx._tree_state import NamedTupleKey, get, get_all_with_path, map_params, set  # noqa: E402
