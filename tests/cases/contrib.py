@@ -61,9 +61,9 @@ CONTRIB_CASES = [
     OptaxCase("acprop", dict(learning_rate=0.05)),
     OptaxCase("acprop", dict(learning_rate=_warmup, b1=0.8, b2=0.99, eps=1e-8, eps_root=1e-10, weight_decay=0.1,
                              mask=_only_matrices), dtypes=("float64",), label="acprop-warmup,b1,b2,eps,eps_root,weight_decay,mask"),
-    OptaxCase("scale_by_acprop", dict(b1=0.5), steps=4),
-    OptaxCase("scale_by_madgrad", dict(learning_rate=0.02), steps=6),
-    OptaxCase("scale_by_cocob", dict(alpha=50.0), steps=6),
+    OptaxCase("scale_by_acprop", dict(b1=0.5), steps=4, dtypes=("float64",)),
+    OptaxCase("scale_by_madgrad", dict(learning_rate=0.02), steps=6, dtypes=("float64",)),
+    OptaxCase("scale_by_cocob", dict(alpha=50.0), steps=6, dtypes=("float64",)),
 ]
 
 
@@ -75,6 +75,7 @@ class WrapperCase:
     build: Callable[[Any, Any], Any]  # (top-level module, contrib module) -> transformation
     steps: int = 12
     extra_args: Callable[[Any, Any], dict] | None = None
+    dtypes: tuple = ("float64",)
 
     @property
     def id(self) -> str:
@@ -82,13 +83,14 @@ class WrapperCase:
 
 
 WRAPPER_CASES = [
-    WrapperCase("sam-sgd,normalize", lambda t, c: c.sam(t.sgd(0.05), t.chain(c.normalize(), t.sgd(0.05)))),
+    WrapperCase("sam-sgd,normalize", lambda t, c: c.sam(t.sgd(0.05), t.chain(c.normalize(), t.sgd(0.05))),
+                dtypes=("float64", "float32")),
     WrapperCase("sam-adam,sync_period=3,reset_state=False",
                 lambda t, c: c.sam(t.adam(0.05), t.adam(0.01), sync_period=3, reset_state=False)),
     WrapperCase("sam-opaque", lambda t, c: c.sam(t.sgd(0.05), t.chain(c.normalize(), t.sgd(0.05)), sync_period=3,
                                                  opaque_mode=True), extra_args=_grad_fn),
     WrapperCase("normalize", lambda t, c: t.chain(c.normalize(), t.sgd(0.05))),
-    WrapperCase("mechanize-adam", lambda t, c: c.mechanize(t.adam(0.01))),
+    WrapperCase("mechanize-adam", lambda t, c: c.mechanize(t.adam(0.01)), dtypes=("float64", "float32")),
     WrapperCase("mechanize-sgd,weight_decay,eps,s_init,num_betas",
                 lambda t, c: c.mechanize(t.sgd(0.05), weight_decay=0.0, eps=1e-6, s_init=1e-3, num_betas=3)),
     WrapperCase("mechanize-momo", lambda t, c: c.mechanize(c.momo(0.1)), extra_args=_loss_value),
