@@ -148,7 +148,8 @@ def get(tree: Any, key: Any, default: Any = None, filtering: Callable[[tuple, An
     """
     found = get_all_with_path(tree, key, filtering=filtering)
     if len(found) > 1:
-        raise KeyError(f"Found multiple values for '{key}' in {tree}; pass filtering=(path, value) -> bool to pick one.")
+        raise KeyError(f"Found multiple values for '{key}' in {tree}; "
+                       "pass filtering=(path, value) -> bool to pick one.")
     return found[0][1] if found else default
 
 

@@ -191,7 +191,9 @@ def _split_args(microbatch_size, argnums, argnames, in_axes, args, kwargs):
 def microbatch(fun: Function, argnums: int | Sequence[int], microbatch_size: int | None,
                accumulator: Any = AccumulationType.SUM, *, argnames: str | Sequence[str] = (),
                in_axes: int | Sequence[int] = 0, num_real_microbatches: int | jax.Array | None = None) -> Function:
-    """``fun`` run over microbatches of its batch arguments, the outputs accumulated (``optax.microbatching.microbatch``).
+    """``fun`` run over microbatches of its batch arguments, the outputs accumulated.
+
+    As ``optax.microbatching.microbatch``.
 
     Args:
       fun: the function.

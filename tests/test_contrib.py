@@ -87,7 +87,10 @@ def _complex_params(dtype):
 @pytest.mark.parametrize("dtype", ["complex128", "complex64"])
 def test_split_real_and_imaginary_matches_optax(dtype):
     target = _complex_params(dtype)
-    complex_loss = lambda p: sum(jnp.sum(jnp.abs(x - t) ** 4) for x, t in zip(jax.tree.leaves(p), jax.tree.leaves(target)))  # noqa: E731
+
+    def complex_loss(p):
+        return sum(jnp.sum(jnp.abs(x - t) ** 4) for x, t in zip(jax.tree.leaves(p), jax.tree.leaves(target)))
+
     grads_at = jax.jit(lambda p: jax.tree.map(jnp.conj, jax.grad(complex_loss)(p)))
     trajectories = []
     for top, contrib in ((gradtx, gradtx), (optax, optax.contrib)):
@@ -111,8 +114,8 @@ def _per_example_run(tx, params, steps=10, batch=4):
 
     @jax.jit
     def step(params, state):
-        grads = jax.tree.map(lambda g: scales.reshape((batch,) + (1,) * g.ndim).astype(g.dtype) * g,
-                             jax.grad(lambda p: sum(jnp.sum(jnp.sin(3 * x) + x**2) for x in jax.tree.leaves(p)))(params))
+        full = jax.grad(lambda p: sum(jnp.sum(jnp.sin(3 * x) + x**2) for x in jax.tree.leaves(p)))(params)
+        grads = jax.tree.map(lambda g: scales.reshape((batch,) + (1,) * g.ndim).astype(g.dtype) * g, full)
         updates, state = tx.update(grads, state, params)
         return jax.tree.map(jnp.add, params, updates), state
 

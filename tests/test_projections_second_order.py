@@ -27,7 +27,8 @@ def _assert_same(ours, theirs, context=""):
 # (name, args(x, a) -> positional args); each is called on gradtx.projections and optax.projections.
 PROJECTIONS = [
     ("projection_non_negative", lambda x, a: (x,)),
-    ("projection_box", lambda x, a: (x, jax.tree.map(lambda v: v * 0 - 0.3, x), jax.tree.map(lambda v: v * 0 + 0.4, x))),
+    ("projection_box", lambda x, a: (x, jax.tree.map(lambda v: v * 0 - 0.3, x), jax.tree.map(lambda v: v * 0 + 0.4,
+                                                                                               x))),
     ("projection_hypercube", lambda x, a: (x["b"],)),  # optax takes scalar bounds for a single array only
     ("projection_hypercube", lambda x, a: (x["w"], 0.5)),
     ("projection_simplex", lambda x, a: (x,)),

@@ -11,7 +11,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from gradtx.base import GradientTransformation, ScalarOrSchedule, chain, identity
-from gradtx.transforms.contrib_lr_free import scale_by_acprop, scale_by_cocob, scale_by_dog, scale_by_dowg, scale_by_madgrad
+from gradtx.transforms.contrib_lr_free import (
+    scale_by_acprop,
+    scale_by_cocob,
+    scale_by_dog,
+    scale_by_dowg,
+    scale_by_madgrad,
+)
 from gradtx.transforms.contrib_wrappers import differentially_private_aggregate
 from gradtx.transforms.decay import add_decayed_weights
 from gradtx.transforms.momentum import trace

@@ -257,7 +257,9 @@ class DifferentiallyPrivateAggregateState(NamedTuple):
 
 
 def per_example_global_norm_clip(grads: list, l2_norm_clip: Any) -> tuple[list, jax.Array]:
-    """Clips each example's gradient to global norm ``l2_norm_clip`` and sums them (``optax.per_example_global_norm_clip``).
+    """Clips each example's gradient to global norm ``l2_norm_clip`` and sums them.
+
+    As ``optax.per_example_global_norm_clip``.
 
     Args:
       grads: arrays whose leading axis is the batch (the same size in each).
