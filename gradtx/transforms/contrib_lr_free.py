@@ -308,6 +308,12 @@ def momo(learning_rate: ScalarOrSchedule = 1.0, beta: Any = 0.9, lower_bound: An
     As ``optax.contrib.momo``: a complete optimizer whose ``update`` needs the loss
     as ``value=``.
 
+    Example::
+
+        tx = gradtx.momo(learning_rate=1.0)
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, state = tx.update(grads, state, params, value=loss)
+
     Args:
       learning_rate: :math:`\alpha_t`, the largest step, a float, an array or a schedule.
       beta: the momentum :math:`\beta`.

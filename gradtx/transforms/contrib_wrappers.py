@@ -77,6 +77,12 @@ def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation
     does the whole cycle and needs ``grad_fn(params, i) -> grads`` as an extra
     argument of ``update``.
 
+    Example::
+
+        tx = gradtx.sam(gradtx.sgd(0.1), gradtx.chain(gradtx.normalize(), gradtx.sgd(0.05)))
+        # every call: grads at the current params; odd calls climb, even calls take the outer step
+        updates, state = tx.update(grads, state, params)
+
     Args:
       optimizer: the outer optimizer.
       adv_optimizer: the adversarial optimizer (its updates are negated).
