@@ -28,3 +28,7 @@ from gradtx.tree import safe_increment as safe_increment
 from gradtx.tree import tree_global_norm as global_norm  # noqa: F401 - optax's name
 
 __version__ = "0.1.0"
+from gradtx import microbatching as microbatching  # noqa: E402 - optax.microbatching
+from gradtx.microbatching import microbatch as microbatch  # noqa: E402,F401 - optax's top-level name
+from gradtx import projections as projections  # noqa: E402 - optax.projections
+from gradtx import second_order as second_order  # noqa: E402 - optax.second_order

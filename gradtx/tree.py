@@ -223,3 +223,15 @@ def check_matching_trees(reference: PyTree, other: PyTree, *, what: str = "updat
                 f"{what} at '{path_str(path)}' has dtype {jnp.result_type(oth)}, "
                 f"but {against} there has dtype {jnp.result_type(ref)}"
             )
+
+
+# optax.tree's public functions under optax's names. update_moment, update_moment_per_elem_norm and
+# bias_correction above already take optax's arguments and give its numbers, so they are kept.
+# From here on sum, max, min and set name the tree functions, not the builtins: code above this line must
+# not call those builtins at run time (use builtins.sum etc.).
+from gradtx._tree_math import (  # noqa: E402
+    add, add_scale, allclose, batch_shape, cast, cast_like, clip, conj, div, dtype, full_like, max, min, mul,
+    norm, ones_like, random_like, real, scale, size, split_key_like, sub, sum, unwrap_random_key_data,
+    update_infinity_moment, vdot, where, zeros_like,
+)
+from gradtx._tree_state import NamedTupleKey, get, get_all_with_path, map_params, set  # noqa: E402

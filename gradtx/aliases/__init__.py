@@ -10,3 +10,9 @@ from gradtx.aliases.step_rules import *  # noqa: F403
 
 _MODULES = (accumulators, adam_variants, core, factored, second_order, step_rules)
 __all__ = [name for module in _MODULES for name in module.__all__]
+
+# optax.contrib's chained optimizers
+from gradtx.aliases import contrib  # noqa: E402
+from gradtx.aliases.contrib import *  # noqa: E402,F403
+
+__all__ += contrib.__all__

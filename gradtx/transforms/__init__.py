@@ -38,3 +38,10 @@ from gradtx.transforms.wrappers import *  # noqa: F403
 _MODULES = (accumulators, adam_variants, clipping, decay, dtypes, factored, hyperparams, lbfgs, linesearch, momentum, moments, muon,
             scaling, sparse, step_rules, wrappers)
 __all__ = [name for module in _MODULES for name in module.__all__]
+
+# optax.contrib's step-size-free methods and wrappers
+from gradtx.transforms import contrib_lr_free, contrib_wrappers  # noqa: E402
+from gradtx.transforms.contrib_lr_free import *  # noqa: E402,F403
+from gradtx.transforms.contrib_wrappers import *  # noqa: E402,F403
+
+__all__ += contrib_lr_free.__all__ + contrib_wrappers.__all__

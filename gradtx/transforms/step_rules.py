@@ -60,6 +60,23 @@ def _as_key(key: Any) -> jax.Array:
     return jax.random.key(key)
 
 
+def resolve_key(key: Any, seed: int | None, where: str) -> jax.Array:
+    """A typed PRNG key from optax's ``key`` / older ``seed`` pair; without either, seed 0 and a warning (as optax).
+
+    Raises:
+      ValueError: if both are given.
+    """
+    if seed is not None:
+        if key is not None:
+            raise ValueError(f"{where}: give `key` or `seed`, not both (`seed` is the older name for an integer key).")
+        key = seed
+    if key is None:
+        warnings.warn(f"{where}: no `key` given, so the noise is drawn from seed 0; pass key=... "
+                      "(an int or a jax.random.key) to choose it.", stacklevel=3)
+        key = 0
+    return _as_key(key)
+
+
 def add_noise(eta: Any, gamma: Any, key: Any = None, *, seed: int | None = None) -> GradientTransformation:
     r"""Adds annealed Gaussian noise to the updates (Neelakantan et al., 2015, https://arxiv.org/abs/1511.06807).
 
@@ -79,18 +96,11 @@ def add_noise(eta: Any, gamma: Any, key: Any = None, *, seed: int | None = None)
       seed: optax's older name for an integer ``key``; give one or the other.
     """
     check_range("eta", eta, 0.0, where="add_noise")
-    if seed is not None:
-        if key is not None:
-            raise ValueError("add_noise: give `key` or `seed`, not both (`seed` is the older name for an integer key).")
-        key = seed
-    if key is None:
-        warnings.warn("add_noise: no `key` given, so the noise is drawn from seed 0; pass key=... "
-                      "(an int or a jax.random.key) to choose it.", stacklevel=2)
-        key = 0
+    key = resolve_key(key, seed, "add_noise")
 
     def init(params):
         del params
-        return AddNoiseState(count=gt.zero_count(), rng_key=_as_key(key))
+        return AddNoiseState(count=gt.zero_count(), rng_key=key)
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args

@@ -6,3 +6,4 @@ _FAMILIES = (core, accumulators, adam_variants, step_rules, factored, second_ord
 
 OPTAX_CASES = [case for family in _FAMILIES for case in family.OPTAX_CASES]
 TORCH_CASES = [case for family in _FAMILIES for case in family.TORCH_CASES]
+from tests.cases.contrib import CONTRIB_CASES, WRAPPER_CASES  # noqa: E402,F401 - against optax.contrib
