@@ -10,3 +10,9 @@ from gradtx.aliases.step_rules import *  # noqa: F403
 
 _MODULES = (accumulators, adam_variants, core, factored, second_order, step_rules)
 __all__ = [name for module in _MODULES for name in module.__all__]
+
+# Optimizers from optax.contrib and beyond (schedule-free, ADOPT, AdEMAMix, Prodigy).
+from gradtx.aliases import beyond  # noqa: E402
+from gradtx.aliases.beyond import *  # noqa: E402,F403
+
+__all__ += beyond.__all__

@@ -38,3 +38,9 @@ from gradtx.transforms.wrappers import *  # noqa: F403
 _MODULES = (accumulators, adam_variants, clipping, decay, dtypes, factored, hyperparams, lbfgs, linesearch, momentum, moments, muon,
             scaling, sparse, step_rules, wrappers)
 __all__ = [name for module in _MODULES for name in module.__all__]
+
+# Optimizers beyond torch.optim and optax's core (schedule-free, ADOPT, AdEMAMix, Prodigy, cautious).
+from gradtx.transforms import schedule_free as _schedule_free  # noqa: E402 - the function shadows the module
+from gradtx.transforms.schedule_free import *  # noqa: E402,F403
+
+__all__ += _schedule_free.__all__

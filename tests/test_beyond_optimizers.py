@@ -1,0 +1,125 @@
+"""Optimizers beyond torch.optim and optax's core against their reference packages, where the shared tables cannot
+reach: ``optax.contrib`` functions, the schedule-free wrapper around any base, train/eval switching, state layouts."""
+
+import functools
+import operator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import optax.contrib
+import pytest
+import schedulefree
+import torch
+
+import gradtx
+import gradtx.optim as optim
+from tests.cases.beyond import CONTRIB_CASES
+from tests.harness import assert_trees_close, grad_fn, make_params, run_functional
+
+
+def _resolve(module, dotted):
+    return functools.reduce(getattr, dotted.split("."), module)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", CONTRIB_CASES, ids=operator.attrgetter("id"))
+def test_matches_optax_contrib(case, dtype):
+    params = make_params(dtype)
+    ours = run_functional(_resolve(gradtx, case.name)(**case.kwargs), params, case.steps, extra_args=case.extra_args)
+    theirs = run_functional(_resolve(optax.contrib, case.name)(**case.kwargs), params, case.steps,
+                            extra_args=case.extra_args)
+    for step, (a, b) in enumerate(zip(ours, theirs)):
+        assert_trees_close(a, b, dtype, f"{case.id} step {step + 1}")
+
+
+def _warmup(count):
+    return 0.05 * jnp.minimum(1.0, (count + 1) / 4)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("lr", [0.05, _warmup], ids=["constant", "schedule"])
+def test_schedule_free_around_any_base_matches_optax(lr, dtype):
+    params = make_params(dtype)
+    ours = gradtx.schedule_free(gradtx.chain(gradtx.add_decayed_weights(0.1), gradtx.adam(lr, b1=0.0)), lr, b1=0.8,
+                                weight_lr_power=1.5)
+    theirs = optax.contrib.schedule_free(optax.chain(optax.add_decayed_weights(0.1), optax.adam(lr, b1=0.0)), lr,
+                                         b1=0.8, weight_lr_power=1.5)
+    for step, (a, b) in enumerate(zip(run_functional(ours, params, 10), run_functional(theirs, params, 10))):
+        assert_trees_close(a, b, dtype, f"step {step + 1}")
+    # The state has optax's fields and dtypes, and the evaluation point is optax's.
+    ours_state, theirs_state = ours.init(params), theirs.init(params)
+    assert ours_state._fields == theirs_state._fields
+    for field in ("b1", "weight_sum", "step_count", "max_lr"):
+        assert getattr(ours_state, field).dtype == getattr(theirs_state, field).dtype, field
+    grads = grad_fn(params)
+    _, ours_state = ours.update(grads, ours_state, params)
+    _, theirs_state = theirs.update(grads, theirs_state, params)
+    assert_trees_close(gradtx.schedule_free_eval_params(ours_state, params),
+                       optax.contrib.schedule_free_eval_params(theirs_state, params), dtype)
+
+
+def test_schedule_free_eval_params_needs_its_state():
+    with pytest.raises(ValueError, match="ScheduleFreeState"):
+        gradtx.schedule_free_eval_params(gradtx.adam(0.1).init(make_params()), make_params())
+
+
+SCHEDULE_FREE = [
+    ("AdamWScheduleFree", dict(lr=0.05, weight_decay=0.1, warmup_steps=3)),
+    ("SGDScheduleFree", dict(lr=0.05, momentum=0.8)),
+    ("RAdamScheduleFree", dict(lr=0.05, silent_sgd_phase=False)),
+]
+
+
+def _reference(name, kwargs, params):
+    tensors = [torch.tensor(np.asarray(x), requires_grad=True) for x in jax.tree.leaves(params)]
+    return tensors, getattr(schedulefree, name)(tensors, **kwargs)
+
+
+def _assert_same_params(opt, tensors, context):
+    for a, t in zip(jax.tree.leaves(opt.params), tensors):
+        np.testing.assert_allclose(np.asarray(a), t.detach().numpy(), rtol=1e-7, atol=1e-10, err_msg=context)
+
+
+@pytest.mark.parametrize("name,kwargs", SCHEDULE_FREE, ids=[n for n, _ in SCHEDULE_FREE])
+def test_train_and_eval_move_parameters_as_the_reference(name, kwargs):
+    params = make_params("float64")
+    tensors, theirs = _reference(name, kwargs, params)
+    ours = getattr(optim, name)(jax.tree.map(jnp.array, params), **kwargs)
+    with pytest.raises(Exception, match="not in train mode"):
+        theirs.step()
+    with pytest.raises(Exception, match="not in train mode"):
+        ours.step(grad_fn(ours.params))
+    for phase in range(3):
+        ours.train()
+        theirs.train()
+        _assert_same_params(ours, tensors, f"train() in phase {phase}")
+        for _ in range(4):
+            grads = jax.tree.leaves(grad_fn(ours.params))
+            for t, g in zip(tensors, grads):
+                t.grad = torch.tensor(np.asarray(g))
+            theirs.step()
+            ours.step(jax.tree.unflatten(jax.tree.structure(params), grads))
+        _assert_same_params(ours, tensors, f"after the steps of phase {phase}")
+        ours.eval()
+        ours.eval()  # a second call changes nothing, as the reference's
+        theirs.eval()
+        _assert_same_params(ours, tensors, f"eval() in phase {phase}")
+    # The same state names and param-group keys and counters as the reference.
+    box, tensor = ours.param_groups[0]["params"][0], tensors[0]
+    assert list(ours.state[box]) == list(theirs.state[tensor])
+    ours_group, theirs_group = ours.state_dict()["param_groups"][0], theirs.state_dict()["param_groups"][0]
+    assert set(ours_group) - {"param_names"} == set(theirs_group) - {"param_names"}
+    for key in ("k", "train_mode", "lr_max", "scheduled_lr"):
+        assert ours_group[key] == theirs_group[key], key
+    np.testing.assert_allclose(ours_group["weight_sum"], theirs_group["weight_sum"], rtol=1e-12)
+
+
+def test_sgd_schedule_free_checks_its_options_as_the_reference():
+    for kwargs, message in [(dict(lr=-1.0), "Invalid learning rate"), (dict(momentum=1.0), "Momentum must be"),
+                            (dict(weight_decay=-0.1), "Invalid weight_decay")]:
+        with pytest.raises(ValueError, match=message):
+            schedulefree.SGDScheduleFree([torch.zeros(2, requires_grad=True)], **kwargs)
+        with pytest.raises(ValueError, match=message):
+            optim.SGDScheduleFree([jnp.zeros(2)], **kwargs)
