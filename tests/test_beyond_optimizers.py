@@ -16,7 +16,7 @@ import torch
 import gradtx
 import gradtx.optim as optim
 from tests.cases.beyond import CONTRIB_CASES
-from tests.harness import assert_trees_close, grad_fn, make_params, run_functional
+from tests.harness import assert_trees_close, grad_fn, make_params, run_functional, run_torch
 
 
 def _resolve(module, dotted):
@@ -72,9 +72,19 @@ SCHEDULE_FREE = [
 ]
 
 
-def _reference(name, kwargs, params):
+def _reference(name, kwargs, params, module=schedulefree):
     tensors = [torch.tensor(np.asarray(x), requires_grad=True) for x in jax.tree.leaves(params)]
-    return tensors, getattr(schedulefree, name)(tensors, **kwargs)
+    return tensors, getattr(module, name)(tensors, **kwargs)
+
+
+def _lockstep(ours, theirs, tensors, steps):
+    """Steps both optimizers with the gradient at the (shared) current parameters."""
+    for _ in range(steps):
+        grads = grad_fn(ours.params)
+        for t, g in zip(tensors, jax.tree.leaves(grads)):
+            t.grad = torch.tensor(np.asarray(g))
+        theirs.step()
+        ours.step(grads)
 
 
 def _assert_same_params(opt, tensors, context):
@@ -95,12 +105,7 @@ def test_train_and_eval_move_parameters_as_the_reference(name, kwargs):
         ours.train()
         theirs.train()
         _assert_same_params(ours, tensors, f"train() in phase {phase}")
-        for _ in range(4):
-            grads = jax.tree.leaves(grad_fn(ours.params))
-            for t, g in zip(tensors, grads):
-                t.grad = torch.tensor(np.asarray(g))
-            theirs.step()
-            ours.step(jax.tree.unflatten(jax.tree.structure(params), grads))
+        _lockstep(ours, theirs, tensors, 4)
         _assert_same_params(ours, tensors, f"after the steps of phase {phase}")
         ours.eval()
         ours.eval()  # a second call changes nothing, as the reference's
@@ -123,3 +128,66 @@ def test_sgd_schedule_free_checks_its_options_as_the_reference():
             schedulefree.SGDScheduleFree([torch.zeros(2, requires_grad=True)], **kwargs)
         with pytest.raises(ValueError, match=message):
             optim.SGDScheduleFree([jnp.zeros(2)], **kwargs)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("kwargs", [dict(lr=0.01), dict(lr=0.01, betas=(0.8, 0.9))], ids=["defaults", "betas"])
+def test_cautious_wrapper_matches_pytorch_optimizer_cautious_lion(kwargs, dtype):
+    b1, b2 = kwargs.get("betas", (0.9, 0.99))
+    params = make_params(dtype)
+    ours = run_functional(gradtx.cautious(gradtx.lion(kwargs["lr"], b1=b1, b2=b2, weight_decay=0.0)), params, 12)
+    theirs = run_torch("Lion", dict(kwargs, cautious=True), params, 12, module="pytorch_optimizer")
+    for step, (a, b) in enumerate(zip(ours, theirs)):
+        assert_trees_close(a, b, dtype, f"step {step + 1}")
+
+
+def test_cautious_direction_option_masks_the_same_components():
+    params = make_params()
+    whole = run_functional(gradtx.cautious(gradtx.adam(0.1)), params, 6)
+    direction = run_functional(gradtx.chain(gradtx.cautious(gradtx.scale_by_adam(), direction=True),
+                                            gradtx.scale_by_learning_rate(0.1)), params, 6)
+    plain = run_functional(gradtx.adam(0.1), params, 6)
+    assert_trees_close(whole[-1], direction[-1], "float64")
+    with pytest.raises(AssertionError):  # the mask did drop components
+        assert_trees_close(whole[-1], plain[-1], "float64")
+
+
+@pytest.mark.parametrize("name,kwargs", [("ADOPT", dict(lr=0.05, cautious=True)),
+                                         ("AdEMAMix", dict(lr=0.05, t_alpha_beta3=5))], ids=["ADOPT", "AdEMAMix"])
+def test_pytorch_optimizer_state_and_groups_as_the_reference(name, kwargs):
+    import pytorch_optimizer
+
+    params = make_params("float64")
+    tensors, theirs = _reference(name, kwargs, params, pytorch_optimizer)
+    ours = getattr(optim, name)(jax.tree.map(jnp.array, params), **kwargs)
+    _lockstep(ours, theirs, tensors, 3)
+    _assert_same_params(ours, tensors, name)
+    box = ours.param_groups[0]["params"][0]
+    assert list(ours.state[box]) == list(theirs.state[tensors[0]])
+    for key, value in theirs.state[tensors[0]].items():
+        np.testing.assert_allclose(np.asarray(ours.state[box][key]), value.numpy(), rtol=1e-7, err_msg=key)
+    extra = {"param_names", "maximize", "clip"}  # kept on the optimizer by pytorch_optimizer, in the group here
+    assert set(ours.param_groups[0]) - extra == set(theirs.param_groups[0]) - extra
+    assert ours.param_groups[0]["step"] == theirs.param_groups[0]["step"] == 3
+    # A state dict round trip keeps the group's step, so the bias corrections continue.
+    again = getattr(optim, name)(jax.tree.map(jnp.array, ours.params), **kwargs)
+    again.load_state_dict(ours.state_dict())
+    for opt in (ours, again):
+        opt.step(grad_fn(opt.params))
+    assert_trees_close(again.params, ours.params, "float64")
+
+
+@pytest.mark.parametrize("name,kwargs,error,message", [
+    ("ADOPT", dict(lr=-1.0), "NegativeLRError", "learning rate must be positive"),
+    ("ADOPT", dict(betas=(1.0, 0.9)), "ValueError", "beta1 must be in the range"),
+    ("AdEMAMix", dict(betas=(0.9, 0.999, 1.5)), "ValueError", "beta3 must be in the range"),
+    ("AdEMAMix", dict(alpha=-1.0), "ValueError", "alpha must be non-negative"),
+])
+def test_pytorch_optimizer_checks_as_the_reference(name, kwargs, error, message):
+    import pytorch_optimizer
+
+    with pytest.raises(Exception, match=message) as theirs:
+        getattr(pytorch_optimizer, name)([torch.zeros(2, requires_grad=True)], **kwargs)
+    with pytest.raises(Exception, match=message) as ours:
+        getattr(optim, name)([jnp.zeros(2)], **kwargs)
+    assert type(theirs.value).__name__ == type(ours.value).__name__ == error

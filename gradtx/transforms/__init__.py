@@ -44,3 +44,7 @@ from gradtx.transforms import schedule_free as _schedule_free  # noqa: E402 - th
 from gradtx.transforms.schedule_free import *  # noqa: E402,F403
 
 __all__ += _schedule_free.__all__
+from gradtx.transforms import beyond  # noqa: E402
+from gradtx.transforms.beyond import *  # noqa: E402,F403
+
+__all__ += beyond.__all__

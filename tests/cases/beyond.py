@@ -30,3 +30,37 @@ TORCH_CASES = [
     TorchCase("RAdamScheduleFree", dict(lr=0.05, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1, r=0.5,
                                         silent_sgd_phase=False), module=_SF),
 ]
+
+
+def _decaying(count):
+    return 0.9999 - 0.1 / (1.0 + count)
+
+
+CONTRIB_CASES += [
+    OptaxCase("adopt", dict(learning_rate=0.05)),
+    OptaxCase("adopt", dict(learning_rate=0.05, b1=0.8, b2=0.99, eps=1e-4, nesterov=True), label="adopt-nesterov"),
+    OptaxCase("adopt", dict(learning_rate=0.05, use_clipping=False), label="adopt-unclipped"),
+    OptaxCase("scale_by_adopt", dict(b1=0.5, clip_value_fn=lambda count: 0.5 + 0.1 * count), label="scale_by_adopt-clip"),
+    OptaxCase("ademamix", dict(learning_rate=0.05)),
+    OptaxCase("ademamix", dict(learning_rate=0.05, b1=0.8, b2=0.99, b3=_decaying, alpha=lambda c: 0.5 * c,
+                               eps=1e-6, eps_root=1e-8, weight_decay=0.1), label="ademamix-schedules"),
+    OptaxCase("scale_by_ademamix", dict(b3=0.99, alpha=2.0)),
+    OptaxCase("simplified_ademamix", dict(learning_rate=0.01)),
+    OptaxCase("simplified_ademamix", dict(learning_rate=0.01, b1=0.9, b2=0.99, alpha=lambda c: 0.1 * c, eps=1e-6,
+                                          eps_root=1e-8, weight_decay=0.1), label="simplified_ademamix-schedule"),
+    OptaxCase("scale_by_simplified_ademamix", dict(alpha=2.0)),
+]
+
+_PO = "pytorch_optimizer"
+TORCH_CASES += [
+    TorchCase("ADOPT", dict(lr=0.05), module=_PO),
+    TorchCase("ADOPT", dict(lr=0.05, betas=(0.8, 0.99), weight_decay=0.1, eps=1e-4, maximize=True), module=_PO),
+    TorchCase("ADOPT", dict(lr=0.05, weight_decay=0.1, weight_decouple=True, clip_lambda=None), module=_PO),
+    TorchCase("ADOPT", dict(lr=0.05, weight_decay=0.1, weight_decouple=True, fixed_decay=True, cautious=True),
+              module=_PO),
+    TorchCase("AdEMAMix", dict(lr=0.05), module=_PO),
+    TorchCase("AdEMAMix", dict(lr=0.05, betas=(0.8, 0.99, 0.999), alpha=2.0, t_alpha_beta3=6, weight_decay=0.1,
+                               eps=1e-6, maximize=True), module=_PO),
+    TorchCase("AdEMAMix", dict(lr=0.05, weight_decay=0.1, weight_decouple=True, t_alpha_beta3=20, cautious=True),
+              module=_PO),
+]
