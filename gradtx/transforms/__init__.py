@@ -48,3 +48,7 @@ from gradtx.transforms import beyond  # noqa: E402
 from gradtx.transforms.beyond import *  # noqa: E402,F403
 
 __all__ += beyond.__all__
+from gradtx.transforms import prodigy as _prodigy  # noqa: E402 - the function shadows the module
+from gradtx.transforms.prodigy import *  # noqa: E402,F403
+
+__all__ += _prodigy.__all__

@@ -65,6 +65,7 @@ def averaging_coefficient(weight: Any, weight_sum: Any) -> jax.Array:
 
 
 def _lowest_float_dtype(params: Any) -> Any:
+    """The narrowest float dtype among the leaves (optax.tree.dtype(params, "lowest")), for scalar state."""
     dtypes = [x.dtype for x in gt.array_leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
     return min(dtypes, key=lambda d: jnp.finfo(d).bits) if dtypes else jnp.float32
 

@@ -5,6 +5,7 @@ TORCH_CASES name the reference package in ``module`` and feed the shared facade 
 The schedule-free classes keep their counters in the param group, so they have no standalone chain.
 """
 
+import gradtx
 from tests.harness import OptaxCase, TorchCase
 
 OPTAX_CASES = []
@@ -63,4 +64,31 @@ TORCH_CASES += [
                                eps=1e-6, maximize=True), module=_PO),
     TorchCase("AdEMAMix", dict(lr=0.05, weight_decay=0.1, weight_decouple=True, t_alpha_beta3=20, cautious=True),
               module=_PO),
+]
+
+
+def prodigy_torch_chain(lr=1.0, betas=(0.9, 0.999), beta3=None, eps=1e-8, weight_decay=0, decouple=True,
+                        use_bias_correction=False, safeguard_warmup=False, d0=1e-6, d_coef=1.0):
+    """prodigyopt.Prodigy's step for the whole tree: gradtx.prodigy with its options."""
+    return gradtx.prodigy(lr, betas, beta3, eps, estim_lr0=d0, estim_lr_coef=d_coef, weight_decay=weight_decay,
+                          safeguard_warmup=safeguard_warmup, bias_correction=use_bias_correction, decouple=decouple)
+
+
+CONTRIB_CASES += [
+    OptaxCase("prodigy", dict()),
+    OptaxCase("prodigy", dict(learning_rate=0.5, betas=(0.8, 0.99), beta3=0.9, eps=1e-6, estim_lr0=1e-3,
+                              estim_lr_coef=0.5, weight_decay=0.1, safeguard_warmup=True), label="prodigy-options"),
+    OptaxCase("prodigy", dict(learning_rate=lambda count: 1.0 / (1.0 + count), betas=(0.0, 0.99)),
+              label="prodigy-schedule-no-momentum"),
+]
+
+# No gradtx.optim.Prodigy: its d is one number for all parameters; the chain runs over the whole tree.
+# (prodigyopt with betas[0] == 0 steps with the new d, a branch gradtx.prodigy does not reproduce.)
+TORCH_CASES += [
+    TorchCase("Prodigy", dict(), prodigy_torch_chain, module="prodigyopt"),
+    TorchCase("Prodigy", dict(lr=0.5, betas=(0.8, 0.99), beta3=0.9, eps=1e-6, weight_decay=0.1, d0=1e-3, d_coef=0.5,
+                              use_bias_correction=True, safeguard_warmup=True), prodigy_torch_chain,
+              module="prodigyopt"),
+    TorchCase("Prodigy", dict(weight_decay=0.1, decouple=False, betas=(0.5, 0.999)), prodigy_torch_chain,
+              module="prodigyopt"),
 ]
