@@ -152,29 +152,48 @@ def test_cautious_direction_option_masks_the_same_components():
         assert_trees_close(whole[-1], plain[-1], "float64")
 
 
-@pytest.mark.parametrize("name,kwargs", [("ADOPT", dict(lr=0.05, cautious=True)),
-                                         ("AdEMAMix", dict(lr=0.05, t_alpha_beta3=5))], ids=["ADOPT", "AdEMAMix"])
-def test_pytorch_optimizer_state_and_groups_as_the_reference(name, kwargs):
-    import pytorch_optimizer
+# (module, class, kwargs, group keys kept here but not there: pytorch_optimizer keeps these on the optimizer)
+STATE_LAYOUTS = [
+    ("pytorch_optimizer", "ADOPT", dict(lr=0.05, cautious=True), {"maximize", "clip"}),
+    ("pytorch_optimizer", "AdEMAMix", dict(lr=0.05, t_alpha_beta3=5), {"maximize"}),
+    ("prodigyopt", "Prodigy", dict(weight_decay=0.1, use_bias_correction=True), set()),
+]
+
+
+def _as_numpy(value):
+    return value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
+@pytest.mark.parametrize("module,name,kwargs,extra", STATE_LAYOUTS, ids=[row[1] for row in STATE_LAYOUTS])
+def test_state_and_groups_as_the_reference(module, name, kwargs, extra):
+    import importlib
 
     params = make_params("float64")
-    tensors, theirs = _reference(name, kwargs, params, pytorch_optimizer)
+    tensors, theirs = _reference(name, kwargs, params, importlib.import_module(module))
     ours = getattr(optim, name)(jax.tree.map(jnp.array, params), **kwargs)
     _lockstep(ours, theirs, tensors, 3)
     _assert_same_params(ours, tensors, name)
     box = ours.param_groups[0]["params"][0]
     assert list(ours.state[box]) == list(theirs.state[tensors[0]])
     for key, value in theirs.state[tensors[0]].items():
-        np.testing.assert_allclose(np.asarray(ours.state[box][key]), value.numpy(), rtol=1e-7, err_msg=key)
-    extra = {"param_names", "maximize", "clip"}  # kept on the optimizer by pytorch_optimizer, in the group here
+        np.testing.assert_allclose(np.asarray(ours.state[box][key]), _as_numpy(value), rtol=1e-7, err_msg=key)
+    extra = extra | {"param_names"}
     assert set(ours.param_groups[0]) - extra == set(theirs.param_groups[0]) - extra
-    assert ours.param_groups[0]["step"] == theirs.param_groups[0]["step"] == 3
-    # A state dict round trip keeps the group's step, so the bias corrections continue.
+    # A state dict round trip keeps the group's counters, so the bias corrections continue.
     again = getattr(optim, name)(jax.tree.map(jnp.array, ours.params), **kwargs)
     again.load_state_dict(ours.state_dict())
     for opt in (ours, again):
         opt.step(grad_fn(opt.params))
     assert_trees_close(again.params, ours.params, "float64")
+
+
+def test_prodigy_refuses_what_it_does_not_reproduce():
+    for kwargs in [dict(growth_rate=2.0), dict(slice_p=2), dict(betas=(0.0, 0.999))]:
+        with pytest.raises(ValueError, match="supports"):
+            optim.Prodigy([jnp.zeros(2)], **kwargs)
+    opt = optim.Prodigy([{"params": [jnp.ones(2)]}, {"params": [jnp.ones(3)], "weight_decay": 0.1}])
+    with pytest.raises(ValueError, match="param group 1"):
+        opt.step([[jnp.ones(2)], [jnp.ones(3)]])
 
 
 @pytest.mark.parametrize("name,kwargs,error,message", [

@@ -2,7 +2,8 @@
 
 CONTRIB_CASES run ``gradtx.<name>`` against ``optax.contrib.<name>`` (tests/test_beyond_optimizers.py);
 TORCH_CASES name the reference package in ``module`` and feed the shared facade suite.
-The schedule-free classes keep their counters in the param group, so they have no standalone chain.
+The schedule-free and pytorch_optimizer classes keep their counters in the param group, so they have no
+standalone chain row.
 """
 
 import gradtx
@@ -82,13 +83,15 @@ CONTRIB_CASES += [
               label="prodigy-schedule-no-momentum"),
 ]
 
-# No gradtx.optim.Prodigy: its d is one number for all parameters; the chain runs over the whole tree.
+# Prodigy's d is one number for all parameters: the chain runs over the whole tree, and so does gradtx.optim.Prodigy.
 # (prodigyopt with betas[0] == 0 steps with the new d, a branch gradtx.prodigy does not reproduce.)
 TORCH_CASES += [
     TorchCase("Prodigy", dict(), prodigy_torch_chain, module="prodigyopt"),
     TorchCase("Prodigy", dict(lr=0.5, betas=(0.8, 0.99), beta3=0.9, eps=1e-6, weight_decay=0.1, d0=1e-3, d_coef=0.5,
                               use_bias_correction=True, safeguard_warmup=True), prodigy_torch_chain,
               module="prodigyopt"),
+    # prodigyopt keeps d in Python float64, gradtx (as optax) in the parameters' dtype: with L2 decay the float32
+    # estimate drifts past the float32 tolerance by step 12 in the facade (traced hyperparameters round once more).
     TorchCase("Prodigy", dict(weight_decay=0.1, decouple=False, betas=(0.5, 0.999)), prodigy_torch_chain,
-              module="prodigyopt"),
+              module="prodigyopt", dtypes=("float64",)),
 ]
