@@ -157,6 +157,8 @@ STATE_LAYOUTS = [
     ("pytorch_optimizer", "ADOPT", dict(lr=0.05, cautious=True), {"maximize", "clip"}),
     ("pytorch_optimizer", "AdEMAMix", dict(lr=0.05, t_alpha_beta3=5), {"maximize"}),
     ("prodigyopt", "Prodigy", dict(weight_decay=0.1, use_bias_correction=True), set()),
+    ("schedulefree", "AdamWScheduleFree", dict(lr=0.05, warmup_steps=2, weight_decay=0.1), set()),
+    ("schedulefree", "RAdamScheduleFree", dict(lr=0.05), set()),
 ]
 
 
@@ -171,6 +173,9 @@ def test_state_and_groups_as_the_reference(module, name, kwargs, extra):
     params = make_params("float64")
     tensors, theirs = _reference(name, kwargs, params, importlib.import_module(module))
     ours = getattr(optim, name)(jax.tree.map(jnp.array, params), **kwargs)
+    for opt in (ours, theirs):
+        if hasattr(opt, "train"):  # schedule-free
+            opt.train()
     _lockstep(ours, theirs, tensors, 3)
     _assert_same_params(ours, tensors, name)
     box = ours.param_groups[0]["params"][0]
