@@ -41,16 +41,17 @@ def _decaying(count):
 CONTRIB_CASES += [
     OptaxCase("adopt", dict(learning_rate=0.05)),
     OptaxCase("adopt", dict(learning_rate=0.05, b1=0.8, b2=0.99, eps=1e-4, nesterov=True), label="adopt-nesterov"),
-    OptaxCase("adopt", dict(learning_rate=0.05, use_clipping=False), label="adopt-unclipped"),
-    OptaxCase("scale_by_adopt", dict(b1=0.5, clip_value_fn=lambda count: 0.5 + 0.1 * count), label="scale_by_adopt-clip"),
+    OptaxCase("adopt", dict(learning_rate=0.05, use_clipping=False), label="adopt-unclipped", dtypes=("float64",)),
+    OptaxCase("scale_by_adopt", dict(b1=0.5, clip_value_fn=lambda count: 0.5 + 0.1 * count), label="scale_by_adopt-clip",
+              dtypes=("float64",)),
     OptaxCase("ademamix", dict(learning_rate=0.05)),
     OptaxCase("ademamix", dict(learning_rate=0.05, b1=0.8, b2=0.99, b3=_decaying, alpha=lambda c: 0.5 * c,
                                eps=1e-6, eps_root=1e-8, weight_decay=0.1), label="ademamix-schedules"),
-    OptaxCase("scale_by_ademamix", dict(b3=0.99, alpha=2.0)),
+    OptaxCase("scale_by_ademamix", dict(b3=0.99, alpha=2.0), dtypes=("float64",)),
     OptaxCase("simplified_ademamix", dict(learning_rate=0.01)),
     OptaxCase("simplified_ademamix", dict(learning_rate=0.01, b1=0.9, b2=0.99, alpha=lambda c: 0.1 * c, eps=1e-6,
                                           eps_root=1e-8, weight_decay=0.1), label="simplified_ademamix-schedule"),
-    OptaxCase("scale_by_simplified_ademamix", dict(alpha=2.0)),
+    OptaxCase("scale_by_simplified_ademamix", dict(alpha=2.0), dtypes=("float64",)),
 ]
 
 _PO = "pytorch_optimizer"
@@ -80,7 +81,7 @@ CONTRIB_CASES += [
     OptaxCase("prodigy", dict(learning_rate=0.5, betas=(0.8, 0.99), beta3=0.9, eps=1e-6, estim_lr0=1e-3,
                               estim_lr_coef=0.5, weight_decay=0.1, safeguard_warmup=True), label="prodigy-options"),
     OptaxCase("prodigy", dict(learning_rate=lambda count: 1.0 / (1.0 + count), betas=(0.0, 0.99)),
-              label="prodigy-schedule-no-momentum"),
+              label="prodigy-schedule-no-momentum", dtypes=("float64",)),
 ]
 
 # Prodigy's d is one number for all parameters: the chain runs over the whole tree, and so does gradtx.optim.Prodigy.
