@@ -95,6 +95,8 @@ def run_torch(torch_name: str, kwargs: dict, params: Any, steps: int, *, closure
     tensors = [torch.tensor(np.asarray(x, dtype=np.float64 if x.dtype == jnp.float64 else np.float32),
                             requires_grad=True) for x in leaves]
     opt = getattr(importlib.import_module(module), torch_name)(tensors, **kwargs)
+    if hasattr(opt, "train"):  # schedule-free optimizers step only in train mode
+        opt.train()
     dtypes = [x.dtype for x in leaves]
 
     def current():

@@ -35,6 +35,8 @@ def run_facade(case, dtype, tier="fused"):
     """The facade's parameters after each step (NumPy copies: the next step consumes the arrays)."""
     params = jax.tree.map(jnp.array, case_params(case, dtype))  # copies: the facade donates its buffers
     opt = getattr(optim, case.torch_name)(params, **case.kwargs, **TIERS[tier])
+    if hasattr(opt, "train"):  # schedule-free optimizers step only in train mode
+        opt.train()
     trajectory = []
     for _ in range(case.steps):
         if case.closure:

@@ -16,3 +16,8 @@ from gradtx.aliases import contrib  # noqa: E402
 from gradtx.aliases.contrib import *  # noqa: E402,F403
 
 __all__ += contrib.__all__
+# Optimizers from optax.contrib and beyond (schedule-free, ADOPT, AdEMAMix, Prodigy).
+from gradtx.aliases import beyond  # noqa: E402
+from gradtx.aliases.beyond import *  # noqa: E402,F403
+
+__all__ += beyond.__all__

@@ -45,3 +45,16 @@ from gradtx.transforms.contrib_lr_free import *  # noqa: E402,F403
 from gradtx.transforms.contrib_wrappers import *  # noqa: E402,F403
 
 __all__ += contrib_lr_free.__all__ + contrib_wrappers.__all__
+# Optimizers beyond torch.optim and optax's core (schedule-free, ADOPT, AdEMAMix, Prodigy, cautious).
+from gradtx.transforms import schedule_free as _schedule_free  # noqa: E402 - the function shadows the module
+from gradtx.transforms.schedule_free import *  # noqa: E402,F403
+
+__all__ += _schedule_free.__all__
+from gradtx.transforms import beyond  # noqa: E402
+from gradtx.transforms.beyond import *  # noqa: E402,F403
+
+__all__ += beyond.__all__
+from gradtx.transforms import prodigy as _prodigy  # noqa: E402 - the function shadows the module
+from gradtx.transforms.prodigy import *  # noqa: E402,F403
+
+__all__ += _prodigy.__all__

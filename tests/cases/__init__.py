@@ -3,6 +3,7 @@
 from tests.cases import accumulators, adam_variants, core, factored, second_order, step_rules
 
 _FAMILIES = (core, accumulators, adam_variants, step_rules, factored, second_order)
+_FAMILIES += (__import__("tests.cases.beyond", fromlist=["beyond"]),)  # schedule-free, ADOPT, AdEMAMix, Prodigy
 
 OPTAX_CASES = [case for family in _FAMILIES for case in family.OPTAX_CASES]
 TORCH_CASES = [case for family in _FAMILIES for case in family.TORCH_CASES]
