@@ -97,7 +97,7 @@ MICRO_GRAD = [
 ]
 
 
-@pytest.mark.parametrize("options", MICRO_GRAD, ids=str)
+@pytest.mark.parametrize("options", MICRO_GRAD, ids=lambda o: ",".join(f"{k}={v if not callable(v) else k}" for k, v in o.items()))
 def test_micro_grad_matches_optax(options):
     batch, params = _batch(), _params()
     results = []

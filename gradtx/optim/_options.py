@@ -15,12 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradtx.optim import _engine
 from gradtx.optim._engine import KERNEL_FLAGS
 
 if TYPE_CHECKING:
     from gradtx.optim.optimizer import Optimizer
 
-__all__ = ["UNKNOWN", "check_group_options", "check_option", "is_index", "short"]
+__all__ = ["UNKNOWN", "check_group_options", "check_option", "current_hyperparams", "is_index", "short"]
 
 
 def short(value: Any) -> str:
@@ -112,3 +113,48 @@ def check_group_options(opt: Optimizer, group: dict[str, Any], index: int) -> No
         cls.check_options(group)
     except (ValueError, TypeError, KeyError) as error:
         raise type(error)(f"{where}: {error.args[0] if error.args else error}") from error
+
+
+def current_hyperparams(opt) -> list[dict[str, Any]]:
+    """The numeric options of every param group as the next step will use them: one line to log.
+
+    Numbers and tuples of numbers (``lr``, ``betas``, ``eps``, ``weight_decay``,
+    ``momentum``...) are returned as floats; a schedule is evaluated at the
+    group's step count (the count torch would keep: the steps taken so far).
+    Flags and strings are left out.
+
+    Example::
+
+        wandb.log({f"group{i}/{k}": v for i, g in enumerate(opt.current_hyperparams()) for k, v in g.items()})
+    """
+    result = []
+    for group in opt.param_groups:
+        count = _group_count(opt, group)
+        values = {}
+        for name, value in group.items():
+            if name in _engine.NOT_OPTIONS:
+                continue
+            if callable(value):
+                value = _engine.as_float(value(count))
+            elif _engine.is_dynamic(value):
+                value = _engine.as_float(value)
+            elif isinstance(value, (tuple, list)) and value and all(
+                    callable(v) or _engine.is_number(v) for v in value):  # betas=(schedule, 0.999)
+                value = tuple(_engine.as_float(v(count) if callable(v) else v) for v in value)
+            else:
+                continue
+            values[name] = value
+        result.append(values)
+    return result
+
+
+def _group_count(opt, group: dict[str, Any]) -> int:
+    """The step count of the group's first parameter with state (0 before the first step)."""
+    name = type(opt).step_name
+    for p in group["params"]:
+        state = p._pack.state if p._pack is not None and p._pack in opt._packs else opt._state.get(p, {})
+        if name is not None and name in state:
+            return int(np.asarray(state[name]))
+        if name is None and state:
+            return 1
+    return 0

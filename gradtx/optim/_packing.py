@@ -25,9 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradtx.optim import _engine
 from gradtx.optim.parameter import Parameter
 
-__all__ = ["Pack"]
+__all__ = ["Pack", "group_packs", "release_packs"]
 
 
 VIEW_BATCH = 32  # parameters of one shape cut by one program (0.4 s to compile per shape; ~7 us per view)
@@ -161,3 +162,93 @@ class Pack:
                 if entry:
                     self.owner_state[p] = entry
         self.flat, self.state, self._views = None, {}, {}
+
+
+# --- which parameters an optimizer packs -------------------------------------------------------------------
+
+
+def release_packs(opt) -> None:
+    """Hands every pack of ``opt`` back to separate arrays (before ``opt.state`` is read or replaced)."""
+    packs, opt._packs = opt._packs, []
+    for pack in packs:
+        pack.release()
+
+
+def _packable(opt, p: Parameter) -> bool:
+    """Whether ``p`` may join a pack: small, at least 1-d, real floating point, on one device.
+
+    0-d parameters stay apart: XLA simplifies an all-scalar update differently
+    (a last-bit difference), and the tiers agree bit for bit.
+    """
+    if len(p._owners) > 1:  # another optimizer steps it too: each keeps its own state, apart
+        return False
+    if p._pack is not None:
+        return p._pack in opt._packs and p.size <= opt.pack_max_numel
+    data = p._data
+    return (isinstance(data, jax.Array) and jnp.issubdtype(data.dtype, jnp.floating) and data.ndim >= 1
+            and data.size <= opt.pack_max_numel and len(data.sharding.device_set) == 1)
+
+
+def group_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]:
+    """The packs the default tier updates for this group: its small parameters, by dtype and device.
+
+    Packing needs an elementwise chain whose state entries all have the
+    parameter's shape, every parameter of the group with a gradient (torch
+    leaves the others untouched), and states that line up (equal steps).
+    Otherwise the group's packs are released and its parameters stepped one by one.
+    """
+    params = group["params"]
+    opt._packs = [pack for pack in opt._packs if pack.alive]  # a p.data assignment released its pack
+    plan = opt._plans.get(id(group))
+    if (plan is not None and len(work) == len(params) and all(pack in opt._packs for pack in plan[1])
+            and plan[0] == (opt.pack_max_numel, *map(id, params))):
+        return plan[1]  # the same parameters and packs as at the last step
+    packs = _plan_packs(opt, group, work)
+    opt._plans[id(group)] = ((opt.pack_max_numel, *map(id, params)), packs)
+    return packs
+
+
+def _plan_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]:
+    cls = type(opt)
+    mine = [p._pack for p in group["params"] if p._pack is not None]
+    for pack in set(mine):
+        if pack not in opt._packs:  # a pack of another optimizer (or orphaned): hand it back first
+            pack.release()
+    current = {id(pack): pack for pack in mine if pack in opt._packs}
+    wanted: dict[tuple, list[Parameter]] = {}
+    if cls.elementwise and len(work) == len(group["params"]):
+        for p in group["params"]:
+            if _packable(opt, p):
+                data = p._pack.flat if p._pack is not None else p._data
+                wanted.setdefault((p.dtype, tuple(data.sharding.device_set)), []).append(p)
+    step_names = frozenset([cls.step_name] if cls.step_name else [])
+    order = _engine.order_keys(cls)
+    result = []
+    for params in wanted.values():
+        pack = params[0]._pack
+        if pack is not None and pack.params == params:
+            result.append(pack)
+            current.pop(id(pack), None)
+            continue
+        if len(params) < 2 or not _flat_state_ok(opt, group, params):
+            continue
+        for p in params:
+            if p._pack is not None:
+                p._pack.release()
+        if Pack.can_pack(opt._state, params, step_names):
+            pack = Pack.build(opt._state, params, step_names, order)
+            opt._packs.append(pack)
+            result.append(pack)
+    for pack in current.values():
+        pack.release()
+    opt._packs = [pack for pack in opt._packs if pack.alive]
+    return result
+
+
+def _flat_state_ok(opt, group: dict[str, Any], params: list[Parameter]) -> bool:
+    """Whether every state entry of the group's chain is elementwise (has the parameter's shape)."""
+    size = sum(p.size for p in params)
+    flat = jax.ShapeDtypeStruct((size,), params[0].dtype)
+    entries = _engine.state_entries(type(opt), group, flat)
+    return size < 2**31 and all(shape == (size,) or key == type(opt).step_name
+                                for key, (shape, _) in entries.items())

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.optim import _engine
+from gradtx.optim import _engine, _grads, _packing
 from gradtx.optim._options import check_group_options
 
 if TYPE_CHECKING:
@@ -106,10 +106,10 @@ def plan(opt: Optimizer) -> dict[str, list[Unit]]:
         work = [p for p in group["params"] if p.grad is not None]
         if not work:
             continue
-        grads = {p: opt._checked_grad(p, p.grad) for p in work}
+        grads = {p: _grads.checked_grad(opt, p, p.grad) for p in work}
         static, dynamic = _engine.split_options(cls, group, where=f"param group {index}")
         tier = opt._tier(group)
-        packs = opt._group_packs(group, work) if tier == "fused" else []
+        packs = _packing.group_packs(opt, group, work) if tier == "fused" else []
         for pack in packs:
             state, fresh = pack.state, not pack.state
             if fresh:

@@ -1,119 +1,31 @@
-r"""The ``Optimizer`` base class: torch.optim's contract over gradtx's chains, and how to declare an optimizer.
-
-Declaring an optimizer
-======================
+r"""The ``Optimizer`` base class: torch.optim's contract over gradtx's chains.
 
 A facade optimizer is a *declaration*: a subclass of :class:`Optimizer` that says
-how one param group's options become a chain of transforms and what torch calls
-that chain's state. The base class does the rest once for every optimizer:
-grouping, validation hooks, compilation and the three tiers, per-parameter
-state, ``state_dict`` in torch's layout, pickling, ``__repr__`` and hooks.
-
-Complete example (this is :class:`gradtx.optim.SGD`)::
-
-    from gradtx.optim.optimizer import Optimizer, number
-    from gradtx.optim.sgd import sgd_chain
-
-    class SGD(Optimizer):
-        '''torch.optim.SGD ... (docstring: the update rule and the Args, as torch documents them)'''
-
-        # (1) one group's options -> a GradientTransformation, applied to each parameter separately.
-        chain_builder = staticmethod(sgd_chain)
-        # (2) torch's state key -> the chain-state field holding it.
-        state_names = {"momentum_buffer": "trace"}
-        step_name = None  # torch's SGD keeps no "step" in its state
-
-        # (3) torch's exact signature and defaults; `defaults` has torch's keys.
-        def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
-                     maximize=False, foreach=None, differentiable=False, fused=None):
-            defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                            nesterov=nesterov, maximize=maximize, foreach=foreach,
-                            differentiable=differentiable, fused=fused)
-            super().__init__(params, defaults)
-
-        # (4) torch's validation: same exception types and messages.
-        @classmethod
-        def check_options(cls, group):
-            if number(group["lr"]) < 0.0:
-                raise ValueError(f"Invalid learning rate: {group['lr']}")
-            ...
-
-The parts, in detail:
-
-1. ``chain_builder(**options) -> GradientTransformation``. Inside the compiled
-   step it is called once per group with the group's options whose names appear
-   in its signature (so torch's keyword names; ``foreach``, ``fused``,
-   ``capturable`` and ``differentiable`` are never passed). Its chain runs per
-   parameter (state initialised with ``tx.init(p.data)``), which gives torch's
-   per-parameter ``step`` and the skipping of parameters whose ``.grad`` is None.
-
-   * Numbers (ints, floats, 1-element arrays, and tuples of them such as
-     ``betas``) arrive as traced scalars, so that editing ``param_groups[i]["lr"]``
-     never recompiles: the builder must not branch on them in Python
-     (``check_range`` is fine, it skips tracers). They are weakly typed, so a
-     float32 parameter stays float32.
-   * bools, strings, None and callables (schedules) arrive as Python values, and
-     a change recompiles. ``static_options`` lists numeric options that must be
-     static too (a history size, an iteration count).
-   * Flags: for each keyword ``use_<option>`` of the builder, the engine passes
-     ``group[option] != 0`` (torch keeps no momentum buffer when ``momentum == 0``).
-     Override the classmethod ``flags(group) -> dict`` for other derived flags.
-
-2. ``state_names``: ``{torch key: field}``, where ``field`` is a field name of
-   the chain's state (``"mu"``) or a dotted path suffix that disambiguates
-   (``"2.mu"``). Write the keys in torch's order. Every array in the chain's
-   state needs a name, except the ``count`` fields, which all map to torch's
-   ``step`` (``step_name``, a float32 scalar in ``opt.state``; ``None`` where torch
-   keeps no step: the count is then 0 for a parameter without state and 1 once
-   it has some, so such a class refuses schedule-valued options). A name whose
-   field this group's chain lacks (``max_exp_avg_sq`` without amsgrad) is simply
-   absent from the state. A parameter's state is created at its first step with
-   a gradient (torch's lazy initialisation) by the chain's ``init``.
-
-3. ``__init__`` with torch's signature, defaults, and ``defaults`` dict (its keys
-   appear in ``param_groups``, ``state_dict()`` and ``repr``), then
-   ``super().__init__(params, defaults)``.
-
-4. ``check_options(group)``: torch's checks, raising torch's exception types and
-   messages. It runs on the defaults in the constructor and on every group added
-   (torch checks only the defaults). ``number(x)`` reads a float, 1-element array
-   or tensor-like option as a float.
-
-Optional: ``complex_as_real = False`` where torch does not view complex
-parameters as real pairs; ``__setstate__`` overrides to force options when a
-state dict is loaded (AdamW forces ``decoupled_weight_decay=True``, as torch's
-does). An algorithm that is not a per-parameter chain (LBFGS re-evaluates the
-closure and keeps one state for all parameters) overrides ``_step(self,
-grads=None, closure=None)`` — never ``step``, which wraps ``_step`` with the
-hooks and counters — and uses ``self._evaluate(closure)`` (returns the loss and
-sets every ``p.grad``), ``self._value_and_grad(closure)`` (``f(arrays) -> (loss,
-grads)`` over the parameters' arrays in ``param_groups`` order, to evaluate at
-trial points), ``self.params`` and ``self.state``.
-
-Export the class in its module's ``__all__``; :mod:`gradtx.optim` re-exports the
-``__all__`` of every family module. Add the option sets to that family's
-``TORCH_CASES`` (tests/cases/<family>.py): the facade suite runs every case
-whose ``torch_name`` exists in :mod:`gradtx.optim` against torch.optim.
+how one param group's options become a chain of transforms
+(``chain_builder``), what torch calls that chain's state (``state_names``),
+torch's signature and defaults, and torch's checks (``check_options``). The base
+class does the rest once for every optimizer: grouping, checking, the compiled
+step and its three tiers (:mod:`gradtx.optim._step`), per-parameter state,
+``state_dict`` in torch's layout, pickling, ``__repr__`` and hooks.
+docs/declaring.md walks through a complete declaration (``SGD``) and every
+option a declaration has.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import threading
-import types
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gradtx.base import GradientTransformation
-from gradtx.optim import _engine, _packing, _state_dict, _step
+from gradtx.optim import _engine, _grads, _options, _packing, _state_dict, _step
 from gradtx.optim._hooks import RemovableHandle, register, with_step_hooks
-from gradtx.optim._params import grads_for, group_params, is_array, split_param_groups, tree_values
+from gradtx.optim._params import group_params, split_param_groups, tree_values
 from gradtx.optim.groups import ParamGroups
 from gradtx.optim.parameter import Parameter
 from gradtx.tree import all_finite
@@ -141,15 +53,6 @@ def number(value: Any) -> float:
     return float(array.reshape(()))
 
 
-def _takes_argument(closure: Callable) -> bool:
-    try:
-        params = inspect.signature(closure).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
-    return any(p.kind in kinds for p in params)
-
-
 _all_finite = jax.jit(all_finite)
 
 
@@ -158,12 +61,8 @@ def _is_param_groups(x: Any) -> bool:
     return isinstance(x, ParamGroups)
 
 
-def _is_closure(x: Any) -> bool:
-    return isinstance(x, (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial))
-
-
 class Optimizer:
-    """Base class of the torch-style optimizers (see the module docstring to declare one).
+    """Base class of the torch-style optimizers (docs/declaring.md shows how to declare one).
 
     ``params`` may be, as in torch 2.13, an iterable of parameters (here
     :class:`Parameter` boxes or arrays, which are boxed), an iterable of
@@ -187,11 +86,14 @@ class Optimizer:
     ``foreach`` None (the default), puts the step of every such group in one
     compiled program; ``foreach=True`` compiles one per group; ``foreach=False``
     or ``fused=False`` runs a compiled per-parameter update in a loop. All give
-    the same numbers. The programs donate the optimizer's state and, like torch's
-    in-place update, the parameters' buffers: arrays read from ``p.data`` (or
-    ``opt.params``, or ``opt.state``) before a step are consumed by it — copy them
-    to keep them, or set ``opt.donate_params = False`` to keep parameter buffers
-    (state buffers are always donated).
+    the same numbers. Arrays a user holds are never invalidated: what was given
+    to the constructor or read from ``p.data``, ``opt.params`` or ``opt.state``
+    keeps its value after a step. The programs reuse (donate) the buffers only
+    the optimizer holds and copy first any that someone else holds (see
+    :mod:`gradtx.optim._step`); ``opt.donate_params = False`` never donates
+    parameter buffers. ``step()`` is refused under ``jax.jit``/``grad``/``vmap``
+    (jit the functional face instead); a failing step changes nothing in any
+    group; steps from several threads are serialized.
 
     Packing: in the default (fused) tier, an optimizer whose step is elementwise
     (``elementwise = True``: SGD, Adam, AdamW, Adagrad, Adadelta, Adamax, RAdam,
@@ -217,7 +119,7 @@ class Optimizer:
       defaults: the default options of every param group.
     """
 
-    # The declaration (see the module docstring).
+    # The declaration (see docs/declaring.md).
     chain_builder: Callable[..., GradientTransformation]
     state_names: dict[str, str] = {}
     step_name: str | None = "step"
@@ -344,27 +246,6 @@ class Optimizer:
             return self._trees[0]
         return list(self._trees)
 
-    @property
-    def state(self) -> defaultdict[Parameter, dict[str, Any]]:
-        """Per-parameter state, ``{Parameter: {torch name: array}}``, as torch's ``optimizer.state``.
-
-        Reading it hands packed parameters back to separate arrays (see
-        :mod:`gradtx.optim._packing`), so that every entry is a plain array the
-        caller may keep or replace; the next step packs them again.
-        """
-        self._release_packs()
-        return self._state
-
-    @state.setter
-    def state(self, value: Any) -> None:
-        self._release_packs()
-        self._state = value if isinstance(value, defaultdict) else defaultdict(dict, value)
-
-    def _release_packs(self) -> None:
-        packs, self._packs = self._packs, []
-        for pack in packs:
-            pack.release()
-
     def current_hyperparams(self) -> list[dict[str, Any]]:
         """The numeric options of every param group as the next step will use them: one line to log.
 
@@ -377,36 +258,23 @@ class Optimizer:
 
             wandb.log({f"group{i}/{k}": v for i, g in enumerate(opt.current_hyperparams()) for k, v in g.items()})
         """
-        result = []
-        for group in self.param_groups:
-            count = self._group_count(group)
-            values = {}
-            for name, value in group.items():
-                if name in _engine.NOT_OPTIONS:
-                    continue
-                if callable(value):
-                    value = _engine.as_float(value(count))
-                elif _engine.is_dynamic(value):
-                    value = _engine.as_float(value)
-                elif isinstance(value, (tuple, list)) and value and all(
-                        callable(v) or _engine.is_number(v) for v in value):  # betas=(schedule, 0.999)
-                    value = tuple(_engine.as_float(v(count) if callable(v) else v) for v in value)
-                else:
-                    continue
-                values[name] = value
-            result.append(values)
-        return result
+        return _options.current_hyperparams(self)
 
-    def _group_count(self, group: dict[str, Any]) -> int:
-        """The step count of the group's first parameter with state (0 before the first step)."""
-        name = type(self).step_name
-        for p in group["params"]:
-            state = p._pack.state if p._pack is not None and p._pack in self._packs else self._state.get(p, {})
-            if name is not None and name in state:
-                return int(np.asarray(state[name]))
-            if name is None and state:
-                return 1
-        return 0
+    @property
+    def state(self) -> defaultdict[Parameter, dict[str, Any]]:
+        """Per-parameter state, ``{Parameter: {torch name: array}}``, as torch's ``optimizer.state``.
+
+        Reading it hands packed parameters back to separate arrays (see
+        :mod:`gradtx.optim._packing`), so that every entry is a plain array the
+        caller may keep or replace; the next step packs them again.
+        """
+        _packing.release_packs(self)
+        return self._state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        _packing.release_packs(self)
+        self._state = value if isinstance(value, defaultdict) else defaultdict(dict, value)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clears every ``p.grad``: to None (the default), or to zeros."""
@@ -431,8 +299,24 @@ class Optimizer:
 
     step = with_step_hooks(step)
 
+    def _value_and_grad(self, closure: Callable) -> Callable[[list], tuple[Any, list]]:
+        """``closure(params) -> loss`` as ``f(arrays) -> (loss, grads)``, with the parameters' arrays listed
+        in ``param_groups`` order (what a driver such as LBFGS evaluates at trial points)."""
+        return _grads.value_and_grad(self, closure)
+
+    def _evaluate(self, closure: Callable) -> Any:
+        """Evaluates the closure; a closure of the params is differentiated and its gradients set on every box."""
+        return _grads.evaluate(self, closure)
+
+    def _set_grads(self, grads: Any) -> None:
+        """Sets every ``p.grad`` from a tree in the structure of ``opt.params``."""
+        _grads.set_grads(self, grads)
+
+    def _describe(self, p: Parameter) -> str:
+        return _grads.describe(self, p)
+
     def _step(self, grads: Any = None, closure: Callable | None = None) -> Any:
-        if closure is None and _is_closure(grads):
+        if closure is None and _grads.is_closure(grads):
             grads, closure = None, grads
         if grads is not None and closure is not None:
             raise ValueError("step() takes gradients or a closure, not both")
@@ -444,58 +328,6 @@ class Optimizer:
         self._update()
         return loss
 
-    def _value_and_grad(self, closure: Callable) -> Callable[[list], tuple[Any, list]]:
-        """``closure(params) -> loss`` as ``f(arrays) -> (loss, grads)``, with the parameters' arrays listed
-        in ``param_groups`` order (what a driver such as LBFGS evaluates at trial points)."""
-        leaves, treedef = jax.tree.flatten(self._structure(), is_leaf=lambda x: isinstance(x, Parameter))
-        slot = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
-        where = [(j, slot[id(leaf)]) for j, leaf in enumerate(leaves) if isinstance(leaf, Parameter)]
-
-        def loss_of(arrays):
-            full = list(leaves)
-            for j, i in where:
-                full[j] = arrays[i]
-            return closure(jax.tree.unflatten(treedef, full))
-
-        return jax.value_and_grad(loss_of)
-
-    def _evaluate(self, closure: Callable) -> Any:
-        """Evaluates the closure; a closure of the params is differentiated and its gradients set on every box."""
-        if not _takes_argument(closure):
-            return closure()
-        boxes = [p for g in self.param_groups for p in g["params"]]
-        loss, grads = self._value_and_grad(closure)([p.data for p in boxes])
-        for p, grad in zip(boxes, grads):
-            p.grad = grad
-        return loss
-
-    def _set_grads(self, grads: Any) -> None:
-        pairs = grads_for(self._structure(), grads)
-        checked = [(p, None if g is None else self._checked_grad(p, g)) for p, g in pairs]
-        for p, g in checked:
-            p.grad = g
-
-    def _describe(self, p: Parameter) -> str:
-        for gi, group in enumerate(self.param_groups):
-            for i, q in enumerate(group["params"]):
-                if q is p:
-                    name = group.get("param_names", [None] * (i + 1))[i] or p.name
-                    return f"parameter {name!r}" if name else f"parameter {i} of group {gi}"
-        return "a parameter"
-
-    def _checked_grad(self, p: Parameter, grad: Any) -> jax.Array:
-        if isinstance(grad, jax.Array) and grad.shape == p.shape and grad.dtype == p.dtype:
-            return grad  # the common case, checked first: a step over thousands of parameters pays per check
-        if not is_array(grad):
-            raise TypeError(f"the gradient of {self._describe(p)} must be an array, got {type(grad).__name__}")
-        if tuple(grad.shape) != p.shape:
-            raise ValueError(f"the gradient of {self._describe(p)} has shape {tuple(grad.shape)}, "
-                             f"but the parameter has shape {p.shape}")
-        if grad.dtype != p.dtype:
-            raise ValueError(f"the gradient of {self._describe(p)} has dtype {grad.dtype}, but the parameter has "
-                             f"dtype {p.dtype}; cast it with .astype({p.dtype})")
-        return grad if isinstance(grad, jax.Array) else jnp.asarray(grad)
-
     def _tier(self, group: dict[str, Any]) -> str:
         fused, foreach = group.get("fused"), group.get("foreach")
         if fused or (fused is None and foreach is None):
@@ -505,8 +337,8 @@ class Optimizer:
     def _update(self) -> None:
         """Runs the compiled update on every parameter that has a gradient (see :mod:`gradtx.optim._step`)."""
         if getattr(type(self), "chain_builder", None) is None:
-            raise NotImplementedError(f"{type(self).__name__} declares no chain_builder; see gradtx.optim.optimizer's "
-                                      "docstring to declare an optimizer (or override _step)")
+            raise NotImplementedError(f"{type(self).__name__} declares no chain_builder; docs/declaring.md "
+                                      "shows how to declare an optimizer (or override _step)")
         units = _step.plan(self)
         if self.skip_nonfinite and not self._grads_finite([g for tier in units.values() for u in tier
                                                            for g in u.grads]):
@@ -518,88 +350,12 @@ class Optimizer:
     def _grads_finite(grads: list) -> bool:
         return bool(_all_finite(grads))
 
-    def _packable(self, p: Parameter) -> bool:
-        """Whether ``p`` may join a pack: small, at least 1-d, real floating point, on one device.
-
-        0-d parameters stay apart: XLA simplifies an all-scalar update differently
-        (a last-bit difference), and the tiers agree bit for bit.
-        """
-        if len(p._owners) > 1:  # another optimizer steps it too: each keeps its own state, apart
-            return False
-        if p._pack is not None:
-            return p._pack in self._packs and p.size <= self.pack_max_numel
-        data = p._data
-        return (isinstance(data, jax.Array) and jnp.issubdtype(data.dtype, jnp.floating) and data.ndim >= 1
-                and data.size <= self.pack_max_numel and len(data.sharding.device_set) == 1)
-
-    def _group_packs(self, group: dict[str, Any], work: list[Parameter]) -> list[_packing.Pack]:
-        """The packs the default tier updates for this group: its small parameters, by dtype and device.
-
-        Packing needs an elementwise chain whose state entries all have the
-        parameter's shape, every parameter of the group with a gradient (torch
-        leaves the others untouched), and states that line up (equal steps).
-        Otherwise the group's packs are released and its parameters stepped one by one.
-        """
-        params = group["params"]
-        self._packs = [pack for pack in self._packs if pack.alive]  # a p.data assignment released its pack
-        plan = self._plans.get(id(group))
-        if (plan is not None and len(work) == len(params) and all(pack in self._packs for pack in plan[1])
-                and plan[0] == (self.pack_max_numel, *map(id, params))):
-            return plan[1]  # the same parameters and packs as at the last step
-        packs = self._plan_packs(group, work)
-        self._plans[id(group)] = ((self.pack_max_numel, *map(id, params)), packs)
-        return packs
-
-    def _plan_packs(self, group: dict[str, Any], work: list[Parameter]) -> list[_packing.Pack]:
-        cls = type(self)
-        mine = [p._pack for p in group["params"] if p._pack is not None]
-        for pack in set(mine):
-            if pack not in self._packs:  # a pack of another optimizer (or orphaned): hand it back first
-                pack.release()
-        current = {id(pack): pack for pack in mine if pack in self._packs}
-        wanted: dict[tuple, list[Parameter]] = {}
-        if cls.elementwise and len(work) == len(group["params"]):
-            for p in group["params"]:
-                if self._packable(p):
-                    data = p._pack.flat if p._pack is not None else p._data
-                    wanted.setdefault((p.dtype, tuple(data.sharding.device_set)), []).append(p)
-        step_names = frozenset([cls.step_name] if cls.step_name else [])
-        order = _engine.order_keys(cls)
-        result = []
-        for params in wanted.values():
-            pack = params[0]._pack
-            if pack is not None and pack.params == params:
-                result.append(pack)
-                current.pop(id(pack), None)
-                continue
-            if len(params) < 2 or not self._flat_state_ok(group, params):
-                continue
-            for p in params:
-                if p._pack is not None:
-                    p._pack.release()
-            if _packing.Pack.can_pack(self._state, params, step_names):
-                pack = _packing.Pack.build(self._state, params, step_names, order)
-                self._packs.append(pack)
-                result.append(pack)
-        for pack in current.values():
-            pack.release()
-        self._packs = [pack for pack in self._packs if pack.alive]
-        return result
-
     def _store(self, work: list[Parameter], new_params: list, new_states: list) -> None:
         order = _engine.order_keys(type(self))
         for p, data, new in zip(work, new_params, new_states):
             p.data = data
             if new:  # a program returns dicts with sorted keys; a new entry gets torch's order
                 self._state[p].update({k: new[k] for k in order if k in new})
-
-    def _flat_state_ok(self, group: dict[str, Any], params: list[Parameter]) -> bool:
-        """Whether every state entry of the group's chain is elementwise (has the parameter's shape)."""
-        size = sum(p.size for p in params)
-        flat = jax.ShapeDtypeStruct((size,), params[0].dtype)
-        entries = _engine.state_entries(type(self), group, flat)
-        return size < 2**31 and all(shape == (size,) or key == type(self).step_name
-                                    for key, (shape, _) in entries.items())
 
     # --- state_dict, pickling, repr, hooks ------------------------------------------------------------------
 
@@ -639,7 +395,7 @@ class Optimizer:
         state = dict(state)
         per_param = state.pop("state", {})
         if self.__dict__.get("_packs"):  # loading into a live optimizer: packed parameters get their arrays back
-            self._release_packs()
+            _packing.release_packs(self)
         self.__dict__.update(state)
         self._init_attributes()
         self._state = per_param if isinstance(per_param, defaultdict) else defaultdict(dict, per_param)
