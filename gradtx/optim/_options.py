@@ -116,17 +116,7 @@ def check_group_options(opt: Optimizer, group: dict[str, Any], index: int) -> No
 
 
 def current_hyperparams(opt) -> list[dict[str, Any]]:
-    """The numeric options of every param group as the next step will use them: one line to log.
-
-    Numbers and tuples of numbers (``lr``, ``betas``, ``eps``, ``weight_decay``,
-    ``momentum``...) are returned as floats; a schedule is evaluated at the
-    group's step count (the count torch would keep: the steps taken so far).
-    Flags and strings are left out.
-
-    Example::
-
-        wandb.log({f"group{i}/{k}": v for i, g in enumerate(opt.current_hyperparams()) for k, v in g.items()})
-    """
+    """Each group's numeric options, schedules evaluated at its step count (see ``Optimizer.current_hyperparams``)."""
     result = []
     for group in opt.param_groups:
         count = _group_count(opt, group)
