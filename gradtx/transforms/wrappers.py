@@ -29,28 +29,48 @@ class MaskedState(NamedTuple):
     inner_state: Any  # the inner transformation's state over the unmasked leaves
 
 
+def _is_mask_function(mask: Any) -> bool:
+    # As optax decides: a function, not a callable pytree of booleans or labels (an equinox module of masks).
+    callable_leaves = jax.tree.leaves(jax.tree.map(callable, mask))
+    return bool(callable_leaves) and all(callable_leaves)
+
+
 def _resolve_mask(mask: Any, tree: Any) -> Any:
-    return mask(tree) if callable(mask) else mask
+    return mask(tree) if _is_mask_function(mask) else mask
+
+
+def _has_no_leaves(tree: Any) -> bool:
+    # optax.tree.map_params calls init with a leafless placeholder to find where the params sit in the state.
+    return tree is not None and not jax.tree.leaves(tree)
 
 
 def _mask_tree(tree: Any, mask_tree: Any) -> Any:
     return jax.tree.map(lambda m, t: t if m else MaskedNode(), mask_tree, tree)
 
 
-def masked(inner: Any, mask: Any) -> GradientTransformation:
+def masked(inner: Any, mask: Any, *, mask_compatible_extra_args: bool = False) -> GradientTransformationExtraArgs:
     """Applies ``inner`` only where ``mask`` is ``True``; other updates pass through unchanged.
 
     ``mask`` is a tree of booleans with the structure of the params (or a prefix
-    of it), or a function of the params returning one. ``inner`` never sees the
-    masked-out leaves, so it allocates no state for them. Follows ``optax.masked``.
+    of it), or a function of the params returning one; a callable pytree whose
+    leaves are booleans (an equinox module used as a mask) is a tree, not a
+    function. ``inner`` never sees the masked-out leaves, so it allocates no
+    state for them. With ``mask_compatible_extra_args``, extra arguments shaped
+    like the updates are masked too. Follows ``optax.masked``.
     """
     inner = with_extra_args_support(inner)
 
     def init(params):
+        if _has_no_leaves(params):
+            return MaskedState(inner_state=inner.init(params))
         return MaskedState(inner_state=inner.init(_mask_tree(params, _resolve_mask(mask, params))))
 
     def update(updates, state, params=None, **extra_args):
         mask_tree = _resolve_mask(mask, updates if params is None else params)
+        if mask_compatible_extra_args:
+            structure = jax.tree.structure(updates)
+            extra_args = {k: _mask_tree(v, mask_tree) if jax.tree.structure(v) == structure else v
+                          for k, v in extra_args.items()}
         new, inner_state = inner.update(
             _mask_tree(updates, mask_tree), state.inner_state,
             None if params is None else _mask_tree(params, mask_tree), **extra_args,
@@ -59,7 +79,7 @@ def masked(inner: Any, mask: Any) -> GradientTransformation:
                               is_leaf=lambda x: isinstance(x, MaskedNode))
         return merged, MaskedState(inner_state=inner_state)
 
-    return GradientTransformation(init, update)
+    return GradientTransformationExtraArgs(init, update)
 
 
 class MultiTransformState(NamedTuple):
