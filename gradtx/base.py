@@ -33,8 +33,8 @@ Updates = Any  # a pytree shaped like Params
 OptState = Any  # a pytree of arrays (usually nested NamedTuples)
 Schedule = Callable[[jax.typing.ArrayLike], jax.typing.ArrayLike]
 ScheduleState = Any  # the state of a StatefulSchedule
-ScalarOrSchedule = float | jax.Array | Schedule
-MaskOrFn = Any | Callable[[Params], Any]  # a tree of booleans, or a function of the params returning one
+ScalarOrSchedule = Union[float, jax.Array, Schedule]  # noqa: UP007 - a typing.Union, as optax's
+MaskOrFn = Union[Any, Callable[[Params], Any], None]  # noqa: UP007 - a tree of booleans, or a function returning one
 
 NO_PARAMS_MSG = (
     "This transformation needs the current parameters: call "

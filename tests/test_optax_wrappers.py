@@ -207,3 +207,49 @@ def test_zero_nans_records_where_it_found_nans():
     out, state = tx.update(updates, tx.init(updates))
     np.testing.assert_array_equal(out["a"], [1.0, 0.0])
     assert bool(state.found_nan["a"]) and not bool(state.found_nan["b"])
+
+
+@pytest.mark.parametrize("kwargs", [dict(min_norm=0.1), dict(min_norm=10.0), dict(min_norm=0.5, ord=1, axis=1),
+                                    dict(min_norm=1.0, axis=0, keepdims=True)])
+def test_safe_norm_and_its_gradient_match_optax(kwargs):
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(4, 3)))
+    values = [lib.safe_norm(x, **kwargs) for lib in (gradtx, optax)]
+    grads = [jax.grad(lambda v, lib=lib: jnp.sum(lib.safe_norm(v, **kwargs)))(x) for lib in (gradtx, optax)]
+    assert_trees_close(values[0], values[1], "float64", "value")
+    assert_trees_close(grads[0], grads[1], "float64", "gradient")
+
+
+def test_numerical_helpers_match_optax():
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(5,)))
+    for min_rms in (0.1, 5.0):
+        np.testing.assert_allclose(gradtx.safe_root_mean_squares(x, min_rms), optax.safe_root_mean_squares(x, min_rms))
+        np.testing.assert_allclose(jax.grad(lambda v: gradtx.safe_root_mean_squares(v, min_rms))(x),
+                                   jax.grad(lambda v: optax.safe_root_mean_squares(v, min_rms))(x))
+    g, m = make_params("float64", 5), make_params("float64", 6)
+    assert_trees_close(gradtx.update_infinity_moment(g, m, 0.9, 1e-3), optax.update_infinity_moment(g, m, 0.9, 1e-3),
+                       "float64")
+    assert_trees_close(gradtx.bias_correction(m, 0.9, 3), optax.bias_correction(m, 0.9, 3), "float64")
+    top = jnp.asarray(jnp.iinfo(jnp.int32).max, jnp.int32)
+    assert int(gradtx.safe_int32_increment(top)) == int(optax.safe_int32_increment(top))
+    for scale in (0.0, 1.0, 0.3):
+        grads = [jax.grad(lambda v, lib=lib: jnp.sum(lib.scale_gradient(v, scale) ** 2))(x) for lib in (gradtx, optax)]
+        np.testing.assert_allclose(grads[0], grads[1])
+
+
+def test_value_and_grad_from_state_reuses_the_line_search_value():
+    from tests.harness import loss
+
+    params = make_params("float64")
+    outs = []
+    for lib in (gradtx, optax):
+        tx = lib.lbfgs()
+        value_and_grad = lib.value_and_grad_from_state(loss)
+        state, p, trace = tx.init(params), params, []
+        for _ in range(4):
+            value, grad = value_and_grad(p, state=state)
+            updates, state = tx.update(grad, state, p, value=value, grad=grad, value_fn=loss)
+            p = lib.apply_updates(p, updates)
+            trace.append((value, p))
+        outs.append(trace)
+    for step, (a, b) in enumerate(zip(*outs)):
+        assert_trees_close(a, b, "float64", f"step {step + 1}")

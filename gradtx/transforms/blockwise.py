@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from gradtx import tree as gt
 from gradtx.base import NO_PARAMS_MSG, EmptyState, GradientTransformation, init_empty_state
 from gradtx.transforms.adam_variants import _safe_norm
+from gradtx.transforms.numerics import _abs_sq
 
 __all__ = [
     "unitwise_norm", "unitwise_clip", "AdaptiveGradClipState", "adaptive_grad_clip",
@@ -23,10 +24,6 @@ AdaptiveGradClipState = EmptyState  # optax's name for the state of adaptive_gra
 # The axes a unit's norm spans, by rank, when no axis is given: inputs of a linear
 # layer (IO, or HIO for multi-head), the spatial and input axes of a conv kernel (HWIO, DHWIO).
 _UNIT_AXES = {2: (0,), 3: (0,), 4: (0, 1, 2), 5: (0, 1, 2, 3)}
-
-
-def _abs_sq(x: jax.Array) -> jax.Array:
-    return jnp.real(x * jnp.conj(x)) if jnp.iscomplexobj(x) else x * x
 
 
 def unitwise_norm(x: Any, axis: int | tuple[int, ...] | None = None) -> jax.Array:
