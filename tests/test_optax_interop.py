@@ -182,3 +182,14 @@ def test_apply_updates_rejects_a_wrong_shape_naming_the_path(jit):
     apply = jax.jit(gradtx.apply_updates) if jit else gradtx.apply_updates
     with pytest.raises(ValueError, match=r"layer/w.*shape \(2,\).*shape \(3, 2\)"):
         apply(params, updates)
+
+
+@pytest.mark.parametrize("lib", [gradtx, optax], ids=["gradtx-partition", "optax-partition"])
+def test_optax_map_params_over_partition_states(lib):
+    params = make_params()
+    labels = {"w": "adam", "b": "sgd", "s": "adam", "nested": ["sgd"]}
+    tx = lib.partition({"adam": gradtx.adam(0.1), "sgd": gradtx.sgd(0.1, momentum=0.9)}, labels)
+    state = tx.update(params, tx.init(params), params)[1]
+    doubled = optax.tree.map_params(tx.init, lambda x: 2 * x, state, transform_non_params=lambda x: x)
+    np.testing.assert_allclose(doubled.inner_states["sgd"].inner_state[0].trace["b"],
+                               2 * state.inner_states["sgd"].inner_state[0].trace["b"])
