@@ -129,11 +129,18 @@ class GradientTransformation(_InitUpdatePair):
         return f"<div style='font-family: monospace'>{format_html(self)}</div>"
 
 
-class GradientTransformationExtraArgs(GradientTransformation):
+class _TakesExtraArgs(type):
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return isinstance(obj, GradientTransformation) and accepts_extra_args(obj.update)
+
+
+class GradientTransformationExtraArgs(GradientTransformation, metaclass=_TakesExtraArgs):
     """A :class:`GradientTransformation` whose update takes extra keyword arguments (``optax``'s name).
 
-    Every gradtx transformation accepts extra arguments, so this class only
-    marks it: :func:`with_extra_args_support` returns one.
+    Every gradtx transformation accepts extra arguments, so ``isinstance(tx,
+    GradientTransformationExtraArgs)`` is decided by the update's signature
+    (true of ``gradtx.adam(...)``, of ``gradtx.chain(...)``, and of optax's
+    extra-args transformations); :func:`with_extra_args_support` returns one.
     """
 
     __slots__ = ()
@@ -295,10 +302,16 @@ def named_chain(*named: tuple[str, Any]) -> GradientTransformation:
 def apply_updates(params: Params, updates: Updates) -> Params:
     """Returns ``params + updates``, each result in its parameter's dtype (``optax.apply_updates``).
 
-    ``None`` and other non-array leaves of ``params`` (functions, strings in a
-    model tree) are passed over and returned as they are.
-    A mismatch of structure or shape raises a ``ValueError`` naming the first path where they differ.
+    A ``None`` in ``params`` stays ``None`` whatever ``updates`` holds there (as
+    in optax); other non-array leaves of ``params`` (functions, strings in a model
+    tree) are returned as they are. A mismatch of structure, or an update whose
+    shape differs from its parameter's (which would otherwise broadcast), raises a
+    ``ValueError`` naming the first path where they differ and both shapes.
     """
+    try:
+        updates = jax.tree.map(lambda p, u: None if p is None else u, params, updates, is_leaf=lambda x: x is None)
+    except ValueError:
+        pass  # the structures differ: check_matching_trees says where
     check_matching_trees(params, updates, what="updates", against="params")
     return tree_map(lambda p, u: jnp.asarray(p + u).astype(jnp.asarray(p).dtype), params, updates)
 
