@@ -327,5 +327,8 @@ def incremental_update(new_tensors: Params, old_tensors: Params, step_size: Any)
 
 
 def periodic_update(new_tensors: Params, old_tensors: Params, steps: Any, update_period: Any) -> Params:
-    """``new_tensors`` on the steps that are multiples of ``update_period``, else ``old_tensors`` (``optax.periodic_update``)."""
+    """``new_tensors`` when ``steps`` is a multiple of ``update_period``, else ``old_tensors``.
+
+    Follows ``optax.periodic_update``, e.g. to refresh a target network every few steps.
+    """
     return jax.lax.cond(jnp.mod(steps, update_period) == 0, lambda: new_tensors, lambda: old_tensors)

@@ -60,7 +60,9 @@ def unitwise_clip(g_norm: Any, max_norm: Any, grad: Any, div_eps: Any = 1e-6) ->
 
 def adaptive_grad_clip(clipping: Any, eps: Any = 1e-3, axis: int | tuple[int, ...] | None = None
                        ) -> GradientTransformation:
-    r"""Adaptive gradient clipping (Brock et al., 2021, https://arxiv.org/abs/2102.06171), as ``optax.adaptive_grad_clip``.
+    r"""Adaptive gradient clipping (Brock et al., 2021, https://arxiv.org/abs/2102.06171).
+
+    Follows ``optax.adaptive_grad_clip``.
 
     Each unit's gradient is clipped to ``clipping`` times its parameter's unit norm:
 
@@ -185,7 +187,9 @@ def scale_by_distance_over_gradients(reps_rel: Any = 1e-6, eps: Any = 1e-8, para
 
     Follows ``optax.scale_by_distance_over_gradients``: per leaf,
 
-    .. math:: \eta_t = s \frac{\max_{i \le t} \lVert x_i - x_0 \rVert}{\sqrt{\sum_{i \le t} \lVert g_i \rVert^2 + \epsilon}}
+    .. math::
+        \eta_t = s \frac{\max_{i \le t} \lVert x_i - x_0 \rVert}
+                        {\sqrt{\sum_{i \le t} \lVert g_i \rVert^2 + \epsilon}}
 
     with the first distance set to ``reps_rel * (1 + ||x_0||)``. The output is
     :math:`\eta_t g_t`; follow it with a negative scale (``scale(-1.0)``) to descend.

@@ -75,7 +75,8 @@ def lookahead(fast_optimizer: Any, sync_period: int, slow_step_size: Any,
         )
         if reset_state:
             fresh = fast_optimizer.init(params.fast)
-            fast_state = jax.tree.map(lambda cur, ini: jnp.where(sync, ini, cur).astype(jnp.result_type(cur)), fast_state, fresh)
+            fast_state = jax.tree.map(lambda cur, ini: jnp.where(sync, ini, cur).astype(jnp.result_type(cur)),
+                                      fast_state, fresh)
         return new, LookaheadState(fast_state, (state.steps_since_sync + 1) % sync_period)
 
     return GradientTransformationExtraArgs(init, update)
