@@ -193,7 +193,17 @@ class MultiSteps:
 
     def gradient_transformation(self) -> GradientTransformationExtraArgs:
         """This accumulator as a ``(init, update)`` pair."""
-        return GradientTransformationExtraArgs(self.init, self.update)
+        _accumulator = self
+
+        def init(params):
+            return _accumulator.init(params)
+
+        def update(updates, state, params=None, **extra_args):
+            return _accumulator.update(updates, state, params, **extra_args)
+
+        for fn in (init, update):  # so that printing the pair names it MultiSteps, as for a factory's closures
+            fn.__qualname__ = f"MultiSteps.<locals>.{fn.__name__}"
+        return GradientTransformationExtraArgs(init, update)
 
 
 class ApplyEvery(NamedTuple):
