@@ -26,6 +26,18 @@ from gradtx.state_tools import *  # noqa: F403 - reading and carrying state
 from gradtx.transforms import *  # noqa: F403 - each transform module's __all__
 from gradtx.tree import safe_increment as safe_increment
 from gradtx.tree import tree_global_norm as global_norm  # noqa: F401 - optax's name
+from gradtx.base import ArrayTree as ArrayTree
+from gradtx.base import GradientTransformationExtraArgs as GradientTransformationExtraArgs
+from gradtx.base import MaskOrFn as MaskOrFn
+from gradtx.base import OptState as OptState
+from gradtx.base import StatefulSchedule as StatefulSchedule
+from gradtx.base import TransformInitFn as TransformInitFn
+from gradtx.base import TransformUpdateExtraArgsFn as TransformUpdateExtraArgsFn
+from gradtx.base import TransformUpdateFn as TransformUpdateFn
+from gradtx.base import incremental_update as incremental_update
+from gradtx.base import init_empty_state as init_empty_state
+from gradtx.base import periodic_update as periodic_update
+from gradtx.base import with_extra_args_support as with_extra_args_support
 
 __version__ = "0.1.0"
 from gradtx import microbatching as microbatching  # noqa: E402 - optax.microbatching

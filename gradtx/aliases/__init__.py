@@ -7,8 +7,11 @@ from gradtx.aliases.core import *  # noqa: F403
 from gradtx.aliases.factored import *  # noqa: F403
 from gradtx.aliases.second_order import *  # noqa: F403
 from gradtx.aliases.step_rules import *  # noqa: F403
+from gradtx.aliases import optimistic
+from gradtx.aliases.optimistic import *  # noqa: F403
 
 _MODULES = (accumulators, adam_variants, core, factored, second_order, step_rules)
+_MODULES += (optimistic,)
 __all__ = [name for module in _MODULES for name in module.__all__]
 
 # optax.contrib's chained optimizers

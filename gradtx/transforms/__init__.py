@@ -18,6 +18,7 @@ from gradtx.transforms import (
     step_rules,
     wrappers,
 )
+from gradtx.transforms import accumulation, blockwise, constraining, empty_states, monitoring, numerics, slow_weights
 from gradtx.transforms.accumulators import *  # noqa: F403
 from gradtx.transforms.adam_variants import *  # noqa: F403
 from gradtx.transforms.clipping import *  # noqa: F403
@@ -34,9 +35,17 @@ from gradtx.transforms.scaling import *  # noqa: F403
 from gradtx.transforms.sparse import *  # noqa: F403
 from gradtx.transforms.step_rules import *  # noqa: F403
 from gradtx.transforms.wrappers import *  # noqa: F403
+from gradtx.transforms.accumulation import *  # noqa: F403
+from gradtx.transforms.blockwise import *  # noqa: F403
+from gradtx.transforms.constraining import *  # noqa: F403
+from gradtx.transforms.empty_states import *  # noqa: F403
+from gradtx.transforms.slow_weights import *  # noqa: F403
+from gradtx.transforms.monitoring import *  # noqa: F403
+from gradtx.transforms.numerics import *  # noqa: F403
 
 _MODULES = (accumulators, adam_variants, clipping, decay, dtypes, factored, hyperparams, lbfgs, linesearch, momentum, moments, muon,
             scaling, sparse, step_rules, wrappers)
+_MODULES += (accumulation, blockwise, constraining, empty_states, monitoring, numerics, slow_weights)
 __all__ = [name for module in _MODULES for name in module.__all__]
 
 # optax.contrib's step-size-free methods and wrappers

@@ -1,10 +1,14 @@
-"""The one table of parity cases: every family module contributes OPTAX_CASES and TORCH_CASES."""
+"""The one table of parity cases: every family module contributes OPTAX_CASES and TORCH_CASES.
 
-from tests.cases import accumulators, adam_variants, core, factored, second_order, step_rules
+optax.contrib's optimizers and wrappers (tests/cases/contrib.py) keep their own tables,
+CONTRIB_CASES and WRAPPER_CASES, which tests/test_contrib.py runs with whole-state checks.
+"""
 
-_FAMILIES = (core, accumulators, adam_variants, step_rules, factored, second_order)
-_FAMILIES += (__import__("tests.cases.beyond", fromlist=["beyond"]),)  # schedule-free, ADOPT, AdEMAMix, Prodigy
+from tests.cases import accumulators, adam_variants, beyond, core, factored, second_order, step_rules, wrappers
+from tests.cases.contrib import CONTRIB_CASES as CONTRIB_CASES
+from tests.cases.contrib import WRAPPER_CASES as WRAPPER_CASES
+
+_FAMILIES = (core, accumulators, adam_variants, step_rules, factored, second_order, beyond, wrappers)
 
 OPTAX_CASES = [case for family in _FAMILIES for case in family.OPTAX_CASES]
 TORCH_CASES = [case for family in _FAMILIES for case in family.TORCH_CASES]
-from tests.cases.contrib import CONTRIB_CASES, WRAPPER_CASES  # noqa: E402,F401 - against optax.contrib
