@@ -13,8 +13,7 @@ import gradtx
 # is missing that is not listed here, and when a listed name has arrived (remove it from the list then).
 NOT_YET_PROVIDED = {
     # subpackages: optax.tree is gradtx.tree; the rest are not part of gradtx's top level
-    "assignment", "contrib", "experimental", "losses", "microbatching", "perturbations", "projections",
-    "second_order", "tree_utils",
+    "assignment", "contrib", "experimental", "losses", "perturbations", "tree_utils",
     # loss functions (optax.losses re-exported at optax's top level): not gradient transformations
     "convex_kl_divergence", "cosine_distance", "cosine_similarity", "ctc_loss", "ctc_loss_with_forward_probs",
     "generalized_kl_divergence", "hinge_loss", "huber_loss", "kl_divergence", "l2_loss", "log_cosh", "ntxent",
@@ -22,8 +21,6 @@ NOT_YET_PROVIDED = {
     "softmax_cross_entropy", "softmax_cross_entropy_with_integer_labels", "squared_error",
     # linear algebra and sampling helpers
     "matrix_inverse_pth_root", "power_iteration", "multi_normal", "nnls",
-    # optax.microbatching's function, re-exported at optax's top level
-    "microbatch",
     # optax.tree.map_params under its older top-level name
     "tree_map_params",
 }
