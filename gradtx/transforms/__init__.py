@@ -38,3 +38,10 @@ from gradtx.transforms.wrappers import *  # noqa: F403
 _MODULES = (accumulators, adam_variants, clipping, decay, dtypes, factored, hyperparams, lbfgs, linesearch, momentum, moments, muon,
             scaling, sparse, step_rules, wrappers)
 __all__ = [name for module in _MODULES for name in module.__all__]
+
+# GaLore and Sophia (optax.contrib's and pytorch-optimizer's conventions).
+from gradtx.transforms import galore, sophia  # noqa: E402
+from gradtx.transforms.galore import *  # noqa: E402,F403
+from gradtx.transforms.sophia import *  # noqa: E402,F403
+
+__all__ += galore.__all__ + sophia.__all__

@@ -3,6 +3,8 @@
 from tests.cases import accumulators, adam_variants, core, factored, second_order, step_rules
 
 _FAMILIES = (core, accumulators, adam_variants, step_rules, factored, second_order)
+from tests.cases import projected  # noqa: E402 - GaLore, Sophia, Kron
+_FAMILIES += (projected,)
 
 OPTAX_CASES = [case for family in _FAMILIES for case in family.OPTAX_CASES]
 TORCH_CASES = [case for family in _FAMILIES for case in family.TORCH_CASES]
