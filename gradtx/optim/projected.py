@@ -16,14 +16,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx.base import GradientTransformation, chain, identity, stateless
-from gradtx.optim.optimizer import Optimizer, number
+from gradtx.optim.optimizer import Optimizer, _is_closure, _takes_argument, number
 from gradtx.transforms.decay import add_decayed_weights
 from gradtx.transforms.decay import decoupled_weight_decay as decay_after_lr
 from gradtx.transforms.galore import galore_side, scale_by_galore_projection, scale_by_step_size_ratio
 from gradtx.transforms.moments import scale_by_adam
+from gradtx.transforms.sophia import scale_by_sophia_h
 from gradtx.transforms.scaling import scale_by_learning_rate
 
-__all__ = ["GaLore"]
+__all__ = ["GaLore", "SophiaH"]
 
 
 def check_pytorch_optimizer_ranges(group: dict[str, Any], non_negative: tuple[str, ...]) -> None:
@@ -153,3 +154,159 @@ class GaLore(_GroupStep, Optimizer):
                 raise KeyError(f"a GaLore group with a rank also needs {missing} (pytorch-optimizer reads them at "
                                "the first step); pass e.g. update_proj_gap=200, scale=0.25, projection_type='std'")
             galore_side((2, 1), group["projection_type"])
+
+
+def sophia_h_chain(lr: Any = 6e-2, betas: Any = (0.96, 0.99), weight_decay: Any = 0.0, weight_decouple: bool = True,
+                   fixed_decay: bool = False, p: Any = 1e-2, eps: Any = 1e-12, update_hessian: Any = 1.0,
+                   use_weight_decay: bool | None = None) -> GradientTransformation:
+    """pytorch-optimizer's SophiaH step for one parameter: weight decay, :func:`gradtx.scale_by_sophia_h`, ``-lr``.
+
+    Decoupled decay is ``p.mul_(1 - lr * wd)`` (``1 - wd`` with ``fixed_decay``)
+    before the step; coupled decay adds ``wd * p`` to the gradient.
+    """
+    use_weight_decay = bool(weight_decay != 0) if use_weight_decay is None else use_weight_decay
+    if not use_weight_decay:
+        decoupled = coupled = identity()
+    elif weight_decouple:
+        decoupled, coupled = decay_after_lr(weight_decay, 1.0 if fixed_decay else lr), identity()
+    else:
+        decoupled, coupled = identity(), add_decayed_weights(weight_decay)
+    return chain(coupled, scale_by_sophia_h(betas, eps, p, update_hessian), scale_by_learning_rate(lr), decoupled)
+
+
+class SophiaH(_GroupStep, Optimizer):
+    r"""pytorch-optimizer's ``SophiaH``: Sophia with Hutchinson's Hessian estimate (https://arxiv.org/abs/2305.14342).
+
+    .. math::
+        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
+        h_t = \beta_2 h_{t-1} + (1-\beta_2)\,\hat H_t \ \text{(at steps } 1, k+1, 2k+1, \dots), \\
+        \theta_t = \theta_{t-1} - \gamma\,\operatorname{clip}\bigl(m_t / \max(h_t, \epsilon), -p, p\bigr),
+        \qquad \hat H_t = \frac1S \sum_{s=1}^S z_s \odot (\nabla^2 f\, z_s)
+
+    Every ``update_period`` steps (and at the first) the Hessian diagonal is
+    estimated from ``num_samples`` probes :math:`z` (``"gaussian"`` or
+    ``"rademacher"``), by forward-over-reverse differentiation of the loss: so
+    pass ``step(closure=loss_fn)`` with ``loss_fn(params) -> loss`` (torch needs
+    ``loss.backward(create_graph=True)`` instead), or give the estimates with
+    ``step(grads, hessian=[...])`` (one array per parameter, in ``param_groups``
+    order), as pytorch-optimizer's ``step(hessian=...)``. The probes come from
+    JAX's PRNG (``opt.hessian_key``, from ``seed``), not torch's, so runs agree
+    with pytorch-optimizer's only given the same probes. ``opt.state[p]`` holds
+    ``momentum``, ``hessian_moment`` and ``hessian`` (the latest estimate).
+
+    Args:
+      params: parameters or param groups (see :class:`gradtx.optim.Optimizer`).
+      lr: learning rate :math:`\gamma` (default 6e-2).
+      betas: :math:`(\beta_1, \beta_2)` (default (0.96, 0.99)).
+      weight_decay: the decay rate (default 0).
+      weight_decouple: decoupled decay (``p *= 1 - lr*wd`` before the step) instead of L2.
+      fixed_decay: decoupled decay not scaled by the learning rate.
+      p: the clipping bound of the preconditioned step (default 1e-2).
+      update_period: steps between Hessian estimates (default 10).
+      num_samples: probes per estimate (default 1).
+      hessian_distribution: ``"gaussian"`` (default) or ``"rademacher"``.
+      eps: the floor of :math:`h_t` (default 1e-12).
+      maximize: maximize the objective (negates each ``p.grad`` in place).
+      foreach: ``True`` compiles one program per group; ``False`` a per-parameter loop.
+      seed: the seed of ``opt.hessian_key`` (beyond pytorch-optimizer).
+    """
+
+    chain_builder = staticmethod(sophia_h_chain)
+    state_names = {"momentum": "momentum", "hessian_moment": "hessian_moment", "hessian": "hessian"}
+    step_name = None  # pytorch-optimizer counts steps per group (group["step"])
+    complex_as_real = False
+    _attributes = ("maximize", "update_period", "num_samples", "distribution", "hessian_key")
+
+    def __init__(self, params: Any, lr: Any = 6e-2, betas: tuple[Any, Any] = (0.96, 0.99), weight_decay: float = 0.0,
+                 weight_decouple: bool = True, fixed_decay: bool = False, p: float = 1e-2, update_period: int = 10,
+                 num_samples: int = 1, hessian_distribution: str = "gaussian", eps: float = 1e-12,
+                 maximize: bool = False, foreach: bool | None = None, *, seed: int = 0, **kwargs: Any) -> None:
+        if update_period < 1:
+            raise ValueError(f"update_period must be positive. ({update_period} > 0)")
+        if num_samples <= 0:
+            raise ValueError("num_samples must be positive")
+        if hessian_distribution not in ("gaussian", "rademacher"):
+            raise ValueError(f"hessian_distribution {hessian_distribution} must be one of ('gaussian' or 'rademacher')")
+        self.update_period, self.num_samples, self.distribution = update_period, num_samples, hessian_distribution
+        self.maximize = maximize
+        self.hessian_key = np.asarray(jax.random.PRNGKey(seed))
+        defaults = {"lr": lr, "foreach": foreach, "betas": tuple(betas), "weight_decay": weight_decay,
+                    "weight_decouple": weight_decouple, "fixed_decay": fixed_decay, "p": p, "eps": eps}
+        super().__init__(params, defaults)
+
+    @classmethod
+    def check_options(cls, group: dict[str, Any]) -> None:
+        check_pytorch_optimizer_ranges(group, ("weight_decay",))
+        if number(group["p"]) < 0.0:
+            raise ValueError("p (gradient clip) must be non-negative")
+        if number(group["eps"]) < 0.0:
+            raise ValueError("eps must be non-negative")
+
+    def step(self, grads: Any = None, closure: Any = None, hessian: list | None = None) -> Any:
+        """One step; the closure ``loss_fn(params) -> loss`` also gives the Hessian estimate when one is due.
+
+        Args:
+          grads: gradients in the structure of ``opt.params`` (or set ``p.grad``).
+          closure: ``closure(params) -> loss``, differentiated with JAX.
+          hessian: Hessian-diagonal estimates, one per parameter in ``param_groups`` order.
+        """
+        if closure is None and _is_closure(grads):
+            grads, closure = None, grads
+        if grads is not None and closure is not None:
+            raise ValueError("step() takes gradients or a closure, not both")
+        loss = self._evaluate(closure) if closure is not None else None
+        if grads is not None:
+            self._set_grads(grads)
+        update_hessian = hessian is not None or self.param_groups[0].get("step", 0) % self.update_period == 0
+        if hessian is not None:
+            self._store_hessian(hessian, [p for g in self.param_groups for p in g["params"]])
+        elif update_hessian:
+            self._estimate_hessian(closure)
+        for group in self.param_groups:
+            group["update_hessian"] = float(update_hessian)
+        try:
+            self._update()
+        finally:
+            for group in self.param_groups:
+                group.pop("update_hessian", None)
+        return loss
+
+    def _store_hessian(self, hessian: list, params: list) -> None:
+        for p, h in zip(params, hessian, strict=True):
+            if tuple(np.shape(h)) != p.shape:
+                raise ValueError(f"the shape of parameter and hessian does not match. {p.shape} vs {np.shape(h)}")
+            state = self._state[p]
+            if not state:  # pytorch-optimizer's order: the moments first, then the estimate
+                state.update(momentum=jnp.zeros_like(p.data), hessian_moment=jnp.zeros_like(p.data))
+            state["hessian"] = jnp.asarray(h, p.dtype)
+
+    def _probes(self, arrays: list) -> list:
+        """One probe per array: standard normal or Rademacher, from ``hessian_key`` (split once per probe set)."""
+        key, sample = jax.random.split(jnp.asarray(self.hessian_key))
+        self.hessian_key = np.asarray(key)
+        keys = jax.random.split(sample, len(arrays))
+        if self.distribution == "rademacher":
+            return [jax.random.rademacher(k, a.shape, jnp.int32).astype(a.dtype) for k, a in zip(keys, arrays)]
+        return [jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, arrays)]
+
+    def _estimate_hessian(self, closure: Any) -> None:
+        if closure is None or not _takes_argument(closure):
+            raise RuntimeError(f"SophiaH estimates the Hessian at step 1 and every {self.update_period} steps from "
+                               "the loss: pass step(closure=loss_fn) with loss_fn(params) -> loss, or give the "
+                               "estimates with step(grads, hessian=[...])")
+        boxes = [p for g in self.param_groups for p in g["params"]]
+        active = [p.grad is not None for p in boxes]
+        value_and_grad = self._value_and_grad(closure)
+
+        @jax.jit
+        def hutchinson(arrays, probes):
+            return jax.jvp(lambda a: value_and_grad(a)[1], (arrays,), (probes,))[1]
+
+        arrays = [p.data for p in boxes]
+        estimate = [jnp.zeros_like(a) for a in arrays]
+        for _ in range(self.num_samples):
+            drawn = iter(self._probes([a for a, on in zip(arrays, active) if on]))
+            probes = [next(drawn) if on else jnp.zeros_like(a) for a, on in zip(arrays, active)]
+            products = hutchinson(arrays, probes)
+            estimate = [e + hz * z / self.num_samples for e, hz, z in zip(estimate, products, probes)]
+        self._store_hessian([e for e, on in zip(estimate, active) if on], [p for p, on in zip(boxes, active) if on])
