@@ -24,7 +24,7 @@ import gradtx
 import gradtx.optim as optim
 import gradtx.transforms.galore as galore_module
 from tests.cases.projected import CONTRIB_CASES
-from tests.harness import assert_trees_close, grad_fn, make_params, run_functional, run_torch
+from tests.harness import TOLERANCES, assert_trees_close, grad_fn, make_params, run_functional, run_torch
 
 pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
 
@@ -287,3 +287,130 @@ def test_sophia_h_needs_the_loss_when_an_estimate_is_due():
         optim.SophiaH(params, update_period=0)
     with pytest.raises(ValueError, match="hessian_distribution"):
         optim.SophiaH(params, hessian_distribution="uniform")
+
+
+# -- Kron: the factor functions against pytorch-optimizer's own, then whole runs on the same probes ----------
+
+from pytorch_optimizer.optimizer import psgd as reference_psgd  # noqa: E402
+
+KRON_SHAPES = [((4, 3), None), ((5,), None), ((), None), ((2, 3, 4), None), ((6, 3), "one_diag"),
+               ((3, 6), "smart_one_diag"), ((4, 3), "all_diag")]
+
+
+def _solve_in_float64(x, a):
+    out = torch.linalg.solve_triangular(a, x.reshape(-1, x.size(-1)), upper=True, left=False)
+    return out.reshape_as(x)
+
+
+def _our_solve_in_float64(x, a):
+    flat = x.reshape(-1, x.shape[-1])
+    return jax.scipy.linalg.solve_triangular(a, flat.T, trans="T", lower=False).T.reshape(x.shape)
+
+
+@pytest.fixture(params=["float32-solve", "float64-solve"])
+def solve_precision(request):
+    """The reference's triangular solve runs in float32 whatever the dtype (then the factors agree to float32's
+    tolerance); with both solves switched to float64 the update rule agrees to float64's."""
+    if request.param == "float32-solve":
+        yield "float32"
+        return
+    with mock.patch.object(reference_psgd, "solve_triangular_right", _solve_in_float64), \
+         mock.patch.object(gradtx.transforms.psgd, "_solve_triangular_right", _our_solve_in_float64):
+        yield "float64"
+
+
+@pytest.mark.parametrize(("shape", "mode"), KRON_SHAPES, ids=lambda x: str(x))
+def test_kron_factor_update_matches_the_reference_functions(shape, mode, solve_precision):
+    tol = TOLERANCES[solve_precision]
+    rng = np.random.default_rng(sum(shape) + 1)
+    qs_t, expressions = reference_psgd.initialize_q_expressions(torch.zeros(shape, dtype=torch.float64), 0.7, 8192, 2,
+                                                                mode, dtype=torch.float64)
+    qs, ours_expressions = gradtx.init_kron_factors(shape, 0.7, 8192, 2, mode, jnp.float64)
+    assert ours_expressions == expressions
+    for _ in range(3):  # the factors move away from the identity, so later solves are non-trivial
+        probe, grad = rng.normal(size=shape), rng.normal(size=shape)
+        reference_psgd.update_precondition(qs_t, expressions, torch.tensor(probe), torch.tensor(grad), 0.1,
+                                           gradtx.transforms.psgd.EPS)
+        qs = gradtx.update_kron_factors(qs, ours_expressions, jnp.asarray(probe), jnp.asarray(grad), 0.1)
+        for q, q_t in zip(qs, qs_t):
+            np.testing.assert_allclose(np.asarray(q), q_t.numpy(), **tol)
+    grad = rng.normal(size=shape)
+    np.testing.assert_allclose(np.asarray(gradtx.kron_precondition(qs, ours_expressions, jnp.asarray(grad))),
+                               reference_psgd.get_precondition_grad(qs_t, expressions, torch.tensor(grad)).numpy(),
+                               **tol)
+    reference_psgd.balance_q(qs_t)
+    for q, q_t in zip(gradtx.balance_kron_factors(qs), qs_t):
+        np.testing.assert_allclose(np.asarray(q), q_t.numpy(), **tol)
+
+
+KRON_OPTIONS = [
+    dict(lr=0.05, precondition_dtype=torch.float64),
+    dict(lr=0.05, precondition_dtype=torch.float64, pre_conditioner_update_probability=0.5, weight_decay=0.1,
+         momentum=0.5, balance_prob=0.5, memory_save_mode="one_diag"),
+    dict(lr=0.05, precondition_dtype=torch.float64, weight_decay=0.1, weight_decouple=False, maximize=True,
+         momentum_into_precondition_update=False, pre_conditioner_update_probability=lambda step: 1.0 / (1 + step)),
+    dict(lr=0.05),  # float32 factors (the reference's default)
+]
+
+
+@pytest.mark.parametrize("kwargs", KRON_OPTIONS, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
+def test_kron_matches_pytorch_optimizer_on_the_same_probes(kwargs):
+    """Both draw their probes and balancing decisions from injected sequences (torch's RNG cannot be reproduced)."""
+    steps, params = 8, make_params("float64")
+    leaves, treedef = jax.tree.flatten(params)
+    rng = np.random.default_rng(5)
+    dtype = str(kwargs.get("precondition_dtype", torch.float32)).replace("torch.", "")
+    probes = [rng.normal(size=x.shape).astype(dtype) for _ in range(steps) for x in leaves]
+    draws = [0.5, 0.001, 0.9, 0.002] * steps  # balance at the 2nd and 4th draws when the factors move
+    torch_probes, our_probes = iter([torch.tensor(z) for z in probes]), iter(probes)
+    torch_draws, our_draws = iter(draws), iter(draws)
+    tensors = [torch.tensor(np.asarray(x), requires_grad=True) for x in leaves]
+    theirs = pytorch_optimizer.Kron(tensors, **kwargs)
+    ours = optim.Kron(jax.tree.map(jnp.array, params), **kwargs)
+    # float32 factors: the reference keeps them in float32 whatever the parameters' dtype, so compare at float32's
+    tolerance = "float64" if dtype == "float64" else "float32"
+    with mock.patch.object(torch, "randn_like", side_effect=lambda t, dtype=None: next(torch_probes)), \
+         mock.patch.object(np.random, "random", side_effect=lambda: next(torch_draws)), \
+         mock.patch.object(ours, "_probe", side_effect=lambda shape, dtype: jnp.asarray(next(our_probes))), \
+         mock.patch.object(ours, "_balance_draw", side_effect=lambda: next(our_draws)):
+        for step in range(steps):
+            current = treedef.unflatten([jnp.asarray(t.detach().numpy()) for t in tensors])
+            for t, g in zip(tensors, jax.tree.leaves(grad_fn(current))):
+                t.grad = torch.tensor(np.asarray(g))
+            theirs.step()
+            ours.step(grad_fn(ours.params))
+            expected = treedef.unflatten([t.detach().numpy() for t in tensors])
+            assert_trees_close(jax.tree.map(np.asarray, ours.params), expected, tolerance, f"step {step + 1}")
+    for box, t in zip(ours.param_groups[0]["params"], tensors):
+        assert list(ours.state[box]) == list(theirs.state[t])
+        assert ours.state[box]["expressions"] == theirs.state[t]["expressions"]
+        for q, q_t in zip(ours.state[box]["Q"], theirs.state[t]["Q"]):
+            assert q.shape == tuple(q_t.shape) and q.dtype == jnp.dtype(dtype)
+    assert ours.param_groups[0]["update_counter"] == theirs.param_groups[0]["update_counter"]
+
+
+def test_kron_descends_on_its_own_probes():
+    params = {k: jnp.asarray(v) for k, v in SOPHIA_PARAMS.items()}
+    opt = optim.Kron(params, lr=0.05, seed=1)
+    losses = [float(opt.step(closure=coupled_loss)) for _ in range(30)]
+    assert losses[-1] < 0.5 * losses[0]
+    tx = gradtx.kron(0.05, key=1)
+    state, p = tx.init(params), params
+    functional = []
+    for _ in range(30):
+        value, grads = jax.value_and_grad(coupled_loss)(p)
+        updates, state = tx.update(grads, state, p)
+        p = gradtx.apply_updates(p, updates)
+        functional.append(float(value))
+    assert functional[-1] < 0.5 * functional[0]
+
+
+def test_kron_functional_matches_facade_without_probes():
+    """With update probability 0 no probe is drawn, so gradtx.kron and gradtx.optim.Kron give the same numbers."""
+    params = make_params("float64")
+    ours = run_functional(gradtx.kron(0.05, b1=0.5, weight_decay=0.1, preconditioner_update_probability=0.0),
+                          params, 8)
+    opt, facade = _facade_run("Kron", dict(lr=0.05, momentum=0.5, weight_decay=0.1,
+                                           pre_conditioner_update_probability=0.0), params, 8)
+    for step, (a, b) in enumerate(zip(ours, facade)):
+        assert_trees_close(a, b, "float64", f"step {step + 1}")

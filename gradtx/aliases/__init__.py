@@ -11,7 +11,7 @@ from gradtx.aliases.step_rules import *  # noqa: F403
 _MODULES = (accumulators, adam_variants, core, factored, second_order, step_rules)
 __all__ = [name for module in _MODULES for name in module.__all__]
 
-# GaLore and Sophia, as optax.contrib's.
+# GaLore and Sophia, as optax.contrib's; PSGD Kron.
 from gradtx.aliases import projected  # noqa: E402
 from gradtx.aliases.projected import *  # noqa: E402,F403
 

@@ -1,4 +1,4 @@
-r"""pytorch-optimizer's GaLore and SophiaH as declarations over gradtx's transforms.
+r"""pytorch-optimizer's GaLore, SophiaH and Kron as declarations over gradtx's transforms.
 
 Both keep torch-style per-parameter state but count steps per *group*
 (pytorch-optimizer's ``group["step"]``, which ``state_dict()`` carries in
@@ -9,6 +9,8 @@ in place before the update.
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
 import jax
@@ -21,10 +23,11 @@ from gradtx.transforms.decay import add_decayed_weights
 from gradtx.transforms.decay import decoupled_weight_decay as decay_after_lr
 from gradtx.transforms.galore import galore_side, scale_by_galore_projection, scale_by_step_size_ratio
 from gradtx.transforms.moments import scale_by_adam
+from gradtx.transforms.psgd import EPS, init_kron_factors, kron_leaf_step, kron_update_probability
 from gradtx.transforms.sophia import scale_by_sophia_h
 from gradtx.transforms.scaling import scale_by_learning_rate
 
-__all__ = ["GaLore", "SophiaH"]
+__all__ = ["GaLore", "SophiaH", "Kron"]
 
 
 def check_pytorch_optimizer_ranges(group: dict[str, Any], non_negative: tuple[str, ...]) -> None:
@@ -310,3 +313,156 @@ class SophiaH(_GroupStep, Optimizer):
             products = hutchinson(arrays, probes)
             estimate = [e + hz * z / self.num_samples for e, hz, z in zip(estimate, products, probes)]
         self._store_hessian([e for e, on in zip(estimate, active) if on], [p for p, on in zip(boxes, active) if on])
+
+
+def _dtype(value: Any) -> Any:
+    """A dtype option given as a torch dtype (``torch.float64``), a NumPy/JAX dtype or a name; None stays None."""
+    if value is None:
+        return None
+    text = str(value)
+    return jnp.dtype(text[len("torch."):] if text.startswith("torch.") else value)
+
+
+@functools.partial(jax.jit, static_argnames=("expressions", "momentum_into_precondition_update",
+                                             "precondition_dtype", "decoupled"))
+def _kron_param_step(param, grad, mu, qs, probe, do_update, balance, lr, momentum, weight_decay, precondition_lr,
+                     bias_correction, *, expressions, momentum_into_precondition_update, precondition_dtype,
+                     decoupled):
+    expressions = (expressions[0], list(expressions[1]), expressions[2])
+    direction, mu, qs = kron_leaf_step(mu, qs, grad, probe, do_update, balance, bias_correction, b1=momentum,
+                                       expressions=expressions, precondition_lr=precondition_lr,
+                                       momentum_into_precondition_update=momentum_into_precondition_update,
+                                       precondition_dtype=precondition_dtype)
+    if decoupled:
+        direction = direction + weight_decay * param
+    return (param - lr * direction).astype(param.dtype), mu, qs
+
+
+class Kron(_GroupStep, Optimizer):
+    r"""pytorch-optimizer's ``Kron``: PSGD with Kronecker-factored preconditioners (https://arxiv.org/abs/1512.04202).
+
+    .. math::
+        m_t = \beta m_{t-1} + (1-\beta) g_t, \quad u_t = \mathrm{clip}_{\mathrm{rms} \le 1.1}\bigl(Q^H Q\,
+        m_t / (1-\beta^t)\bigr), \quad \theta_t = \theta_{t-1} - \gamma (u_t + \lambda \theta_{t-1})
+
+    The factors :math:`Q` fit the preconditioner by PSGD on Gaussian probes when
+    the steps since their last move reach ``1 / pre_conditioner_update_probability``
+    (see :func:`gradtx.scale_by_kron`), counted in the first group's
+    ``update_counter``; weight decay (decoupled, or added to the gradient) applies
+    to parameters of 2 or more dimensions only. ``opt.state[p]`` holds
+    ``momentum_buffer``, ``Q`` (the list of factors) and ``expressions`` (the einsum
+    strings), as pytorch-optimizer's. The probes come from JAX's PRNG
+    (``opt.probe_key``, from ``seed``) and the balancing draw from NumPy's
+    generator seeded alike, so runs agree with pytorch-optimizer's only given the
+    same probes. This optimizer steps each parameter in its own compiled update.
+
+    Args:
+      params: parameters or param groups (see :class:`gradtx.optim.Optimizer`).
+      lr: learning rate :math:`\gamma` (default 1e-3).
+      momentum: :math:`\beta` (default 0.9).
+      weight_decay: :math:`\lambda` (default 0).
+      weight_decouple: decoupled decay (else added to the gradient).
+      pre_conditioner_update_probability: a number, a callable of the step, or None
+        (:func:`gradtx.kron_update_probability`).
+      max_size_triangular: dimensions above this keep a diagonal factor (default 8192).
+      min_ndim_triangular: parameters of fewer dimensions keep diagonal factors (default 2).
+      memory_save_mode: None, ``"one_diag"``, ``"smart_one_diag"`` or ``"all_diag"``.
+      momentum_into_precondition_update: fit the factors to the momentum (else the gradient).
+      mu_dtype: the momentum's dtype (None: the parameter's).
+      precondition_dtype: the factors' dtype (default float32, as pytorch-optimizer's).
+      balance_prob: the probability of rebalancing the factors when they move.
+      maximize: maximize the objective (negates each ``p.grad`` in place).
+      seed: the seed of the probes and of the balancing draw (beyond pytorch-optimizer).
+    """
+
+    chain_builder = None
+    step_name = None
+    _attributes = ("maximize", "balance_prob", "eps", "probe_key", "_balance_rng")
+
+    def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 0.0,
+                 weight_decouple: bool = True, pre_conditioner_update_probability: Any = None,
+                 max_size_triangular: int = 8192, min_ndim_triangular: int = 2, memory_save_mode: str | None = None,
+                 momentum_into_precondition_update: bool = True, mu_dtype: Any = None,
+                 precondition_dtype: Any = jnp.float32, balance_prob: float = 0.01, maximize: bool = False, *,
+                 seed: int = 0, **kwargs: Any) -> None:
+        self.balance_prob, self.eps, self.maximize = balance_prob, EPS, maximize
+        self.probe_key = np.asarray(jax.random.PRNGKey(seed))
+        self._balance_rng = np.random.default_rng(seed)
+        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "weight_decouple": weight_decouple,
+                    "pre_conditioner_update_probability": pre_conditioner_update_probability,
+                    "max_size_triangular": max_size_triangular, "min_ndim_triangular": min_ndim_triangular,
+                    "memory_save_mode": memory_save_mode,
+                    "momentum_into_precondition_update": momentum_into_precondition_update,
+                    "precondition_lr": 1e-1, "precondition_init_scale": 1.0, "mu_dtype": mu_dtype,
+                    "precondition_dtype": precondition_dtype}
+        super().__init__(params, defaults)
+
+    @classmethod
+    def check_options(cls, group: dict[str, Any]) -> None:
+        if number(group["lr"]) < 0.0:
+            raise ValueError(f"learning rate must be positive. ({group['lr']} > 0)")
+        if not 0.0 <= number(group["momentum"]) < 1.0:
+            raise ValueError("momentum must be in the range [0.0, 1.0)")
+        if number(group["weight_decay"]) < 0.0:
+            raise ValueError("weight_decay must be non-negative")
+
+    def _probe(self, shape: tuple, dtype: Any) -> jax.Array:
+        """A standard normal probe, from ``probe_key`` (split once per probe)."""
+        key, sample = jax.random.split(jnp.asarray(self.probe_key))
+        self.probe_key = np.asarray(key)
+        return jax.random.normal(sample, shape, dtype)
+
+    def _balance_draw(self) -> float:
+        return float(self._balance_rng.random())
+
+    def _step(self, grads: Any = None, closure: Any = None) -> Any:
+        if closure is None and _is_closure(grads):
+            grads, closure = None, grads
+        if grads is not None and closure is not None:
+            raise ValueError("step() takes gradients or a closure, not both")
+        loss = self._evaluate(closure) if closure is not None else None
+        if grads is not None:
+            self._set_grads(grads)
+        first = self.param_groups[0]
+        prob = first["pre_conditioner_update_probability"]
+        if prob is None:
+            prob = kron_update_probability(first.get("step", 0))
+        elif callable(prob):
+            prob = prob(first.get("step", 0))
+        prob = np.float32(prob) if isinstance(prob, (jax.Array, np.ndarray, np.generic)) else prob
+        counter = first.get("update_counter", 0) + 1
+        do_update = bool(prob > 0 and counter >= 1 / prob)
+        first["update_counter"] = 0 if do_update else counter
+        balance = self._balance_draw() < self.balance_prob and do_update
+        for group in self.param_groups:
+            group["step"] = group.get("step", 0) + 1
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._kron_update(group, p, do_update, balance)
+        return loss
+
+    def _kron_update(self, group: dict[str, Any], p: Any, do_update: bool, balance: bool) -> None:
+        grad = self._checked_grad(p, p.grad)
+        if self.maximize:
+            grad = p.grad = -grad
+        wd = number(group["weight_decay"])
+        if p.ndim >= 2 and not group["weight_decouple"] and wd > 0:
+            grad = grad + wd * p.data
+        precondition_dtype = _dtype(group["precondition_dtype"]) or p.dtype
+        state = self._state[p]
+        if not state:
+            qs, expressions = init_kron_factors(p.shape, group["precondition_init_scale"],
+                                                group["max_size_triangular"], group["min_ndim_triangular"],
+                                                group["memory_save_mode"], precondition_dtype)
+            state.update(momentum_buffer=jnp.zeros(p.shape, _dtype(group["mu_dtype"]) or p.dtype), Q=qs,
+                         expressions=expressions)
+        expressions = state["expressions"]
+        probe = self._probe(p.shape, precondition_dtype) if do_update else jnp.zeros(p.shape, precondition_dtype)
+        momentum = number(group["momentum"])
+        p.data, state["momentum_buffer"], state["Q"] = _kron_param_step(
+            p.data, grad, state["momentum_buffer"], list(state["Q"]), probe, do_update, balance,
+            number(group["lr"]), momentum, wd, number(group["precondition_lr"]),
+            1.0 - math.pow(momentum, group["step"]),
+            expressions=(expressions[0], tuple(expressions[1]), expressions[2]),
+            momentum_into_precondition_update=bool(group["momentum_into_precondition_update"]),
+            precondition_dtype=precondition_dtype, decoupled=bool(wd != 0 and p.ndim >= 2 and group["weight_decouple"]))

@@ -39,9 +39,10 @@ _MODULES = (accumulators, adam_variants, clipping, decay, dtypes, factored, hype
             scaling, sparse, step_rules, wrappers)
 __all__ = [name for module in _MODULES for name in module.__all__]
 
-# GaLore and Sophia (optax.contrib's and pytorch-optimizer's conventions).
-from gradtx.transforms import galore, sophia  # noqa: E402
+# GaLore, Sophia (optax.contrib's and pytorch-optimizer's conventions) and PSGD Kron.
+from gradtx.transforms import galore, psgd, sophia  # noqa: E402
 from gradtx.transforms.galore import *  # noqa: E402,F403
+from gradtx.transforms.psgd import *  # noqa: E402,F403
 from gradtx.transforms.sophia import *  # noqa: E402,F403
 
-__all__ += galore.__all__ + sophia.__all__
+__all__ += galore.__all__ + psgd.__all__ + sophia.__all__

@@ -48,3 +48,13 @@ TORCH_CASES = [
     TorchCase("GaLore", dict(lr=0.05, rank=2, update_proj_gap=4, scale=1.0, projection_type="left"), galore_chain,
               dtypes=("float32",), module=_PO),
 ]
+
+# Kron with update probability 0 never draws a probe (the factors stay at their initial scale): deterministic rows
+# of the momentum, bias correction, RMS clipping and both weight decays. Runs with probes: tests/test_projected.py.
+TORCH_CASES += [
+    TorchCase("Kron", dict(lr=0.05, pre_conditioner_update_probability=0.0), module=_PO),
+    TorchCase("Kron", dict(lr=0.05, momentum=0.5, weight_decay=0.1, pre_conditioner_update_probability=0.0,
+                           maximize=True), module=_PO),
+    TorchCase("Kron", dict(lr=0.05, weight_decay=0.1, weight_decouple=False, pre_conditioner_update_probability=0.0),
+              module=_PO),
+]
