@@ -323,6 +323,10 @@ def _dtype(value: Any) -> Any:
     return jnp.dtype(text[len("torch."):] if text.startswith("torch.") else value)
 
 
+def _dtype_name(value: Any) -> str | None:
+    return None if value is None else _dtype(value).name
+
+
 @functools.partial(jax.jit, static_argnames=("expressions", "momentum_into_precondition_update",
                                              "precondition_dtype", "decoupled"))
 def _kron_param_step(param, grad, mu, qs, probe, do_update, balance, lr, momentum, weight_decay, precondition_lr,
@@ -336,6 +340,11 @@ def _kron_param_step(param, grad, mu, qs, probe, do_update, balance, lr, momentu
     if decoupled:
         direction = direction + weight_decay * param
     return (param - lr * direction).astype(param.dtype), mu, qs
+
+
+def _no_chain() -> GradientTransformation:
+    """Kron steps each parameter itself (its state holds lists and strings, as pytorch-optimizer's): no chain."""
+    return identity()
 
 
 class Kron(_GroupStep, Optimizer):
@@ -368,14 +377,15 @@ class Kron(_GroupStep, Optimizer):
       min_ndim_triangular: parameters of fewer dimensions keep diagonal factors (default 2).
       memory_save_mode: None, ``"one_diag"``, ``"smart_one_diag"`` or ``"all_diag"``.
       momentum_into_precondition_update: fit the factors to the momentum (else the gradient).
-      mu_dtype: the momentum's dtype (None: the parameter's).
-      precondition_dtype: the factors' dtype (default float32, as pytorch-optimizer's).
+      mu_dtype: the momentum's dtype (None: the parameter's); torch dtypes are read by name.
+      precondition_dtype: the factors' dtype (default float32, as pytorch-optimizer's; None: the
+        parameter's); kept in the group by name (``"float32"``), which state dicts can hold.
       balance_prob: the probability of rebalancing the factors when they move.
       maximize: maximize the objective (negates each ``p.grad`` in place).
       seed: the seed of the probes and of the balancing draw (beyond pytorch-optimizer).
     """
 
-    chain_builder = None
+    chain_builder = staticmethod(_no_chain)
     step_name = None
     _attributes = ("maximize", "balance_prob", "eps", "probe_key", "_balance_rng")
 
@@ -393,8 +403,8 @@ class Kron(_GroupStep, Optimizer):
                     "max_size_triangular": max_size_triangular, "min_ndim_triangular": min_ndim_triangular,
                     "memory_save_mode": memory_save_mode,
                     "momentum_into_precondition_update": momentum_into_precondition_update,
-                    "precondition_lr": 1e-1, "precondition_init_scale": 1.0, "mu_dtype": mu_dtype,
-                    "precondition_dtype": precondition_dtype}
+                    "precondition_lr": 1e-1, "precondition_init_scale": 1.0, "mu_dtype": _dtype_name(mu_dtype),
+                    "precondition_dtype": _dtype_name(precondition_dtype)}
         super().__init__(params, defaults)
 
     @classmethod
@@ -405,6 +415,23 @@ class Kron(_GroupStep, Optimizer):
             raise ValueError("momentum must be in the range [0.0, 1.0)")
         if number(group["weight_decay"]) < 0.0:
             raise ValueError("weight_decay must be non-negative")
+
+    def check_loaded_state(self, p: Any, entry: dict[str, Any], where: str) -> None:
+        """pytorch-optimizer's Kron entries: the factors' shapes and the einsum strings this parameter needs."""
+        if not entry:
+            return
+        group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
+        qs, expressions = init_kron_factors(p.shape, 1.0, group["max_size_triangular"], group["min_ndim_triangular"],
+                                            group["memory_save_mode"])
+        factors = entry.get("Q")
+        if not isinstance(factors, (list, tuple)) or [np.shape(q) for q in factors] != [q.shape for q in qs]:
+            raise ValueError(f"{where}: 'Q' must be a list of factors of shapes {[q.shape for q in qs]}")
+        loaded = entry.get("expressions")
+        if not isinstance(loaded, (list, tuple)) or len(loaded) != 3 or \
+                (loaded[0], list(loaded[1]), loaded[2]) != expressions:
+            raise ValueError(f"{where}: 'expressions' must be {expressions}")
+        if np.shape(entry.get("momentum_buffer")) != p.shape:
+            raise ValueError(f"{where}: 'momentum_buffer' must have shape {p.shape}")
 
     def _probe(self, shape: tuple, dtype: Any) -> jax.Array:
         """A standard normal probe, from ``probe_key`` (split once per probe)."""
