@@ -299,11 +299,12 @@ class SophiaH(_GroupStep, Optimizer):
                                "estimates with step(grads, hessian=[...])")
         boxes = [p for g in self.param_groups for p in g["params"]]
         active = [p.grad is not None for p in boxes]
-        value_and_grad = self._value_and_grad(closure)
-
-        @jax.jit
-        def hutchinson(arrays, probes):
-            return jax.jvp(lambda a: value_and_grad(a)[1], (arrays,), (probes,))[1]
+        cached = self.__dict__.get("_hutchinson")
+        if cached is None or cached[0] is not closure:  # one compiled Hessian-vector product per loss function
+            value_and_grad = self._value_and_grad(closure)
+            program = jax.jit(lambda arrays, probes: jax.jvp(lambda a: value_and_grad(a)[1], (arrays,), (probes,))[1])
+            self._hutchinson = cached = (closure, program)
+        hutchinson = cached[1]
 
         arrays = [p.data for p in boxes]
         estimate = [jnp.zeros_like(a) for a in arrays]

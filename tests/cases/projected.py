@@ -30,9 +30,9 @@ CONTRIB_CASES = [
     OptaxCase("galore", dict(learning_rate=_decaying_lr, rank=1, update_proj_gap=3, scale=0.5, weight_decay=0.1,
                              base_optimizer=optax.scale_by_lion(b1=0.5)), label="galore-schedule-lion-decay"),
     OptaxCase("scale_by_galore", dict(rank=2, update_proj_gap=4), steps=4),
-    OptaxCase("sophia", dict(learning_rate=0.05), extra_args=_objective),
+    OptaxCase("sophia", dict(learning_rate=0.05), steps=6, extra_args=_objective),
     OptaxCase("sophia", dict(learning_rate=0.05, b1=0.8, b2=0.9, eps=1e-6, weight_decay=0.1, gamma=0.5,
-                             update_interval=3, clip_threshold=None), extra_args=_objective),
+                             update_interval=3, clip_threshold=None), steps=8, extra_args=_objective),
 ]
 
 _PO = "pytorch_optimizer"
