@@ -8,8 +8,8 @@ chosen dimensions). With probability ``p`` per step, the factors take one step
 of the PSGD fit on a Gaussian probe :math:`v` and the (momentum) gradient
 :math:`g`: with :math:`a = Q g` and :math:`b = Q^{-H} v`, factor :math:`i` moves by
 :math:`-\eta\, \mathrm{triu}(A_i - B_i) / \|A_i + B_i\|\; Q_i`, where :math:`A_i, B_i`
-contract :math:`a a^H`, :math:`b b^H` over every axis but :math:`i`. The step is
-:math:`P m / \hat{}` (the bias-corrected momentum, preconditioned), its RMS clipped to 1.1.
+contract :math:`a a^H`, :math:`b b^H` over every axis but :math:`i`. The step is the
+bias-corrected momentum preconditioned by :math:`P`, scaled down to an RMS of at most 1.1.
 
 The leaf-level functions mirror pytorch-optimizer's (``initialize_q_expressions``,
 ``update_precondition``, ``get_precondition_grad``, ``balance_q``), so that given
