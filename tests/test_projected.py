@@ -427,3 +427,13 @@ def test_kron_functional_matches_facade_without_probes():
                                            pre_conditioner_update_probability=0.0), params, 8)
     for step, (a, b) in enumerate(zip(ours, facade)):
         assert_trees_close(a, b, "float64", f"step {step + 1}")
+
+
+@pytest.mark.parametrize(("name", "extra"), [("GaLore", {}), ("SophiaH", {"hessian": [np.ones((2, 2))]}),
+                                           ("Kron", {})], ids=["GaLore", "SophiaH", "Kron"])
+def test_complex_parameters_are_refused(name, extra):
+    z = jnp.ones((2, 2), jnp.complex128)
+    opt = getattr(optim, name)({"z": z})
+    with pytest.raises(TypeError, match="complex parameters"):
+        opt.step({"z": jnp.ones_like(z)}, **extra)
+    assert not opt.state

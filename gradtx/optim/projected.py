@@ -84,7 +84,17 @@ class _GroupStep:
 
     maximize: bool
 
+    def _check_real(self, p: Any) -> None:
+        if jnp.iscomplexobj(p.data):
+            raise TypeError(f"{type(self).__name__} does not support complex parameters, as pytorch-optimizer's "
+                            f"does not: {self._describe(p)} is {p.dtype}; optimize its real and imaginary parts "
+                            "as a real array (e.g. jnp.stack([z.real, z.imag], -1))")
+
     def _update(self) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._check_real(p)
         skipped = self.skipped_steps
         previous = [group.get("step", 0) for group in self.param_groups]
         for group in self.param_groups:
@@ -260,6 +270,8 @@ class SophiaH(_GroupStep, Optimizer):
         loss = self._evaluate(closure) if closure is not None else None
         if grads is not None:
             self._set_grads(grads)
+        for p in (p for g in self.param_groups for p in g["params"] if p.grad is not None):
+            self._check_real(p)  # before the Hessian estimate is stored
         update_hessian = hessian is not None or self.param_groups[0].get("step", 0) % self.update_period == 0
         if hessian is not None:
             self._store_hessian(hessian, [p for g in self.param_groups for p in g["params"]])
@@ -470,6 +482,7 @@ class Kron(_GroupStep, Optimizer):
         return loss
 
     def _kron_update(self, group: dict[str, Any], p: Any, do_update: bool, balance: bool) -> None:
+        self._check_real(p)
         grad = self._checked_grad(p, p.grad)
         if self.maximize:
             grad = p.grad = -grad
