@@ -24,3 +24,8 @@ from gradtx.aliases import beyond  # noqa: E402
 from gradtx.aliases.beyond import *  # noqa: E402,F403
 
 __all__ += beyond.__all__
+# GaLore and Sophia, as optax.contrib's; PSGD Kron.
+from gradtx.aliases import projected  # noqa: E402
+from gradtx.aliases.projected import *  # noqa: E402,F403
+
+__all__ += projected.__all__

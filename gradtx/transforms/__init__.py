@@ -67,3 +67,10 @@ from gradtx.transforms import prodigy as _prodigy  # noqa: E402 - the function s
 from gradtx.transforms.prodigy import *  # noqa: E402,F403
 
 __all__ += _prodigy.__all__
+# GaLore, Sophia (optax.contrib's and pytorch-optimizer's conventions) and PSGD Kron.
+from gradtx.transforms import galore, psgd, sophia  # noqa: E402
+from gradtx.transforms.galore import *  # noqa: E402,F403
+from gradtx.transforms.psgd import *  # noqa: E402,F403
+from gradtx.transforms.sophia import *  # noqa: E402,F403
+
+__all__ += galore.__all__ + psgd.__all__ + sophia.__all__
