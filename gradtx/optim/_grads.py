@@ -20,10 +20,11 @@ import jax.numpy as jnp
 from gradtx.optim._params import grads_for, is_array
 from gradtx.optim.parameter import Parameter
 
-__all__ = ["checked_grad", "describe", "evaluate", "is_closure", "set_grads", "value_and_grad"]
+__all__ = ["checked_grad", "describe", "evaluate", "is_closure", "set_grads", "takes_argument", "value_and_grad"]
 
 
-def _takes_argument(closure: Callable) -> bool:
+def takes_argument(closure: Callable) -> bool:
+    """Whether a closure takes the parameters (gradtx's form) rather than nothing (torch's)."""
     try:
         params = inspect.signature(closure).parameters.values()
     except (TypeError, ValueError):
@@ -55,7 +56,7 @@ def value_and_grad(opt, closure: Callable) -> Callable[[list], tuple[Any, list]]
 
 def evaluate(opt, closure: Callable) -> Any:
     """Evaluates the closure; a closure of the params is differentiated and its gradients set on every box."""
-    if not _takes_argument(closure):
+    if not takes_argument(closure):
         return closure()
     boxes = [p for g in opt.param_groups for p in g["params"]]
     loss, grads = value_and_grad(opt, closure)([p.data for p in boxes])

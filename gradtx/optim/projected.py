@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx.base import GradientTransformation, chain, identity, stateless
-from gradtx.optim.optimizer import Optimizer, _is_closure, _takes_argument, number
+from gradtx.optim._grads import is_closure, takes_argument
+from gradtx.optim.optimizer import Optimizer, number
 from gradtx.transforms.decay import add_decayed_weights
 from gradtx.transforms.decay import decoupled_weight_decay as decay_after_lr
 from gradtx.transforms.galore import galore_side, scale_by_galore_projection, scale_by_step_size_ratio
@@ -263,7 +264,7 @@ class SophiaH(_GroupStep, Optimizer):
           closure: ``closure(params) -> loss``, differentiated with JAX.
           hessian: Hessian-diagonal estimates, one per parameter in ``param_groups`` order.
         """
-        if closure is None and _is_closure(grads):
+        if closure is None and is_closure(grads):
             grads, closure = None, grads
         if grads is not None and closure is not None:
             raise ValueError("step() takes gradients or a closure, not both")
@@ -305,7 +306,7 @@ class SophiaH(_GroupStep, Optimizer):
         return [jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, arrays)]
 
     def _estimate_hessian(self, closure: Any) -> None:
-        if closure is None or not _takes_argument(closure):
+        if closure is None or not takes_argument(closure):
             raise RuntimeError(f"SophiaH estimates the Hessian at step 1 and every {self.update_period} steps from "
                                "the loss: pass step(closure=loss_fn) with loss_fn(params) -> loss, or give the "
                                "estimates with step(grads, hessian=[...])")
@@ -456,7 +457,7 @@ class Kron(_GroupStep, Optimizer):
         return float(self._balance_rng.random())
 
     def _step(self, grads: Any = None, closure: Any = None) -> Any:
-        if closure is None and _is_closure(grads):
+        if closure is None and is_closure(grads):
             grads, closure = None, grads
         if grads is not None and closure is not None:
             raise ValueError("step() takes gradients or a closure, not both")
