@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx.base import GradientTransformation, chain, identity, stateless
-from gradtx.optim._grads import is_closure, takes_argument
+from gradtx.optim._grads import checked_grad, is_closure, takes_argument
 from gradtx.optim.optimizer import Optimizer, number
 from gradtx.transforms.decay import add_decayed_weights
 from gradtx.transforms.decay import decoupled_weight_decay as decay_after_lr
@@ -484,7 +484,7 @@ class Kron(_GroupStep, Optimizer):
 
     def _kron_update(self, group: dict[str, Any], p: Any, do_update: bool, balance: bool) -> None:
         self._check_real(p)
-        grad = self._checked_grad(p, p.grad)
+        grad = checked_grad(self, p, p.grad)
         if self.maximize:
             grad = p.grad = -grad
         wd = number(group["weight_decay"])
