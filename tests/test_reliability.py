@@ -61,6 +61,11 @@ OPTIMIZERS = {
     "SparseAdam": {"lr": 0.05},
     "ZeroRedundancyOptimizer": {"optimizer_class": optim.Adam, "lr": 0.05, "amsgrad": True},  # + a mesh
 }
+OPTIMIZERS.update({
+    "SOAP": {"lr": 0.05, "precondition_frequency": 2},
+    "MARS": {"lr": 0.05, "ams_bound": True, "weight_decay": 0.1},
+    "LaProp": {"lr": 0.05, "centered": True, "ams_bound": True, "weight_decay": 0.1},
+})
 
 
 def facade_classes() -> list[str]:

@@ -10,3 +10,8 @@ from gradtx.aliases.step_rules import *  # noqa: F403
 
 _MODULES = (accumulators, adam_variants, core, factored, second_order, step_rules)
 __all__ = [name for module in _MODULES for name in module.__all__]
+
+from gradtx.aliases import preconditioned  # noqa: E402
+from gradtx.aliases.preconditioned import *  # noqa: E402,F403
+
+__all__ += preconditioned.__all__

@@ -38,3 +38,9 @@ from gradtx.transforms.wrappers import *  # noqa: F403
 _MODULES = (accumulators, adam_variants, clipping, decay, dtypes, factored, hyperparams, lbfgs, linesearch, momentum, moments, muon,
             scaling, sparse, step_rules, wrappers)
 __all__ = [name for module in _MODULES for name in module.__all__]
+
+from gradtx.transforms import mars, preconditioned  # noqa: E402
+from gradtx.transforms.mars import *  # noqa: E402,F403
+from gradtx.transforms.preconditioned import *  # noqa: E402,F403
+
+__all__ += mars.__all__ + preconditioned.__all__

@@ -1,0 +1,331 @@
+"""pytorch_optimizer's SOAP, MARS and LaProp as declarations over gradtx's transforms (4.1.0's numbers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from gradtx.aliases.preconditioned import soap
+from gradtx.base import GradientTransformation, chain, identity
+from gradtx.optim.optimizer import Optimizer, number
+from gradtx.transforms.decay import decoupled_weight_decay
+from gradtx.transforms.mars import scale_by_laprop, scale_by_mars
+from gradtx.transforms.preconditioned import decay_after_step
+from gradtx.transforms.scaling import maximize as negate
+from gradtx.transforms.scaling import scale_by_learning_rate
+from gradtx.transforms.wrappers import multi_transform
+
+__all__ = ["SOAP", "MARS", "LaProp"]
+
+_MAX_AXES = 8  # state names for the statistics of up to this many (merged) axes per parameter
+
+
+def check_betas(group: dict[str, Any], key: str = "betas") -> None:
+    """pytorch_optimizer's ``validate_betas`` for ``group[key]`` (each beta in [0, 1))."""
+    for index, beta in enumerate(group[key][:2]):
+        if beta is not None and not 0.0 <= number(beta) < 1.0:
+            raise ValueError(f"beta{index + 1} must be in the range [0.0, 1.0)")
+
+
+def check_lr(value: Any, note: str = "learning rate") -> None:
+    """pytorch_optimizer's ``validate_learning_rate`` (it raises its own NegativeLRError; here a ValueError)."""
+    if value is not None and number(value) < 0.0:
+        raise ValueError(f"{note} must be positive. ({value} > 0)")
+
+
+def check_non_negative(group: dict[str, Any], *keys: str) -> None:
+    """pytorch_optimizer's ``validate_non_negative`` for each of ``keys`` (None passes)."""
+    for key in keys:
+        if group[key] is not None and number(group[key]) < 0.0:
+            raise ValueError(f"{key} must be non-negative")
+
+
+def check_positive(group: dict[str, Any], *keys: str) -> None:
+    """pytorch_optimizer's ``validate_positive`` for each of ``keys``."""
+    for key in keys:
+        if number(group[key]) <= 0:
+            raise ValueError(f"{key} must be positive")
+
+
+def soap_chain(lr: Any = 3e-3, betas: Any = (0.95, 0.95), shampoo_beta: Any = None, weight_decay: Any = 1e-2,
+               precondition_frequency: Any = 10, max_precondition_dim: int = 10000, merge_dims: bool = False,
+               precondition_1d: bool = False, correct_bias: bool = True, normalize_gradient: bool = False,
+               data_format: str = "channels_first", eps: Any = 1e-8, maximize: bool = False,
+               use_weight_decay: bool | None = None) -> GradientTransformation:
+    """pytorch_optimizer.SOAP's step for one parameter, as a chain.
+
+    ``maximize -> scale_by_soap -> -lr -> (p + u)(1 - lr*wd)``; the decay, as the reference's
+    ``apply_weight_decay`` after ``p.add_``, multiplies the updated parameter and skips the first
+    (statistics-only) step. State: ``exp_avg``, ``exp_avg_sq`` as ``mu``, ``nu``; the reference's
+    lists ``GG`` and ``Q`` as one entry per rotated axis, ``GG.<axis>`` and ``Q.<axis>``.
+    """
+    use_weight_decay = bool(weight_decay != 0) if use_weight_decay is None else use_weight_decay
+    b1, b2 = betas
+    return chain(
+        negate() if maximize else identity(),
+        soap(lr, b1, b2, shampoo_beta, eps, weight_decay if use_weight_decay else None, precondition_frequency,
+             max_precondition_dim, merge_dims, precondition_1d, correct_bias, normalize_gradient, data_format),
+    )
+
+
+def _axis_names(field: str) -> dict[str, str]:
+    return {f"{field}.{axis}": f"{field}.{axis}" for axis in range(_MAX_AXES)}
+
+
+class SOAP(Optimizer):
+    r"""pytorch_optimizer.SOAP: Adam in the eigenbasis of Shampoo's preconditioner.
+
+    Vyas et al., 2024, *SOAP: Improving and Stabilizing Shampoo using Adam*, https://arxiv.org/abs/2409.11321.
+
+    .. math::
+        L_i \leftarrow \beta_s L_i + (1-\beta_s) G_{(i)} G_{(i)}^T, \quad
+        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad v_t = \beta_2 v_{t-1} + (1-\beta_2)(Q^T g_t)^2, \\
+        \theta_t = \Big(\theta_{t-1} - \gamma \tfrac{\sqrt{1-\beta_2^{t-1}}}{1-\beta_1^{t-1}}
+            Q \tfrac{Q^T m_t}{\sqrt{v_t}+\epsilon}\Big)(1 - \gamma\lambda)
+
+    The numbers of ``pytorch_optimizer.SOAP`` (4.1.0); the step is :func:`soap_chain` (direction
+    :func:`gradtx.scale_by_soap`). The first step only gathers the statistics :math:`L_i` and
+    eigendecomposes them; every ``precondition_frequency`` steps the bases are refreshed by a power
+    iteration and a QR decomposition (computed in float32 for every dtype, as the reference does).
+
+    Differences from the reference: the step count is kept per parameter (``opt.state[p]["step"]``,
+    1 after the statistics-only step) instead of in the param group, so a parameter that first gets a
+    gradient late starts with its own statistics-only step; ``GG`` and ``Q`` are one state entry per
+    rotated axis (``"GG.0"``, ``"Q.0"``, ...) instead of lists; ``maximize`` and ``foreach`` are
+    param-group options; 1-D parameters are never merged (the reference's reshape fails for them);
+    a negative learning rate raises ``ValueError`` (the reference's own ``NegativeLRError``).
+
+    Args:
+      params: parameters or param groups (see :class:`gradtx.optim.Optimizer`).
+      lr: learning rate :math:`\gamma` (default 3e-3).
+      betas: :math:`(\beta_1, \beta_2)` (default (0.95, 0.95)).
+      shampoo_beta: :math:`\beta_s`; ``None`` uses :math:`\beta_2`.
+      weight_decay: :math:`\lambda`, decoupled, applied after the step (default 1e-2).
+      precondition_frequency: steps between eigenbasis refreshes (default 10).
+      max_precondition_dim: longest axis given a preconditioner (default 10000).
+      merge_dims: merge neighbouring small axes before preconditioning.
+      precondition_1d: precondition 1-D parameters too.
+      correct_bias: Adam's bias corrections.
+      normalize_gradient: divide the direction by its RMS.
+      data_format: ``'channels_first'`` or ``'channels_last'`` (NHWC 4-D parameters, with ``merge_dims``).
+      eps: added to the denominator (default 1e-8).
+      maximize: maximize the objective instead of minimizing it.
+      foreach: ``True`` compiles one program per group; ``False`` a per-parameter loop.
+    """
+
+    chain_builder = staticmethod(soap_chain)
+    state_names = {"exp_avg": "mu", "exp_avg_sq": "nu", **_axis_names("GG"), **_axis_names("Q")}
+    static_options = ("max_precondition_dim",)
+
+    def __init__(self, params: Any, lr: Any = 3e-3, betas: tuple[Any, Any] = (0.95, 0.95),
+                 shampoo_beta: float | None = None, weight_decay: float = 1e-2, precondition_frequency: int = 10,
+                 max_precondition_dim: int = 10000, merge_dims: bool = False, precondition_1d: bool = False,
+                 correct_bias: bool = True, normalize_gradient: bool = False, data_format: str = "channels_first",
+                 eps: float = 1e-8, maximize: bool = False, foreach: bool | None = None) -> None:
+        defaults = {"lr": lr, "betas": betas, "shampoo_beta": shampoo_beta, "weight_decay": weight_decay,
+                    "precondition_frequency": precondition_frequency, "max_precondition_dim": max_precondition_dim,
+                    "merge_dims": merge_dims, "precondition_1d": precondition_1d, "correct_bias": correct_bias,
+                    "normalize_gradient": normalize_gradient, "eps": eps, "data_format": data_format,
+                    "maximize": maximize, "foreach": foreach}
+        super().__init__(params, defaults)
+
+    @classmethod
+    def check_options(cls, group: dict[str, Any]) -> None:
+        check_lr(group["lr"])
+        check_betas(group)
+        check_non_negative(group, "shampoo_beta", "weight_decay")
+        check_positive(group, "precondition_frequency", "max_precondition_dim")
+        check_non_negative(group, "eps")
+
+
+def _decay(weight_decay: Any, lr: Any, weight_decouple: bool, fixed_decay: bool, after: bool) -> Any:
+    """pytorch_optimizer's ``apply_weight_decay`` as a last stage (coupled decay is handled by the caller)."""
+    rate = 1.0 if fixed_decay else lr
+    if not weight_decouple:
+        return identity()
+    return decay_after_step(weight_decay, rate) if after else decoupled_weight_decay(weight_decay, rate)
+
+
+def mars_chain(lr: Any = 3e-3, betas: Any = (0.95, 0.99), gamma: Any = 0.025, mars_type: str = "adamw",
+               optimize_1d: bool = False, lr_1d: Any = 3e-3, lr_1d_factor: Any = None, betas_1d: Any = (0.9, 0.95),
+               weight_decay: Any = 0.0, weight_decay_1d: Any = 1e-1, weight_decouple: bool = True,
+               fixed_decay: bool = False, ams_bound: bool = False, cautious: bool = False, eps: Any = 1e-8,
+               maximize: bool = False) -> GradientTransformation:
+    """pytorch_optimizer.MARS's step for one parameter, as a chain.
+
+    Parameters of rank >= 2 (every parameter with ``optimize_1d``) take ``maximize -> scale_by_mars ->
+    -lr -> decay``; the others AdamW's step ``scale_by_mars(correct=False)`` with ``betas_1d``, the
+    learning rate ``lr * lr_1d_factor`` (the reference's ``lr_1d / lr``, fixed at construction; computed here
+    when not given) and ``weight_decay_1d``. Decoupled decay is the reference's
+    ``p.mul_(1 - lr*wd)`` before the step; coupled decay (``weight_decouple=False``) only changes the
+    gradient the reference keeps as ``last_grad``, after the step used it. State: ``exp_avg``,
+    ``exp_avg_sq``, ``last_grad``, ``max_exp_avg_sq`` as ``mu``, ``nu``, ``last_grad``, ``nu_max``.
+    """
+
+    lr_1d_factor = lr_1d / lr if lr_1d_factor is None else lr_1d_factor
+
+    def branch(lr_, betas_, wd, correct):
+        b1, b2 = betas_
+        return chain(
+            scale_by_mars(b1, b2, gamma, eps, correct=correct, sign=correct and mars_type == "lion",
+                          ams_bound=ams_bound, cautious=cautious,
+                          stored_grad_decay=0.0 if weight_decouple else wd),
+            scale_by_learning_rate(lr_),
+            _decay(wd, lr_, weight_decouple, fixed_decay, after=False),
+        )
+
+    def labels(params):
+        return jax.tree.map(lambda x: "mixed" if optimize_1d or x.ndim >= 2 else "1d", params)
+
+    return chain(
+        negate() if maximize else identity(),
+        multi_transform({"mixed": branch(lr, betas, weight_decay, True),
+                         "1d": branch(lr * lr_1d_factor, betas_1d, weight_decay_1d, False)}, labels),
+    )
+
+
+def laprop_chain(lr: Any = 4e-4, betas: Any = (0.9, 0.999), centered: bool = False,
+                 steps_before_using_centered: int = 10, weight_decay: Any = 0.0, weight_decouple: bool = True,
+                 fixed_decay: bool = False, ams_bound: bool = False, eps: Any = 1e-15, cautious: bool = False,
+                 maximize: bool = False) -> GradientTransformation:
+    """pytorch_optimizer.LaProp's step for one parameter, as a chain.
+
+    ``maximize -> scale_by_laprop -> (p + u)(1 - lr*wd)``: the reference decays after the step, and its
+    coupled decay (``weight_decouple=False``) changes only the gradient after it was used, so it has no
+    effect. Without ``cautious`` the step size is rounded to float32, as the reference's batched path (its
+    default) does. State: ``exp_avg``, ``exp_avg_sq``, ``exp_avg_lr_1``, ``exp_avg_lr_2``,
+    ``exp_mean_avg_beta2``, ``max_exp_avg_sq`` as ``mu``, ``nu``, ``lr_avg``, ``weight_avg``, ``mean``, ``nu_max``.
+    """
+    b1, b2 = betas
+    direction = scale_by_laprop(lr, b1, b2, eps, centered=centered, ams_bound=ams_bound, cautious=cautious,
+                                steps_before_using_centered=steps_before_using_centered,
+                                float32_step_size=not cautious)
+    return chain(negate() if maximize else identity(), direction,
+                 _decay(weight_decay, lr, weight_decouple, fixed_decay, after=True))
+
+
+_ADAM_STATE = {"exp_avg": "mu", "exp_avg_sq": "nu"}
+
+
+class MARS(Optimizer):
+    r"""pytorch_optimizer.MARS: variance reduction for adaptive optimizers.
+
+    Yuan et al., 2024, *MARS: Unleashing the Power of Variance Reduction for Training Large Models*,
+    https://arxiv.org/abs/2411.10438.
+
+    .. math::
+        c_t = \operatorname{clip}_1\!\Big(g_t + \gamma\tfrac{\beta_1}{1-\beta_1}(g_t - g_{t-1})\Big), \quad
+        m_t = \beta_1 m_{t-1} + (1-\beta_1) c_t, \quad v_t = \beta_2 v_{t-1} + (1-\beta_2) c_t^2, \\
+        \theta_t = \theta_{t-1}(1 - \gamma_{lr}\lambda) - \gamma_{lr}
+            \frac{m_t / (1-\beta_1^t)}{(\sqrt{v_t + 10^{-15}} + \epsilon)/\sqrt{1-\beta_2^t}}
+
+    (``mars_type='lion'``: :math:`\operatorname{sign}(m_t)` instead of the fraction). Parameters of rank
+    below 2 take AdamW's step with ``betas_1d``, ``lr_1d`` and ``weight_decay_1d`` unless ``optimize_1d``.
+    The numbers of ``pytorch_optimizer.MARS`` (4.1.0); the step is :func:`mars_chain` (direction
+    :func:`gradtx.scale_by_mars`). ``mars_type='shampoo'`` (a bfloat16 Newton-Schulz step in the
+    reference) is not provided. Differences: the step count is per parameter (``opt.state[p]["step"]``)
+    instead of per group; ``maximize`` is a param-group option; a negative learning rate raises
+    ``ValueError`` (the reference's ``NegativeLRError``).
+
+    Args:
+      params: parameters or param groups (see :class:`gradtx.optim.Optimizer`).
+      lr: learning rate (default 3e-3).
+      betas: :math:`(\beta_1, \beta_2)` (default (0.95, 0.99)).
+      gamma: :math:`\gamma`, the weight of the gradient correction (default 0.025).
+      mars_type: ``'adamw'`` or ``'lion'``.
+      optimize_1d: give parameters of rank below 2 the MARS step too.
+      lr_1d, betas_1d, weight_decay_1d: the AdamW step's options for parameters of rank below 2.
+      weight_decay: :math:`\lambda` (default 0).
+      weight_decouple: decoupled decay (default); ``False``: the reference's coupled decay.
+      fixed_decay: decay by :math:`\lambda` instead of :math:`\gamma_{lr}\lambda`.
+      ams_bound: divide by the running maximum of :math:`v_t`.
+      cautious: mask momentum entries whose sign disagrees with the gradient.
+      eps: added to the denominator (default 1e-8).
+      maximize: maximize the objective instead of minimizing it.
+      foreach: ``True`` compiles one program per group; ``False`` a per-parameter loop.
+    """
+
+    chain_builder = staticmethod(mars_chain)
+    state_names = {**_ADAM_STATE, "last_grad": "last_grad", "max_exp_avg_sq": "nu_max"}
+
+    def __init__(self, params: Any, lr: Any = 3e-3, betas: tuple[Any, Any] = (0.95, 0.99), gamma: float = 0.025,
+                 mars_type: str = "adamw", optimize_1d: bool = False, lr_1d: float = 3e-3,
+                 betas_1d: tuple[Any, Any] = (0.9, 0.95), weight_decay: float = 0.0, weight_decay_1d: float = 1e-1,
+                 weight_decouple: bool = True, fixed_decay: bool = False, ams_bound: bool = False,
+                 cautious: bool = False, eps: float = 1e-8, maximize: bool = False,
+                 foreach: bool | None = None) -> None:
+        check_lr(lr)
+        check_lr(lr_1d)
+        defaults = {"lr": lr, "lr_1d": lr_1d, "lr_1d_factor": number(lr_1d) / number(lr), "betas": betas,
+                    "betas_1d": betas_1d, "mars_type": mars_type, "gamma": gamma, "optimize_1d": optimize_1d,
+                    "weight_decay": weight_decay, "weight_decay_1d": weight_decay_1d,
+                    "weight_decouple": weight_decouple, "fixed_decay": fixed_decay, "ams_bound": ams_bound,
+                    "cautious": cautious, "eps": eps, "foreach": foreach, "maximize": maximize}
+        super().__init__(params, defaults)
+
+    @classmethod
+    def check_options(cls, group: dict[str, Any]) -> None:
+        check_lr(group["lr"])
+        check_lr(group["lr_1d"])
+        check_betas(group)
+        check_betas(group, "betas_1d")
+        if group["mars_type"] not in ("adamw", "lion"):
+            raise ValueError(f"mars_type {group['mars_type']} must be one of (adamw, lion); pytorch_optimizer's "
+                             "'shampoo' type is not provided by gradtx")
+        check_non_negative(group, "gamma", "weight_decay", "weight_decay_1d", "eps")
+
+
+class LaProp(Optimizer):
+    r"""pytorch_optimizer.LaProp: momentum over the normalized gradient.
+
+    Ziyin et al., 2020, *LaProp: Separating Momentum and Adaptivity in Adam*, https://arxiv.org/abs/2002.04839.
+
+    .. math::
+        v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \quad
+        m_t = \beta_1 m_{t-1} + (1-\beta_1)\gamma_t \frac{g_t\sqrt{1-\beta_2^t}}{\sqrt{v_t + 10^{-15}} + \epsilon},
+        \quad \theta_t = \Big(\theta_{t-1} - \frac{\gamma_t}{\bar\gamma_t} m_t\Big)(1 - \gamma_t\lambda)
+
+    with :math:`\bar\gamma_t = \beta_1\bar\gamma_{t-1} + (1-\beta_1)\gamma_t` (``exp_avg_lr_1``). The numbers
+    of ``pytorch_optimizer.LaProp`` (4.1.0); the step is :func:`laprop_chain` (direction
+    :func:`gradtx.scale_by_laprop`). ``cautious`` (which the reference takes through ``**kwargs``) masks
+    momentum entries whose sign disagrees with the gradient. Differences: the step count is per parameter
+    instead of per group; ``steps_before_using_centered`` and ``maximize`` are param-group options;
+    ``exp_avg_lr_1``/``exp_avg_lr_2`` are 0-d arrays (Python floats in the reference).
+
+    Args:
+      params: parameters or param groups (see :class:`gradtx.optim.Optimizer`).
+      lr: learning rate :math:`\gamma` (default 4e-4).
+      betas: :math:`(\beta_1, \beta_2)` (default (0.9, 0.999)).
+      centered: subtract the squared mean gradient after ``steps_before_using_centered`` steps.
+      steps_before_using_centered: default 10.
+      weight_decay: :math:`\lambda` (default 0), applied after the step.
+      weight_decouple: decoupled decay (default); ``False`` is the reference's coupled decay, which has no effect.
+      fixed_decay: decay by :math:`\lambda` instead of :math:`\gamma\lambda`.
+      ams_bound: divide by the running maximum of the second moment.
+      eps: added to the denominator (default 1e-15).
+      maximize: maximize the objective instead of minimizing it.
+      foreach: ``True`` compiles one program per group; ``False`` a per-parameter loop.
+      cautious: the cautious mask.
+    """
+
+    chain_builder = staticmethod(laprop_chain)
+    state_names = {**_ADAM_STATE, "exp_avg_lr_1": "lr_avg", "exp_avg_lr_2": "weight_avg",
+                   "exp_mean_avg_beta2": "mean", "max_exp_avg_sq": "nu_max"}
+    static_options = ("steps_before_using_centered",)
+
+    def __init__(self, params: Any, lr: Any = 4e-4, betas: tuple[Any, Any] = (0.9, 0.999), centered: bool = False,
+                 steps_before_using_centered: int = 10, weight_decay: float = 0.0, weight_decouple: bool = True,
+                 fixed_decay: bool = False, ams_bound: bool = False, eps: float = 1e-15, maximize: bool = False,
+                 foreach: bool | None = None, cautious: bool = False) -> None:
+        defaults = {"lr": lr, "betas": betas, "centered": centered, "weight_decay": weight_decay,
+                    "foreach": foreach, "weight_decouple": weight_decouple, "fixed_decay": fixed_decay,
+                    "ams_bound": ams_bound, "eps": eps, "cautious": cautious, "maximize": maximize,
+                    "steps_before_using_centered": steps_before_using_centered}
+        super().__init__(params, defaults)
+
+    @classmethod
+    def check_options(cls, group: dict[str, Any]) -> None:
+        check_lr(group["lr"])
+        check_betas(group)
+        check_non_negative(group, "weight_decay", "eps")

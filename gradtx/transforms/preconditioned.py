@@ -1,0 +1,280 @@
+r"""SOAP: Adam run in the eigenbasis of Shampoo's preconditioner, and the decay that follows its step.
+
+Vyas et al., 2024, *SOAP: Improving and Stabilizing Shampoo using Adam*, https://arxiv.org/abs/2409.11321
+(optax#1580 asks for it). The numbers follow ``pytorch_optimizer.SOAP`` (4.1.0).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx import tree as gt
+from gradtx._checks import check_range
+from gradtx._hyper import value_at
+from gradtx.base import GradientTransformation
+
+__all__ = ["ScaleBySoapState", "DecayAfterStepState", "scale_by_soap", "decay_after_step", "soap_merged_shape"]
+
+
+class ScaleBySoapState(NamedTuple):
+    """State of :func:`scale_by_soap`."""
+
+    count: jax.Array  # shape=(), dtype=int32: steps taken so far (the first one only gathers statistics)
+    mu: Any  # like params: first moment of the raw gradient, pytorch_optimizer's exp_avg
+    nu: Any  # like params: second moment in the eigenbasis, exp_avg_sq
+    GG: Any  # per leaf, a tuple over the (merged) axes: (d, d) gradient statistics, or None for an unrotated axis
+    Q: Any  # per leaf, like GG: (d, d) eigenbasis of GG (eigenvectors by decreasing eigenvalue), or None
+
+
+class DecayAfterStepState(NamedTuple):
+    """State of :func:`decay_after_step`."""
+
+    count: jax.Array  # shape=(), dtype=int32: steps taken so far
+
+
+def soap_merged_shape(shape: tuple[int, ...], max_dim: int) -> tuple[int, ...]:
+    """Merges neighbouring axes while their product stays at most ``max_dim`` (pytorch_optimizer's merge_small_dims).
+
+    ``(1, 2, 512, 1, 2048, 1, 3, 4)`` with ``max_dim=1024`` gives ``(1024, 2048, 12)``. A shape that
+    merges into one axis gives ``(1,)``, as the reference does.
+    """
+    merged, product = [], 1
+    for dim in shape:
+        product *= dim
+        if product > max_dim:
+            merged.append(product // dim)
+            product = dim
+    merged.append(product)
+    return tuple(merged) if len(merged) > 1 else (1,)
+
+
+class _Layout(NamedTuple):
+    """How one leaf is seen by the preconditioner: the axes it rotates and the reshapes around them."""
+
+    shape: tuple  # the leaf's shape
+    merged: tuple  # the shape the rotations act on
+    channels_last: bool  # a 4-D leaf read as NHWC: permuted to NCHW before merging
+    rotated: tuple  # per merged axis: whether it has a preconditioner
+
+    def to_merged(self, x: jax.Array) -> jax.Array:
+        if self.channels_last:
+            x = jnp.transpose(x, (0, 3, 1, 2))
+        return x.reshape(self.merged)
+
+    def from_merged(self, x: jax.Array) -> jax.Array:
+        if self.channels_last:
+            n, h, w, c = self.shape
+            return jnp.transpose(x.reshape((n, c, h, w)), (0, 2, 3, 1))
+        return x.reshape(self.shape)
+
+
+def _layout(shape: tuple, max_dim: int, merge_dims: bool, precondition_1d: bool, channels_last: bool) -> _Layout:
+    if len(shape) == 1:  # never merged: the reference's reshape of a vector to a merged shape fails
+        return _Layout(shape, shape, False, (precondition_1d and shape[0] <= max_dim,))
+    permute = merge_dims and channels_last and len(shape) == 4
+    source = (shape[0], shape[3], shape[1], shape[2]) if permute else shape
+    merged = soap_merged_shape(source, max_dim) if merge_dims else shape
+    if merge_dims and math.prod(merged) != math.prod(shape):
+        raise ValueError(f"scale_by_soap: merge_dims=True cannot reshape a parameter of shape {shape} to {merged} "
+                         f"(max_precondition_dim={max_dim}); lower max_precondition_dim or set merge_dims=False")
+    return _Layout(shape, merged, permute, tuple(d <= max_dim for d in merged))
+
+
+def _project(x: jax.Array, bases: tuple, forward: bool) -> jax.Array:
+    """Rotates every axis of ``x`` by its basis (``Q^T x`` forward, ``Q x`` back); axes without one cycle through."""
+    for q in bases:
+        if q is None:
+            x = jnp.moveaxis(x, 0, -1)
+        else:
+            x = jnp.tensordot(x, q, axes=([0], [0 if forward else 1]))
+    return x
+
+
+def _statistics(g: jax.Array, layout: _Layout) -> tuple:
+    """Per rotated axis, ``g g^T`` contracted over the other axes."""
+    out = []
+    for axis, rotated in enumerate(layout.rotated):
+        if not rotated:
+            out.append(None)
+            continue
+        others = [i for i in range(g.ndim) if i != axis]
+        out.append(jnp.tensordot(g, g, axes=(others, others)))
+    return tuple(out)
+
+
+def _eigenbasis(m: jax.Array) -> jax.Array:
+    _, q = jnp.linalg.eigh(m + 1e-30 * jnp.eye(m.shape[0], dtype=m.dtype))
+    return jnp.flip(q, axis=1)
+
+
+def _power_iteration(gg: tuple, bases: tuple, nu: jax.Array) -> tuple[tuple, jax.Array]:
+    """One power-iteration step and a QR per basis; ``nu`` (merged) is permuted to the re-sorted eigenvalues.
+
+    The QR is computed in float32, as the reference does for every dtype.
+    """
+    out = []
+    for axis, (m, q) in enumerate(zip(gg, bases)):
+        if m is None:
+            out.append(None)
+            continue
+        product = m @ q
+        estimate = jnp.sum(q * product, axis=0)
+        order = jnp.argsort(estimate, descending=True)
+        nu = jnp.take(nu, order, axis=axis)
+        new_q, _ = jnp.linalg.qr(product[:, order].astype(jnp.float32))
+        out.append(new_q.astype(product.dtype))
+    return tuple(out), nu
+
+
+def scale_by_soap(b1: Any = 0.95, b2: Any = 0.95, shampoo_beta: Any = None, eps: Any = 1e-8,
+                  precondition_frequency: Any = 10, max_precondition_dim: int = 10000, merge_dims: bool = False,
+                  precondition_1d: bool = False, correct_bias: bool = True, normalize_gradient: bool = False,
+                  data_format: str = "channels_first") -> GradientTransformation:
+    r"""SOAP's direction: Adam in the eigenbasis of Shampoo's statistics (https://arxiv.org/abs/2409.11321).
+
+    Per leaf and per axis :math:`i` (with at most ``max_precondition_dim`` entries) the transform keeps
+    :math:`L_i \leftarrow \beta_s L_i + (1-\beta_s)\, G_{(i)} G_{(i)}^T` and its eigenbasis :math:`Q_i`:
+
+    .. math::
+        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
+        v_t = \beta_2 v_{t-1} + (1-\beta_2) (Q^T g_t)^2, \quad
+        u_t = \frac{\sqrt{1-\beta_2^{t-1}}}{1-\beta_1^{t-1}}\; Q\,\frac{Q^T m_t}{\sqrt{v_t} + \epsilon}
+
+    where :math:`Q^T x` rotates every axis of :math:`x` by its basis. The first step only gathers
+    :math:`L_i` and takes :math:`Q_i` from an eigendecomposition (its update is zero); afterwards
+    :math:`L_i` is updated after each step and, every ``precondition_frequency`` steps, :math:`Q_i` is
+    refreshed by one power iteration and a QR decomposition (in float32), re-sorting :math:`v`. The
+    numbers are ``pytorch_optimizer.SOAP``'s (its step size and bias correction count the first step as
+    step 0). 1-D leaves are rotated only with ``precondition_1d``; 0-D leaves and axes longer than
+    ``max_precondition_dim`` are not rotated.
+
+    Args:
+      b1: decay of the first moment :math:`\beta_1`.
+      b2: decay of the second moment :math:`\beta_2`.
+      shampoo_beta: decay :math:`\beta_s` of the statistics; ``None`` takes ``b2``.
+      eps: added to :math:`\sqrt{v_t}`.
+      precondition_frequency: steps between eigenbasis refreshes.
+      max_precondition_dim: longest axis that gets a preconditioner (static: it shapes the state).
+      merge_dims: reshape each leaf of rank != 1 by merging neighbouring axes up to ``max_precondition_dim``.
+      precondition_1d: also rotate 1-D leaves.
+      correct_bias: apply the bias corrections above.
+      normalize_gradient: divide the direction by its RMS plus ``eps``.
+      data_format: ``"channels_last"`` reads 4-D leaves as NHWC before merging (with ``merge_dims``).
+
+    Returns:
+      A ``GradientTransformation`` whose state is :class:`ScaleBySoapState`.
+    """
+    check_range("b1", b1, 0.0, 1.0, high_open=True, where="scale_by_soap")
+    check_range("b2", b2, 0.0, 1.0, high_open=True, where="scale_by_soap")
+    if data_format not in ("channels_first", "channels_last"):
+        raise ValueError(f"scale_by_soap: data_format must be 'channels_first' or 'channels_last', got {data_format!r}")
+    channels_last = data_format == "channels_last"
+
+    def layout_of(x):
+        return _layout(tuple(x.shape), max_precondition_dim, merge_dims, precondition_1d, channels_last)
+
+    def init(params):
+        def squares(p):
+            layout = layout_of(p)
+            return tuple(jnp.zeros((d, d), p.dtype) if r else None for d, r in zip(layout.merged, layout.rotated))
+
+        zeros = gt.tree_map(jnp.zeros_like, params)
+        stats = gt.tree_map(squares, params)
+        return ScaleBySoapState(gt.zero_count(), zeros, gt.tree_map(jnp.zeros_like, params), stats, stats)
+
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        count = state.count
+        beta1, beta2 = value_at(b1, count), value_at(b2, count)
+        beta_s = beta2 if shampoo_beta is None else value_at(shampoo_beta, count)
+        frequency = value_at(precondition_frequency, count)
+        t = count.astype(jnp.result_type(float))  # the reference's step: 0 at the first (statistics-only) step
+        if correct_bias:
+            factor = jnp.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
+        else:
+            factor = 1.0
+
+        def leaf(g, mu, nu, gg, q):
+            layout = layout_of(g)
+            rotated = any(layout.rotated)
+
+            def gather(gg, q):
+                stats = _statistics(layout.to_merged(g), layout)
+                return tuple(None if s is None else m + (1.0 - beta_s) * (s.astype(m.dtype) - m)
+                             for m, s in zip(gg, stats))
+
+            def first(operands):
+                mu, nu, gg, q = operands
+                gg = gather(gg, q)
+                q = tuple(None if m is None else _eigenbasis(m) for m in gg)
+                return jnp.zeros_like(g), mu, nu, gg, q
+
+            def later(operands):
+                mu, nu, gg, q = operands
+                projected = layout.from_merged(_project(layout.to_merged(g), q, True))
+                mu = mu + (1.0 - beta1) * (g - mu)
+                nu = nu + (1.0 - beta2) * (projected * projected - nu)
+                rotated_mu = _project(layout.to_merged(mu), q, True)
+                direction = _project(rotated_mu / (jnp.sqrt(layout.to_merged(nu)) + eps), q, False)
+                direction = layout.from_merged(direction)
+                if normalize_gradient:
+                    direction = direction / (jnp.sqrt(jnp.mean(direction * direction)) + eps)
+                gg = gather(gg, q)
+                if rotated:
+                    def refresh(operands):
+                        q, nu = operands
+                        q, nu = _power_iteration(gg, q, layout.to_merged(nu))
+                        return q, layout.from_merged(nu)
+
+                    refreshing = jnp.logical_and(count > 0, count % frequency == 0)
+                    q, nu = jax.lax.cond(refreshing, refresh, lambda operands: operands, (q, nu))
+                return (factor * direction).astype(g.dtype), mu, nu, gg, q
+
+            return jax.lax.cond(count == 0, first, later, (mu, nu, gg, q))
+
+        treedef = jax.tree.structure(updates)
+        gs = treedef.flatten_up_to(updates)
+        results = [leaf(g, mu, nu, gg, q) for g, mu, nu, gg, q in zip(
+            gs, treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu),
+            treedef.flatten_up_to(state.GG), treedef.flatten_up_to(state.Q))]
+        fields = [treedef.unflatten([r[i] for r in results]) for i in range(5)]
+        return fields[0], ScaleBySoapState(gt.safe_increment(count), *fields[1:])
+
+    return GradientTransformation(init, update)
+
+
+def decay_after_step(weight_decay: Any, learning_rate: Any = 1.0, *, skip_first: bool = False) -> GradientTransformation:
+    r"""Shrinks the parameters *after* the step: :math:`\theta \leftarrow (\theta + u)(1 - \eta\lambda)`.
+
+    Place it last, after the learning-rate scaling: the decay then multiplies the already updated
+    parameter, as ``pytorch_optimizer`` does where it calls ``apply_weight_decay`` after ``p.add_``
+    (SOAP, LaProp). With ``skip_first`` the first step leaves the parameter unchanged (SOAP's first
+    step only gathers statistics).
+
+    Args:
+      weight_decay: :math:`\lambda` (a number, array or schedule).
+      learning_rate: :math:`\eta` (a number, array or schedule).
+      skip_first: no decay at the first step.
+
+    Returns:
+      A ``GradientTransformation`` that needs ``params``; its state is :class:`DecayAfterStepState`.
+    """
+    def init(params):
+        del params
+        return DecayAfterStepState(gt.zero_count())
+
+    def update(updates, state, params=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError("decay_after_step needs the parameters: call update(updates, state, params)")
+        shrink = 1.0 - value_at(learning_rate, state.count) * value_at(weight_decay, state.count)
+        if skip_first:
+            shrink = jnp.where(state.count == 0, 1.0, shrink)
+        new = gt.tree_map(lambda u, p: ((p + u) * shrink - p).astype(u.dtype), updates, params)
+        return new, DecayAfterStepState(gt.safe_increment(state.count))
+
+    return GradientTransformation(init, update)
