@@ -1,0 +1,83 @@
+"""SOAP, MARS and LaProp beyond the shared parity table: SOAP's QR refresh, state names, errors, the aliases."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradtx
+import gradtx.optim as optim
+from tests.cases.preconditioned import SOAP_QR_CASES
+from tests.harness import TOLERANCES, assert_trees_close, make_params, run_functional, run_torch
+from tests.test_facade_parity import run_facade
+
+
+def _close_at_float32_tolerance(ours, theirs, context):
+    for step, (a, b) in enumerate(zip(ours, theirs)):
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), err_msg=f"{context} step {step + 1}",
+                                       **TOLERANCES["float32"])
+
+
+# pytorch_optimizer.SOAP computes the QR decomposition of its basis refresh in float32 whatever the dtype (and so
+# does gradtx, to follow it): after a refresh, float64 runs agree to float32's precision only.
+@pytest.mark.parametrize("case", SOAP_QR_CASES, ids=lambda c: c.id)
+def test_soap_refresh_matches_reference_to_float32_precision(case):
+    params = case.params("float64") if case.params else make_params("float64")
+    theirs = run_torch(case.torch_name, case.kwargs, params, case.steps, module=case.module)
+    _close_at_float32_tolerance(run_functional(case.chain(**case.kwargs), params, case.steps), theirs, case.id)
+    _close_at_float32_tolerance(run_facade(case, "float64"), theirs, case.id + " (facade)")
+
+
+def test_soap_state_names_one_entry_per_rotated_axis():
+    opt = optim.SOAP({"w": jnp.ones((4, 3)), "b": jnp.ones(5)}, lr=0.1, max_precondition_dim=3)
+    opt.step({"w": jnp.arange(12.0).reshape(4, 3), "b": jnp.ones(5)})
+    b, w = opt.param_groups[0]["params"]  # sorted by key
+    assert list(opt.state[w]) == ["step", "exp_avg", "exp_avg_sq", "GG.1", "Q.1"]  # the 4-long axis is not rotated
+    assert opt.state[w]["GG.1"].shape == (3, 3)
+    assert list(opt.state[b]) == ["step", "exp_avg", "exp_avg_sq"]
+    np.testing.assert_array_equal(opt.params["w"], jnp.ones((4, 3)))  # the first step only gathers statistics
+
+
+@pytest.mark.parametrize("name, kwargs, message", [
+    ("SOAP", dict(lr=-1.0), "learning rate must be positive"),
+    ("SOAP", dict(betas=(1.0, 0.9)), "beta1 must be in the range"),
+    ("SOAP", dict(precondition_frequency=0), "precondition_frequency must be positive"),
+    ("SOAP", dict(shampoo_beta=-0.1), "shampoo_beta must be non-negative"),
+    ("MARS", dict(mars_type="sgd"), "mars_type sgd must be one of"),
+    ("MARS", dict(betas_1d=(0.9, 1.5)), "beta2 must be in the range"),
+    ("MARS", dict(lr_1d=-1.0), "learning rate must be positive"),
+    ("LaProp", dict(weight_decay=-1.0), "weight_decay must be non-negative"),
+])
+def test_reference_validation(name, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        getattr(optim, name)([jnp.ones(3)], **kwargs)
+
+
+def test_soap_merge_error_names_the_shape_and_the_fix():
+    tx = gradtx.scale_by_soap(merge_dims=True, max_precondition_dim=100)
+    with pytest.raises(ValueError, match=r"shape \(4, 3\).*max_precondition_dim"):
+        tx.init({"w": jnp.ones((4, 3))})
+
+
+@pytest.mark.parametrize("alias, kwargs", [
+    (gradtx.soap, dict(learning_rate=0.05, eps=1e-3, precondition_frequency=12)),
+    (gradtx.mars, dict(learning_rate=0.05, weight_decay=0.1, ams_bound=True)),
+    (gradtx.mars, dict(learning_rate=0.05, lion=True, cautious=True)),
+    (gradtx.laprop, dict(learning_rate=0.05, centered=True, steps_before_using_centered=3, weight_decay=0.1)),
+])
+def test_aliases_run_on_matrices_and_keep_dtypes(alias, kwargs):
+    params = make_params("float32")
+    trajectory = run_functional(alias(**kwargs), params, 4)
+    assert jax.tree.map(lambda x: x.dtype, trajectory[-1]) == jax.tree.map(lambda x: x.dtype, params)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(trajectory[-1]))
+
+
+def test_mars_alias_with_optimize_1d_is_the_facade_chain():
+    """gradtx.mars is pytorch_optimizer's MARS with optimize_1d=True (every leaf takes the MARS step)."""
+    params = make_params("float64")
+    ours = run_functional(gradtx.mars(0.05, weight_decay=0.1), params, 6)
+    theirs = run_torch("MARS", dict(lr=0.05, optimize_1d=True, weight_decay=0.1), params, 6,
+                       module="pytorch_optimizer")
+    for step, (a, b) in enumerate(zip(ours, theirs)):
+        assert_trees_close(a, b, "float64", f"step {step + 1}")
