@@ -48,6 +48,8 @@ def test_soap_state_names_one_entry_per_rotated_axis():
     ("MARS", dict(betas_1d=(0.9, 1.5)), "beta2 must be in the range"),
     ("MARS", dict(lr_1d=-1.0), "learning rate must be positive"),
     ("LaProp", dict(weight_decay=-1.0), "weight_decay must be non-negative"),
+    ("SCION", dict(momentum=0.0), "momentum must be in the range"),
+    ("SCION", dict(scale=0.0), "scale must be positive"),
 ])
 def test_reference_validation(name, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -65,6 +67,7 @@ def test_soap_merge_error_names_the_shape_and_the_fix():
     (gradtx.mars, dict(learning_rate=0.05, weight_decay=0.1, ams_bound=True)),
     (gradtx.mars, dict(learning_rate=0.05, lion=True, cautious=True)),
     (gradtx.laprop, dict(learning_rate=0.05, centered=True, steps_before_using_centered=3, weight_decay=0.1)),
+    (gradtx.scion, dict(learning_rate=0.05, norm="bias", weight_decay=0.1)),
 ])
 def test_aliases_run_on_matrices_and_keep_dtypes(alias, kwargs):
     params = make_params("float32")
@@ -81,3 +84,19 @@ def test_mars_alias_with_optimize_1d_is_the_facade_chain():
                        module="pytorch_optimizer")
     for step, (a, b) in enumerate(zip(ours, theirs)):
         assert_trees_close(a, b, "float64", f"step {step + 1}")
+
+
+def test_scion_alias_is_the_reference_with_one_norm():
+    """gradtx.scion with the spectral norm on matrices equals pytorch_optimizer.SCION(norm_type=2)."""
+    rng = np.random.default_rng(7)
+    params = {"w": jnp.asarray(rng.normal(size=(4, 3))), "t": jnp.asarray(rng.normal(size=(2, 5)))}
+    ours = run_functional(gradtx.scion(0.05, 0.2, "spectral", radius=2.0, weight_decay=0.1), params, 6)
+    theirs = run_torch("SCION", dict(lr=0.05, momentum=0.2, norm_type=2, scale=2.0, weight_decay=0.1), params, 6,
+                       module="pytorch_optimizer")
+    for step, (a, b) in enumerate(zip(ours, theirs)):
+        assert_trees_close(a, b, "float64", f"step {step + 1}")
+
+
+def test_lmo_auto_refuses_five_dimensional_arrays_with_the_fix():
+    with pytest.raises(NotImplementedError, match="choose a norm"):
+        gradtx.lmo_direction(jnp.ones((1, 1, 1, 1, 2)))

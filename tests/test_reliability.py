@@ -65,6 +65,7 @@ OPTIMIZERS.update({
     "SOAP": {"lr": 0.05, "precondition_frequency": 2},
     "MARS": {"lr": 0.05, "ams_bound": True, "weight_decay": 0.1},
     "LaProp": {"lr": 0.05, "centered": True, "ams_bound": True, "weight_decay": 0.1},
+    "SCION": {"lr": 0.05, "weight_decay": 0.1},
 })
 
 

@@ -1,4 +1,4 @@
-"""SOAP, MARS and LaProp as chains (no optax counterpart; the numbers of pytorch_optimizer 4.1.0's classes).
+"""SOAP, MARS, LaProp and SCION as chains (no optax counterpart; the numbers of pytorch_optimizer 4.1.0's classes).
 
 The torch-style classes with pytorch_optimizer's names, options and state are in
 :mod:`gradtx.optim.preconditioned`.
@@ -13,8 +13,9 @@ from gradtx.transforms.decay import decoupled_weight_decay
 from gradtx.transforms.mars import scale_by_laprop, scale_by_mars
 from gradtx.transforms.preconditioned import decay_after_step, scale_by_soap
 from gradtx.transforms.scaling import scale_by_learning_rate
+from gradtx.transforms.scion import scale_by_lmo, scale_by_lmo_momentum
 
-__all__ = ["soap", "mars", "laprop"]
+__all__ = ["soap", "mars", "laprop", "scion"]
 
 
 def soap(learning_rate: ScalarOrSchedule = 3e-3, b1: Any = 0.95, b2: Any = 0.95, shampoo_beta: Any = None,
@@ -97,4 +98,42 @@ def laprop(learning_rate: ScalarOrSchedule = 4e-4, b1: Any = 0.9, b2: Any = 0.99
                         steps_before_using_centered=steps_before_using_centered, ams_bound=ams_bound,
                         cautious=cautious),
         identity() if weight_decay is None else decay_after_step(weight_decay, learning_rate),
+    )
+
+
+def scion(learning_rate: ScalarOrSchedule = 1e-3, momentum: Any = 0.1, norm: str | int = "auto",
+          norm_kwargs: dict | None = None, radius: Any = 1.0, weight_decay: ScalarOrSchedule | None = None, *,
+          constraint: bool = False) -> GradientTransformation:
+    r"""SCION (Pethick et al., 2025, https://arxiv.org/abs/2502.07529): steps along a norm's LMO.
+
+    .. math::
+        d_t = (1-\alpha) d_{t-1} + \alpha g_t, \quad
+        \theta_t = \theta_{t-1} - \eta\rho\,\mathrm{lmo}(d_t)
+
+    (with ``constraint``, :math:`\theta_{t-1}(1-\eta)` replaces :math:`\theta_{t-1}`):
+    ``chain(scale_by_lmo_momentum, scale_by_lmo, scale_by_learning_rate, decay)``, the numbers of
+    ``pytorch_optimizer.SCION``. Use :func:`gradtx.multi_transform` to give layers different norms.
+
+    Args:
+      learning_rate: :math:`\eta`, a float, an array or a schedule.
+      momentum: :math:`\alpha`, the new gradient's weight.
+      norm: the norm (see :func:`gradtx.lmo_direction`).
+      norm_kwargs: the norm's options.
+      radius: :math:`\rho` (pytorch_optimizer's ``scale``).
+      weight_decay: decoupled decay, :math:`\theta \leftarrow \theta(1 - \eta\lambda)` before the step;
+        ``None``: none. Not applied with ``constraint``.
+      constraint: the conditional-gradient form.
+
+    Returns:
+      A ``GradientTransformation``.
+    """
+    if constraint:
+        decay = decoupled_weight_decay(1.0, learning_rate)
+    else:
+        decay = identity() if weight_decay is None else decoupled_weight_decay(weight_decay, learning_rate)
+    return chain(
+        scale_by_lmo_momentum(momentum),
+        scale_by_lmo(norm, radius, **(norm_kwargs or {})),
+        scale_by_learning_rate(learning_rate),
+        decay,
     )

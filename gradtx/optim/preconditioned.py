@@ -6,17 +6,17 @@ from typing import Any
 
 import jax
 
-from gradtx.aliases.preconditioned import soap
+from gradtx.aliases.preconditioned import scion, soap
 from gradtx.base import GradientTransformation, chain, identity
 from gradtx.optim.optimizer import Optimizer, number
-from gradtx.transforms.decay import decoupled_weight_decay
+from gradtx.transforms.decay import add_decayed_weights, decoupled_weight_decay
 from gradtx.transforms.mars import scale_by_laprop, scale_by_mars
 from gradtx.transforms.preconditioned import decay_after_step
 from gradtx.transforms.scaling import maximize as negate
 from gradtx.transforms.scaling import scale_by_learning_rate
 from gradtx.transforms.wrappers import multi_transform
 
-__all__ = ["SOAP", "MARS", "LaProp"]
+__all__ = ["SOAP", "MARS", "LaProp", "SCION"]
 
 _MAX_AXES = 8  # state names for the statistics of up to this many (merged) axes per parameter
 
@@ -329,3 +329,78 @@ class LaProp(Optimizer):
         check_lr(group["lr"])
         check_betas(group)
         check_non_negative(group, "weight_decay", "eps")
+
+
+def scion_chain(lr: Any = 1e-3, momentum: Any = 0.1, constraint: bool = False, norm_type: int = 1,
+                norm_kwargs: Any = None, scale: Any = 1.0, weight_decay: Any = 0.0, weight_decouple: bool = True,
+                maximize: bool = False, use_weight_decay: bool | None = None) -> GradientTransformation:
+    """pytorch_optimizer.SCION's step for one parameter, as a chain.
+
+    ``maximize -> (+wd*p, coupled) -> scale_by_lmo_momentum -> scale_by_lmo -> *scale -> -lr -> decay``,
+    i.e. :func:`gradtx.scion` after the coupled decay; decay only without ``constraint`` and for
+    ``weight_decay > 0``, as in the reference. ``norm_kwargs`` may be a dict or its items. State: ``d``.
+    """
+    use_weight_decay = bool(weight_decay != 0) if use_weight_decay is None else use_weight_decay
+    decays = use_weight_decay and not constraint
+    coupled = decays and not weight_decouple
+    return chain(
+        negate() if maximize else identity(),
+        add_decayed_weights(weight_decay) if coupled else identity(),
+        scion(lr, momentum, norm_type, dict(norm_kwargs or {}), scale,
+              weight_decay if decays and weight_decouple else None, constraint=constraint),
+    )
+
+
+class SCION(Optimizer):
+    r"""pytorch_optimizer.SCION: steps given by the linear minimization oracle of a norm.
+
+    Pethick et al., 2025, *Training Deep Learning Models with Norm-Constrained LMOs*,
+    https://arxiv.org/abs/2502.07529.
+
+    .. math::
+        d_t = (1-\alpha) d_{t-1} + \alpha g_t, \quad
+        \theta_t = \theta_{t-1} - \gamma\rho\,\mathrm{lmo}(d_t)
+
+    with ``constraint`` :math:`\theta_{t-1}(1-\gamma)` in place of :math:`\theta_{t-1}`, else decoupled decay
+    :math:`\theta_{t-1}(1-\gamma\lambda)` (or, with ``weight_decouple=False``, :math:`\lambda\theta` added to
+    the gradient). The numbers of ``pytorch_optimizer.SCION`` (4.1.0); the step is :func:`scion_chain` and
+    :func:`gradtx.lmo_direction` gives the oracles (``norm_type``: pytorch_optimizer's ``LMONorm`` value,
+    0 none, 1 auto, 2 spectral, 3 spectral conv, 4 sign, 5 bias, 6 col, 7 row; the spectral ones run
+    Newton–Schulz in bfloat16, as the reference does). The reference's ``init()`` (a random,
+    norm-dependent re-initialisation of the parameters) is not provided. ``maximize`` is a param-group option.
+
+    Args:
+      params: parameters or param groups (see :class:`gradtx.optim.Optimizer`).
+      lr: learning rate :math:`\gamma` (default 1e-3).
+      momentum: :math:`\alpha`, the new gradient's weight (default 0.1).
+      constraint: the conditional-gradient form.
+      norm_type: the norm (default 1, auto).
+      norm_kwargs: the norm's options (a dict).
+      scale: the radius :math:`\rho` (default 1).
+      weight_decay: :math:`\lambda` (default 0).
+      weight_decouple: decoupled decay (default).
+      foreach: ``True`` compiles one program per group; ``False`` a per-parameter loop.
+      maximize: maximize the objective instead of minimizing it.
+    """
+
+    chain_builder = staticmethod(scion_chain)
+    state_names = {"d": "d"}
+    step_name = None  # the reference keeps its step in the param group only
+    static_options = ("norm_type",)
+
+    def __init__(self, params: Any, lr: Any = 1e-3, momentum: float = 0.1, constraint: bool = False,
+                 norm_type: int = 1, norm_kwargs: dict | None = None, scale: float = 1.0, weight_decay: float = 0.0,
+                 weight_decouple: bool = True, foreach: bool | None = None, maximize: bool = False) -> None:
+        defaults = {"lr": lr, "momentum": momentum, "constraint": constraint, "norm_type": norm_type,
+                    "norm_kwargs": {} if norm_kwargs is None else norm_kwargs, "scale": scale,
+                    "weight_decay": weight_decay, "weight_decouple": weight_decouple, "foreach": foreach,
+                    "maximize": maximize}
+        super().__init__(params, defaults)
+
+    @classmethod
+    def check_options(cls, group: dict[str, Any]) -> None:
+        check_lr(group["lr"])
+        if not 0.0 < number(group["momentum"]) <= 1.0:
+            raise ValueError("momentum must be in the range (0.0, 1.0]")
+        check_positive(group, "scale")
+        check_non_negative(group, "weight_decay")

@@ -1,4 +1,4 @@
-"""Parity cases for pytorch_optimizer's SOAP, MARS and LaProp (pytorch_optimizer 4.1.0, live).
+"""Parity cases for pytorch_optimizer's SOAP, MARS, LaProp and SCION (pytorch_optimizer 4.1.0, live).
 
 SOAP's eigenbases are unique only up to sign where every eigenvalue is simple, so its
 parameter shapes keep each statistic's null space at most one-dimensional (a vector of
@@ -10,7 +10,7 @@ SOAP_QR_CASES, compared in float64 with the float32 tolerance by tests/test_prec
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.optim.preconditioned import laprop_chain, mars_chain, soap_chain
+from gradtx.optim.preconditioned import laprop_chain, mars_chain, scion_chain, soap_chain
 from tests.harness import TorchCase
 
 PO = "pytorch_optimizer"
@@ -65,6 +65,25 @@ TORCH_CASES += [
     TorchCase("LaProp", dict(lr=0.05, weight_decay=0.1, fixed_decay=True, cautious=True), laprop_chain, module=PO),
     TorchCase("LaProp", dict(lr=0.05, weight_decay=0.1, weight_decouple=False, centered=True), laprop_chain,
               module=PO),
+]
+
+matrix_tree = _tree({"w": (4, 3), "t": (2, 5)}, seed=5)
+conv_tree = _tree({"k": (3, 2, 2, 2), "c": (2, 3, 2)}, seed=6)
+
+TORCH_CASES += [
+    TorchCase("SCION", dict(lr=0.05), scion_chain, module=PO),
+    TorchCase("SCION", dict(lr=0.05, momentum=0.5, norm_type=5, weight_decay=0.1, maximize=True), scion_chain,
+              module=PO),
+    TorchCase("SCION", dict(lr=0.05, momentum=1.0, norm_type=4, scale=2.0, constraint=True,
+                            norm_kwargs={"normalize": False}), scion_chain, module=PO, params=matrix_tree),
+    TorchCase("SCION", dict(lr=0.05, norm_type=6, norm_kwargs={"normalized": True, "transpose": True},
+                            weight_decay=0.1, weight_decouple=False), scion_chain, module=PO, params=matrix_tree),
+    TorchCase("SCION", dict(lr=0.05, norm_type=7, norm_kwargs={"normalized": False}, momentum=0.3), scion_chain,
+              module=PO, params=matrix_tree),
+    TorchCase("SCION", dict(lr=0.05, norm_type=2, norm_kwargs={"max_scale": True, "normalize": False},
+                            weight_decay=0.1), scion_chain, module=PO, params=matrix_tree),
+    TorchCase("SCION", dict(lr=0.05, norm_type=3, scale=3.0), scion_chain, module=PO, params=conv_tree),
+    TorchCase("SCION", dict(lr=0.05, norm_type=0, momentum=0.2), scion_chain, module=PO),
 ]
 
 # Rows whose bases are refreshed within the run. The reference computes that QR decomposition in float32 for every
