@@ -1,4 +1,4 @@
-"""SOAP, MARS and LaProp beyond the shared parity table: SOAP's QR refresh, state names, errors, the aliases."""
+"""SOAP, Shampoo, MARS, LaProp and SCION beyond the shared parity table: SOAP's QR refresh, state names, errors, the aliases."""
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +50,8 @@ def test_soap_state_names_one_entry_per_rotated_axis():
     ("LaProp", dict(weight_decay=-1.0), "weight_decay must be non-negative"),
     ("SCION", dict(momentum=0.0), "momentum must be in the range"),
     ("SCION", dict(scale=0.0), "scale must be positive"),
+    ("Shampoo", dict(momentum=1.0), "momentum must be in the range"),
+    ("Shampoo", dict(preconditioning_compute_steps=0), "preconditioning_compute_steps must be positive"),
 ])
 def test_reference_validation(name, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -68,6 +70,7 @@ def test_soap_merge_error_names_the_shape_and_the_fix():
     (gradtx.mars, dict(learning_rate=0.05, lion=True, cautious=True)),
     (gradtx.laprop, dict(learning_rate=0.05, centered=True, steps_before_using_centered=3, weight_decay=0.1)),
     (gradtx.scion, dict(learning_rate=0.05, norm="bias", weight_decay=0.1)),
+    (gradtx.shampoo, dict(learning_rate=0.05, momentum=0.5, matrix_eps=0.1, weight_decay=0.1)),
 ])
 def test_aliases_run_on_matrices_and_keep_dtypes(alias, kwargs):
     params = make_params("float32")
@@ -100,3 +103,12 @@ def test_scion_alias_is_the_reference_with_one_norm():
 def test_lmo_auto_refuses_five_dimensional_arrays_with_the_fix():
     with pytest.raises(NotImplementedError, match="choose a norm"):
         gradtx.lmo_direction(jnp.ones((1, 1, 1, 1, 2)))
+
+
+def test_shampoo_alias_is_the_reference_with_decoupled_decay():
+    params = make_params("float64")
+    ours = run_functional(gradtx.shampoo(0.05, 0.3, weight_decay=0.1), params, 6)
+    theirs = run_torch("Shampoo", dict(lr=0.05, momentum=0.3, weight_decay=0.1, weight_decouple=True), params, 6,
+                       module="pytorch_optimizer")
+    for step, (a, b) in enumerate(zip(ours, theirs)):
+        assert_trees_close(a, b, "float64", f"step {step + 1}")

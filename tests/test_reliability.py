@@ -66,6 +66,7 @@ OPTIMIZERS.update({
     "MARS": {"lr": 0.05, "ams_bound": True, "weight_decay": 0.1},
     "LaProp": {"lr": 0.05, "centered": True, "ams_bound": True, "weight_decay": 0.1},
     "SCION": {"lr": 0.05, "weight_decay": 0.1},
+    "Shampoo": {"lr": 0.05, "momentum": 0.5, "matrix_eps": 0.1},
 })
 
 

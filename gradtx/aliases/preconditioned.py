@@ -1,4 +1,4 @@
-"""SOAP, MARS, LaProp and SCION as chains (no optax counterpart; the numbers of pytorch_optimizer 4.1.0's classes).
+"""SOAP, Shampoo, MARS, LaProp and SCION as chains (no optax counterpart; the numbers of pytorch_optimizer 4.1.0's classes).
 
 The torch-style classes with pytorch_optimizer's names, options and state are in
 :mod:`gradtx.optim.preconditioned`.
@@ -11,11 +11,11 @@ from typing import Any
 from gradtx.base import GradientTransformation, ScalarOrSchedule, chain, identity
 from gradtx.transforms.decay import decoupled_weight_decay
 from gradtx.transforms.mars import scale_by_laprop, scale_by_mars
-from gradtx.transforms.preconditioned import decay_after_step, scale_by_soap
+from gradtx.transforms.preconditioned import decay_after_step, scale_by_shampoo, scale_by_soap
 from gradtx.transforms.scaling import scale_by_learning_rate
 from gradtx.transforms.scion import scale_by_lmo, scale_by_lmo_momentum
 
-__all__ = ["soap", "mars", "laprop", "scion"]
+__all__ = ["soap", "shampoo", "mars", "laprop", "scion"]
 
 
 def soap(learning_rate: ScalarOrSchedule = 3e-3, b1: Any = 0.95, b2: Any = 0.95, shampoo_beta: Any = None,
@@ -136,4 +136,26 @@ def scion(learning_rate: ScalarOrSchedule = 1e-3, momentum: Any = 0.1, norm: str
         scale_by_lmo(norm, radius, **(norm_kwargs or {})),
         scale_by_learning_rate(learning_rate),
         decay,
+    )
+
+
+def shampoo(learning_rate: ScalarOrSchedule = 1e-3, momentum: Any = 0.0, matrix_eps: Any = 1e-6,
+            preconditioning_compute_steps: Any = 1, weight_decay: ScalarOrSchedule | None = None) -> GradientTransformation:
+    r"""Shampoo (Gupta et al., 2018, https://arxiv.org/abs/1802.09568): one preconditioner per tensor axis.
+
+    ``chain(scale_by_shampoo, scale_by_learning_rate, decoupled_weight_decay)``, the numbers of
+    ``pytorch_optimizer.Shampoo`` (with ``weight_decouple=True`` when ``weight_decay`` is given).
+
+    Args:
+      learning_rate: :math:`\eta`, a float, an array or a schedule.
+      momentum, matrix_eps, preconditioning_compute_steps: as in :func:`gradtx.scale_by_shampoo`.
+      weight_decay: decoupled decay, :math:`\theta \leftarrow \theta(1 - \eta\lambda)` before the step; ``None``: none.
+
+    Returns:
+      A ``GradientTransformation``.
+    """
+    return chain(
+        scale_by_shampoo(momentum, matrix_eps, preconditioning_compute_steps),
+        scale_by_learning_rate(learning_rate),
+        identity() if weight_decay is None else decoupled_weight_decay(weight_decay, learning_rate),
     )

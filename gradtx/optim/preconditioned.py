@@ -11,12 +11,12 @@ from gradtx.base import GradientTransformation, chain, identity
 from gradtx.optim.optimizer import Optimizer, number
 from gradtx.transforms.decay import add_decayed_weights, decoupled_weight_decay
 from gradtx.transforms.mars import scale_by_laprop, scale_by_mars
-from gradtx.transforms.preconditioned import decay_after_step
+from gradtx.transforms.preconditioned import decay_after_step, scale_by_shampoo
 from gradtx.transforms.scaling import maximize as negate
 from gradtx.transforms.scaling import scale_by_learning_rate
 from gradtx.transforms.wrappers import multi_transform
 
-__all__ = ["SOAP", "MARS", "LaProp", "SCION"]
+__all__ = ["SOAP", "Shampoo", "MARS", "LaProp", "SCION"]
 
 _MAX_AXES = 8  # state names for the statistics of up to this many (merged) axes per parameter
 
@@ -404,3 +404,74 @@ class SCION(Optimizer):
             raise ValueError("momentum must be in the range (0.0, 1.0]")
         check_positive(group, "scale")
         check_non_negative(group, "weight_decay")
+
+
+def shampoo_chain(lr: Any = 1e-3, momentum: Any = 0.0, weight_decay: Any = 0.0, weight_decouple: bool = False,
+                  fixed_decay: bool = False, preconditioning_compute_steps: Any = 1, matrix_eps: Any = 1e-6,
+                  maximize: bool = False, use_weight_decay: bool | None = None) -> GradientTransformation:
+    """pytorch_optimizer.Shampoo's step for one parameter, as a chain.
+
+    ``scale_by_shampoo (maximize and coupled decay inside, after the momentum) -> -lr -> decoupled decay``.
+    State: ``momentum_buffer``, ``pre_cond_<axis>``, ``inv_pre_cond_<axis>``.
+    """
+    use_weight_decay = bool(weight_decay != 0) if use_weight_decay is None else use_weight_decay
+    coupled = use_weight_decay and not weight_decouple
+    return chain(
+        scale_by_shampoo(momentum, matrix_eps, preconditioning_compute_steps, weight_decay if coupled else 0.0,
+                         maximize=maximize),
+        scale_by_learning_rate(lr),
+        _decay(weight_decay, lr, weight_decouple, fixed_decay, after=False) if use_weight_decay else identity(),
+    )
+
+
+class Shampoo(Optimizer):
+    r"""pytorch_optimizer.Shampoo: one preconditioner per tensor axis.
+
+    Gupta et al., 2018, *Shampoo: Preconditioned Stochastic Tensor Optimization*, https://arxiv.org/abs/1802.09568.
+
+    .. math::
+        \tilde g_t = g_t + \mu(u_{t-1} - g_t), \quad H_i \leftarrow H_i + \tilde G_{(i)}\tilde G_{(i)}^T, \quad
+        u_t = \tilde g_t \times_1 H_1^{-1/2k} \cdots \times_k H_k^{-1/2k}, \quad \theta_t = \theta_{t-1} - \gamma u_t
+
+    The numbers of ``pytorch_optimizer.Shampoo`` (4.1.0); the step is :func:`shampoo_chain` (direction
+    :func:`gradtx.scale_by_shampoo`; the inverse roots by SVD, refreshed every ``preconditioning_compute_steps``
+    steps). Differences: the step count is per parameter (``opt.state[p]["step"]``) instead of per group,
+    ``momentum_buffer`` is listed first from the first step on (the reference adds it after the statistics when
+    ``momentum == 0``); ``preconditioning_compute_steps`` and ``maximize`` are param-group options.
+
+    Args:
+      params: parameters or param groups (see :class:`gradtx.optim.Optimizer`).
+      lr: learning rate :math:`\gamma` (default 1e-3).
+      momentum: :math:`\mu` (default 0).
+      weight_decay: :math:`\lambda` (default 0).
+      weight_decouple: decoupled decay; default ``False`` (L2 added to the gradient after the momentum).
+      fixed_decay: decoupled decay by :math:`\lambda` instead of :math:`\gamma\lambda`.
+      preconditioning_compute_steps: steps between inverse-root refreshes (default 1).
+      matrix_eps: initial diagonal of the statistics (default 1e-6).
+      maximize: maximize the objective instead of minimizing it.
+      foreach: ``True`` compiles one program per group; ``False`` a per-parameter loop.
+    """
+
+    chain_builder = staticmethod(shampoo_chain)
+    state_names = {"momentum_buffer": "momentum_buffer",
+                   **{f"{name}_{axis}": f"{field}.{axis}" for axis in range(_MAX_AXES)
+                      for name, field in (("pre_cond", "preconditioners"), ("inv_pre_cond", "inverse_roots"))}}
+
+    def __init__(self, params: Any, lr: Any = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0,
+                 weight_decouple: bool = False, fixed_decay: bool = False, preconditioning_compute_steps: int = 1,
+                 matrix_eps: float = 1e-6, maximize: bool = False, foreach: bool | None = None) -> None:
+        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "weight_decouple": weight_decouple,
+                    "fixed_decay": fixed_decay, "matrix_eps": matrix_eps,
+                    "preconditioning_compute_steps": preconditioning_compute_steps, "maximize": maximize,
+                    "foreach": foreach}
+        super().__init__(params, defaults)
+
+    @classmethod
+    def check_options(cls, group: dict[str, Any]) -> None:
+        check_lr(group["lr"])
+        if not 0.0 <= number(group["momentum"]) < 1.0:
+            raise ValueError("momentum must be in the range [0.0, 1.0)")
+        check_non_negative(group, "weight_decay")
+        if number(group["preconditioning_compute_steps"]) < 1:
+            raise ValueError(f"preconditioning_compute_steps must be positive. ({group['preconditioning_compute_steps']} > 0)")
+        check_non_negative(group, "matrix_eps")

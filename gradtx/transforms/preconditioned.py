@@ -1,7 +1,8 @@
-r"""SOAP: Adam run in the eigenbasis of Shampoo's preconditioner, and the decay that follows its step.
+r"""Shampoo, SOAP (Adam run in the eigenbasis of Shampoo's preconditioner), and the decay that follows SOAP's step.
 
+Gupta et al., 2018, *Shampoo: Preconditioned Stochastic Tensor Optimization*, https://arxiv.org/abs/1802.09568.
 Vyas et al., 2024, *SOAP: Improving and Stabilizing Shampoo using Adam*, https://arxiv.org/abs/2409.11321
-(optax#1580 asks for it). The numbers follow ``pytorch_optimizer.SOAP`` (4.1.0).
+(optax#1580 asks for it). The numbers follow ``pytorch_optimizer``'s ``Shampoo`` and ``SOAP`` (4.1.0).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from gradtx import tree as gt
 from gradtx._checks import check_range
 from gradtx._hyper import value_at
 from gradtx.base import GradientTransformation
+from gradtx.transforms.scion import torch_lerp
 
-__all__ = ["ScaleBySoapState", "DecayAfterStepState", "scale_by_soap", "decay_after_step", "soap_merged_shape"]
+__all__ = ["ScaleBySoapState", "ScaleByShampooState", "DecayAfterStepState", "scale_by_soap", "scale_by_shampoo",
+           "decay_after_step", "soap_merged_shape"]
 
 
 class ScaleBySoapState(NamedTuple):
@@ -28,6 +31,15 @@ class ScaleBySoapState(NamedTuple):
     nu: Any  # like params: second moment in the eigenbasis, exp_avg_sq
     GG: Any  # per leaf, a tuple over the (merged) axes: (d, d) gradient statistics, or None for an unrotated axis
     Q: Any  # per leaf, like GG: (d, d) eigenbasis of GG (eigenvectors by decreasing eigenvalue), or None
+
+
+class ScaleByShampooState(NamedTuple):
+    """State of :func:`scale_by_shampoo`."""
+
+    count: jax.Array  # shape=(), dtype=int32: steps taken so far
+    momentum_buffer: Any  # like params: the previous preconditioned step, pytorch_optimizer's momentum_buffer
+    preconditioners: Any  # per leaf, a tuple over its axes of (d, d) statistics, pre_cond_<axis>
+    inverse_roots: Any  # per leaf, like preconditioners: their inverse 2k-th roots, inv_pre_cond_<axis>
 
 
 class DecayAfterStepState(NamedTuple):
@@ -276,5 +288,81 @@ def decay_after_step(weight_decay: Any, learning_rate: Any = 1.0, *, skip_first:
             shrink = jnp.where(state.count == 0, 1.0, shrink)
         new = gt.tree_map(lambda u, p: ((p + u) * shrink - p).astype(u.dtype), updates, params)
         return new, DecayAfterStepState(gt.safe_increment(state.count))
+
+    return GradientTransformation(init, update)
+
+
+def _inverse_root(m: jax.Array, power: int) -> jax.Array:
+    """``m^(-1/power)`` by SVD, in float64 for float64 and in float32 otherwise (pytorch_optimizer's compute_power_svd)."""
+    work = jnp.float64 if m.dtype == jnp.float64 else jnp.float32
+    u, s, vh = jnp.linalg.svd(m.astype(work), full_matrices=False)
+    return ((u * (s ** (-1.0 / power))[None, :]) @ vh).astype(m.dtype)
+
+
+def scale_by_shampoo(momentum: Any = 0.0, matrix_eps: Any = 1e-6, preconditioning_compute_steps: Any = 1,
+                     coupled_weight_decay: Any = 0.0, *, maximize: bool = False) -> GradientTransformation:
+    r"""Shampoo's preconditioned step (https://arxiv.org/abs/1802.09568), as ``pytorch_optimizer.Shampoo``.
+
+    For a leaf of order :math:`k`, with :math:`\tilde g_t = g_t + \mu (u_{t-1} - g_t)` (:math:`u_0 = g_1`) plus
+    ``coupled_weight_decay`` times the parameter, each axis :math:`i` keeps
+    :math:`H_i \leftarrow H_i + \tilde G_{(i)} \tilde G_{(i)}^T` (from :math:`\epsilon I`) and, every
+    ``preconditioning_compute_steps`` steps (counted from 1), its inverse root :math:`H_i^{-1/2k}` by SVD (zero
+    before the first refresh). The step :math:`u_t` multiplies :math:`\tilde g_t` by the roots axis by axis with the
+    reference's transpositions and reshapes (for order >= 3 the result is laid out as the reference lays it out,
+    not transposed back). 0-D leaves are not preconditioned.
+
+    Args:
+      momentum: :math:`\mu`, the previous step's weight.
+      matrix_eps: :math:`\epsilon`, the statistics' initial diagonal.
+      preconditioning_compute_steps: steps between inverse-root refreshes.
+      coupled_weight_decay: :math:`\lambda`, adds :math:`\lambda\theta` to :math:`\tilde g_t` (needs ``params``).
+      maximize: negate the gradient; the first step's buffer :math:`u_0` is still the gradient before the
+        negation, as in the reference (which copies it before negating).
+
+    Returns:
+      A ``GradientTransformation`` whose state is :class:`ScaleByShampooState`.
+    """
+
+    def init(params):
+        def eyes(p):
+            return tuple(jnp.eye(d, dtype=p.dtype) * matrix_eps for d in p.shape)
+
+        def zeros(p):
+            return tuple(jnp.zeros((d, d), p.dtype) for d in p.shape)
+
+        return ScaleByShampooState(gt.zero_count(), gt.tree_map(jnp.zeros_like, params),
+                                   gt.tree_map(eyes, params), gt.tree_map(zeros, params))
+
+    def update(updates, state, params=None, **extra_args):
+        del extra_args
+        refresh = (state.count + 1) % preconditioning_compute_steps == 0
+
+        def leaf(g, buf, pre, inv, p):
+            buf = jnp.where(state.count == 0, g, buf)
+            g = torch_lerp(-g if maximize else g, buf, momentum)
+            if p is not None:
+                g = g + coupled_weight_decay * p
+            stats, shape, order = g, g.shape, g.ndim
+            new_pre, new_inv = [], []
+            for axis, dim in enumerate(shape):
+                unfolded = jnp.moveaxis(stats, axis, 0).reshape(dim, -1)
+                h = pre[axis] + unfolded @ unfolded.T
+                g = jnp.swapaxes(g, 0, axis)
+                transposed = g.shape
+                g = g.reshape(dim, -1)
+                root = jax.lax.cond(refresh, lambda: _inverse_root(h, 2 * order), lambda: inv[axis])
+                g = (g.T @ root).reshape(shape) if axis == order - 1 else (root @ g).reshape(transposed)
+                new_pre.append(h)
+                new_inv.append(root)
+            return g.astype(buf.dtype), tuple(new_pre), tuple(new_inv)
+
+        treedef = jax.tree.structure(updates)
+        needs_params = params is not None
+        results = [leaf(*args) for args in zip(
+            treedef.flatten_up_to(updates), treedef.flatten_up_to(state.momentum_buffer),
+            treedef.flatten_up_to(state.preconditioners), treedef.flatten_up_to(state.inverse_roots),
+            treedef.flatten_up_to(params) if needs_params else [None] * treedef.num_leaves)]
+        out, pre, inv = (treedef.unflatten([r[i] for r in results]) for i in range(3))
+        return out, ScaleByShampooState(gt.safe_increment(state.count), out, pre, inv)
 
     return GradientTransformation(init, update)

@@ -1,4 +1,4 @@
-"""Parity cases for pytorch_optimizer's SOAP, MARS, LaProp and SCION (pytorch_optimizer 4.1.0, live).
+"""Parity cases for pytorch_optimizer's SOAP, Shampoo, MARS, LaProp and SCION (pytorch_optimizer 4.1.0, live).
 
 SOAP's eigenbases are unique only up to sign where every eigenvalue is simple, so its
 parameter shapes keep each statistic's null space at most one-dimensional (a vector of
@@ -10,7 +10,7 @@ SOAP_QR_CASES, compared in float64 with the float32 tolerance by tests/test_prec
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.optim.preconditioned import laprop_chain, mars_chain, scion_chain, soap_chain
+from gradtx.optim.preconditioned import laprop_chain, mars_chain, scion_chain, shampoo_chain, soap_chain
 from tests.harness import TorchCase
 
 PO = "pytorch_optimizer"
@@ -84,6 +84,21 @@ TORCH_CASES += [
                             weight_decay=0.1), scion_chain, module=PO, params=matrix_tree),
     TorchCase("SCION", dict(lr=0.05, norm_type=3, scale=3.0), scion_chain, module=PO, params=conv_tree),
     TorchCase("SCION", dict(lr=0.05, norm_type=0, momentum=0.2), scion_chain, module=PO),
+]
+
+# Shampoo's inverse roots amplify rounding (float32 SVDs of different LAPACKs differ) by about matrix_eps^(-1/2k):
+# the float32 rows take matrix_eps=0.1.
+shampoo_tree = _tree({"w": (4, 3), "t": (2, 3, 2), "v": (5,), "s": ()}, seed=8)
+
+TORCH_CASES += [
+    TorchCase("Shampoo", dict(lr=0.05), shampoo_chain, module=PO, dtypes=("float64",)),
+    TorchCase("Shampoo", dict(lr=0.05, matrix_eps=0.1), shampoo_chain, module=PO, params=shampoo_tree),
+    TorchCase("Shampoo", dict(lr=0.05, momentum=0.3, weight_decay=0.1, preconditioning_compute_steps=3,
+                              matrix_eps=1e-3, maximize=True), shampoo_chain, module=PO, dtypes=("float64",)),
+    TorchCase("Shampoo", dict(lr=0.05, momentum=0.6, weight_decay=0.1, weight_decouple=True, matrix_eps=0.1),
+              shampoo_chain, module=PO, params=shampoo_tree),
+    TorchCase("Shampoo", dict(lr=0.05, weight_decay=0.1, weight_decouple=True, fixed_decay=True), shampoo_chain,
+              module=PO, dtypes=("float64",)),
 ]
 
 # Rows whose bases are refreshed within the run. The reference computes that QR decomposition in float32 for every
