@@ -1,4 +1,4 @@
-"""SOAP, Shampoo, MARS, LaProp and SCION beyond the shared parity table: SOAP's QR refresh, state names, errors, the aliases."""
+"""SOAP, Shampoo, MARS, LaProp, SCION and AdamMini beyond the shared parity table: SOAP's QR refresh, state names, errors, the aliases."""
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +52,8 @@ def test_soap_state_names_one_entry_per_rotated_axis():
     ("SCION", dict(scale=0.0), "scale must be positive"),
     ("Shampoo", dict(momentum=1.0), "momentum must be in the range"),
     ("Shampoo", dict(preconditioning_compute_steps=0), "preconditioning_compute_steps must be positive"),
+    ("AdamMini", dict(num_embeds=6, num_heads=4), "6 must be divisible by 4"),
+    ("AdamMini", dict(betas=(0.9, 1.0)), "beta2 must be in the range"),
 ])
 def test_reference_validation(name, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -71,6 +73,8 @@ def test_soap_merge_error_names_the_shape_and_the_fix():
     (gradtx.laprop, dict(learning_rate=0.05, centered=True, steps_before_using_centered=3, weight_decay=0.1)),
     (gradtx.scion, dict(learning_rate=0.05, norm="bias", weight_decay=0.1)),
     (gradtx.shampoo, dict(learning_rate=0.05, momentum=0.5, matrix_eps=0.1, weight_decay=0.1)),
+    (gradtx.adam_mini, dict(learning_rate=0.05)),
+    (gradtx.adam_mini, dict(learning_rate=0.05, block="element", weight_decay=None)),
 ])
 def test_aliases_run_on_matrices_and_keep_dtypes(alias, kwargs):
     params = make_params("float32")
@@ -112,3 +116,70 @@ def test_shampoo_alias_is_the_reference_with_decoupled_decay():
                        module="pytorch_optimizer")
     for step, (a, b) in enumerate(zip(ours, theirs)):
         assert_trees_close(a, b, "float64", f"step {step + 1}")
+
+
+def _torch_module(tree):
+    """An nn.Module whose named_parameters() are the tree's leaves under their "."-joined paths."""
+    import torch
+
+    root = torch.nn.Module()
+    for name, value in tree.items():
+        *path, leaf = name.split(".")
+        module = root
+        for part in path:
+            if not hasattr(module, part):
+                module.add_module(part, torch.nn.Module())
+            module = getattr(module, part)
+        module.register_parameter(leaf, torch.nn.Parameter(torch.tensor(np.asarray(value))))
+    return root
+
+
+def _nest(flat):
+    tree = {}
+    for name, value in flat.items():
+        *path, leaf = name.split(".")
+        node = tree
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+# Every block kind of pytorch_optimizer.AdamMini: embedding (Adam), query/key projection (per head), fused
+# attention (per query group and head), a norm (no decay) and the rest (one value per tensor); num_embeds=4.
+ADAM_MINI_SHAPES = {"wte.weight": (5, 4), "layer.q_proj.weight": (4, 4), "layer.attn.qkv.weight": (12, 4),
+                    "layer.ln_f.weight": (4,), "layer.mlp.weight": (3, 4), "layer.mlp.bias": (3,)}
+ADAM_MINI_OPTIONS = [
+    dict(lr=0.05, num_embeds=4, num_heads=2),
+    dict(lr=0.05, betas=(0.8, 0.95), weight_decay=0.2, num_embeds=4, num_heads=2, num_query_groups=1, eps=1e-3,
+         maximize=True),
+]
+
+
+# pytorch_optimizer.AdamMini computes in float32 whatever the parameters' dtype: compared in float32.
+@pytest.mark.parametrize("kwargs", ADAM_MINI_OPTIONS, ids=str)
+def test_adam_mini_matches_reference(kwargs):
+    import torch
+    from pytorch_optimizer import AdamMini
+
+    rng = np.random.default_rng(9)
+    flat = {name: rng.normal(size=shape).astype(np.float32) for name, shape in ADAM_MINI_SHAPES.items()}
+    module = _torch_module(flat)
+    theirs = AdamMini(module, **kwargs)
+    named = dict(module.named_parameters())
+    ours = {tier: optim.AdamMini(_nest({k: jnp.asarray(v) for k, v in flat.items()}), **kwargs, foreach=tier)
+            for tier in (None, False)}
+    grad = jax.jit(jax.grad(lambda p: sum(jnp.sum(jnp.sin(3 * x) + 0.5 * (i + 1) * x * x)
+                                          for i, x in enumerate(jax.tree.leaves(p)))))
+    for step in range(10):
+        grads = grad(_nest({k: jnp.asarray(t.detach().numpy()) for k, t in named.items()}))
+        for name, t in named.items():
+            node = grads
+            for part in name.split("."):
+                node = node[part]
+            t.grad = torch.tensor(np.asarray(node))
+        theirs.step()
+        expected = _nest({k: t.detach().numpy().copy() for k, t in named.items()})
+        for tier, opt in ours.items():
+            opt.step(grad(opt.params))
+            assert_trees_close(jax.tree.map(np.asarray, opt.params), expected, "float32", f"{tier} step {step + 1}")

@@ -67,6 +67,7 @@ OPTIMIZERS.update({
     "LaProp": {"lr": 0.05, "centered": True, "ams_bound": True, "weight_decay": 0.1},
     "SCION": {"lr": 0.05, "weight_decay": 0.1},
     "Shampoo": {"lr": 0.05, "momentum": 0.5, "matrix_eps": 0.1},
+    "AdamMini": {"lr": 0.05, "num_embeds": 4, "num_heads": 2},
 })
 
 

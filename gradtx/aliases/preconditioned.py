@@ -1,4 +1,4 @@
-"""SOAP, Shampoo, MARS, LaProp and SCION as chains (no optax counterpart; the numbers of pytorch_optimizer 4.1.0's classes).
+"""SOAP, Shampoo, MARS, LaProp, SCION and Adam-mini as chains (no optax counterpart; the numbers of pytorch_optimizer 4.1.0's classes).
 
 The torch-style classes with pytorch_optimizer's names, options and state are in
 :mod:`gradtx.optim.preconditioned`.
@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from gradtx.base import GradientTransformation, ScalarOrSchedule, chain, identity
+from gradtx.transforms.adam_mini import scale_by_adam_mini
 from gradtx.transforms.decay import decoupled_weight_decay
 from gradtx.transforms.mars import scale_by_laprop, scale_by_mars
 from gradtx.transforms.preconditioned import decay_after_step, scale_by_shampoo, scale_by_soap
 from gradtx.transforms.scaling import scale_by_learning_rate
 from gradtx.transforms.scion import scale_by_lmo, scale_by_lmo_momentum
 
-__all__ = ["soap", "shampoo", "mars", "laprop", "scion"]
+__all__ = ["soap", "shampoo", "mars", "laprop", "scion", "adam_mini"]
 
 
 def soap(learning_rate: ScalarOrSchedule = 3e-3, b1: Any = 0.95, b2: Any = 0.95, shampoo_beta: Any = None,
@@ -156,6 +157,30 @@ def shampoo(learning_rate: ScalarOrSchedule = 1e-3, momentum: Any = 0.0, matrix_
     """
     return chain(
         scale_by_shampoo(momentum, matrix_eps, preconditioning_compute_steps),
+        scale_by_learning_rate(learning_rate),
+        identity() if weight_decay is None else decoupled_weight_decay(weight_decay, learning_rate),
+    )
+
+
+def adam_mini(learning_rate: ScalarOrSchedule = 1.0, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8,
+              weight_decay: ScalarOrSchedule | None = 0.1, block: str = "tensor",
+              view: tuple[int, ...] | None = None) -> GradientTransformation:
+    r"""Adam-mini (Zhang et al., 2024, https://arxiv.org/abs/2406.16793): one second moment per block.
+
+    ``chain(scale_by_adam_mini, scale_by_learning_rate, decoupled_weight_decay)`` with one block kind for
+    every leaf; :func:`gradtx.multi_transform` (or :class:`gradtx.optim.AdamMini`, which picks the block from
+    each parameter's name as ``pytorch_optimizer.AdamMini`` does) mixes them.
+
+    Args:
+      learning_rate: :math:`\eta`, a float, an array or a schedule.
+      b1, b2, eps, block, view: as in :func:`gradtx.scale_by_adam_mini`.
+      weight_decay: decoupled decay, :math:`\theta \leftarrow \theta(1 - \eta\lambda)` before the step; ``None``: none.
+
+    Returns:
+      A ``GradientTransformation``.
+    """
+    return chain(
+        scale_by_adam_mini(b1, b2, eps, block, view),
         scale_by_learning_rate(learning_rate),
         identity() if weight_decay is None else decoupled_weight_decay(weight_decay, learning_rate),
     )

@@ -8,7 +8,9 @@ import jax
 
 from gradtx.aliases.preconditioned import scion, soap
 from gradtx.base import GradientTransformation, chain, identity
+from gradtx.optim.groups import ParamGroups, path_groups
 from gradtx.optim.optimizer import Optimizer, number
+from gradtx.transforms.adam_mini import scale_by_adam_mini
 from gradtx.transforms.decay import add_decayed_weights, decoupled_weight_decay
 from gradtx.transforms.mars import scale_by_laprop, scale_by_mars
 from gradtx.transforms.preconditioned import decay_after_step, scale_by_shampoo
@@ -16,7 +18,7 @@ from gradtx.transforms.scaling import maximize as negate
 from gradtx.transforms.scaling import scale_by_learning_rate
 from gradtx.transforms.wrappers import multi_transform
 
-__all__ = ["SOAP", "Shampoo", "MARS", "LaProp", "SCION"]
+__all__ = ["SOAP", "Shampoo", "MARS", "LaProp", "SCION", "AdamMini"]
 
 _MAX_AXES = 8  # state names for the statistics of up to this many (merged) axes per parameter
 
@@ -475,3 +477,110 @@ class Shampoo(Optimizer):
         if number(group["preconditioning_compute_steps"]) < 1:
             raise ValueError(f"preconditioning_compute_steps must be positive. ({group['preconditioning_compute_steps']} > 0)")
         check_non_negative(group, "matrix_eps")
+
+
+_EMBED_BLOCKS = ("embed", "embd", "wte", "lm_head.weight", "output.weight")
+_QK_BLOCKS = ("k_proj.weight", "q_proj.weight", "wq.weight", "wk.weight")
+_ATTN_BLOCKS = ("attn.attn.weight", "attn.qkv.weight")
+
+
+def adam_mini_chain(lr: Any = 1.0, betas: Any = (0.9, 0.999), eps: Any = 1e-8, weight_decay: Any = 0.1,
+                    name: str = "", parameter_per_head: int | None = None, num_heads: int = 32,
+                    num_query_groups: int | None = None, maximize: bool = False,
+                    use_weight_decay: bool | None = None) -> GradientTransformation:
+    """pytorch_optimizer.AdamMini's step for the parameter called ``name``, as a chain.
+
+    The name picks the block of :func:`gradtx.scale_by_adam_mini`, as the reference does: embeddings and
+    output layers (``embed``, ``embd``, ``wte``, ``lm_head.weight``, ``output.weight``) are Adam's
+    elements; query/key projections (``q_proj.weight``, ``k_proj.weight``, ``wq.weight``, ``wk.weight``) rows
+    of ``parameter_per_head``; fused attention (``attn.attn.weight``, ``attn.qkv.weight``) rows of
+    ``(num_query_groups, heads per group + 2, -1)``; anything else the whole tensor. Then ``-lr`` and the
+    decoupled decay ``p(1 - lr*wd)`` before the step. State: ``m``, ``v`` or ``v_mean``, ``dimension``.
+    """
+    use_weight_decay = bool(weight_decay != 0) if use_weight_decay is None else use_weight_decay
+    b1, b2 = betas
+    groups = num_heads if num_query_groups is None else num_query_groups
+    if any(block in name for block in _EMBED_BLOCKS):
+        direction = scale_by_adam_mini(b1, b2, eps, "element")
+    elif any(block in name for block in _QK_BLOCKS):
+        direction = scale_by_adam_mini(b1, b2, eps, "rows", (-1, parameter_per_head))
+    elif any(block in name for block in _ATTN_BLOCKS):
+        direction = scale_by_adam_mini(b1, b2, eps, "rows", (groups, num_heads // groups + 2, -1))
+    else:
+        direction = scale_by_adam_mini(b1, b2, eps, "tensor")
+    return chain(
+        negate() if maximize else identity(),
+        direction,
+        scale_by_learning_rate(lr),
+        decoupled_weight_decay(weight_decay, lr) if use_weight_decay else identity(),
+    )
+
+
+class AdamMini(Optimizer):
+    r"""pytorch_optimizer.AdamMini: Adam with one second-moment value per parameter block.
+
+    Zhang et al., 2024, *Adam-mini: Use Fewer Learning Rates To Gain More*, https://arxiv.org/abs/2406.16793.
+
+    .. math::
+        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad v_t = \beta_2 v_{t-1} + (1-\beta_2)\,\overline{g_t^2},
+        \quad \theta_t = \theta_{t-1}(1-\gamma\lambda) - \gamma\frac{m_t}{(1-\beta_1^t)(\sqrt{v_t/(1-\beta_2^t)}+\epsilon)}
+
+    with :math:`\overline{g^2}` the mean over a block chosen from the parameter's name (see
+    :func:`adam_mini_chain`). The numbers of ``pytorch_optimizer.AdamMini`` (4.1.0), which computes and keeps
+    its state in float32 for every parameter dtype. As in the reference, every parameter is its own param
+    group (``name``, ``weight_decay`` — 0 for names containing ``norm`` or ``ln_f`` — and, for query/key
+    projections, ``parameter_per_head = num_embeds**2 // num_heads``).
+
+    ``model`` is a pytree of arrays (or :class:`gradtx.optim.Parameter` boxes): its ``.``-joined paths play
+    the part of ``named_parameters()``, and ``opt.params`` / ``opt.step(grads)`` use its structure.
+    Differences: ``num_heads``, ``num_query_groups`` and ``maximize`` are param-group options; the state
+    has no ``head`` or ``reduced`` entries (Python values in the reference); ``model_sharding`` is accepted
+    and has no effect (JAX arrays are global: sharded parameters need no all-gather of their sizes).
+
+    Args:
+      model: the parameters, a pytree of arrays.
+      lr: learning rate :math:`\gamma` (default 1.0).
+      betas: :math:`(\beta_1, \beta_2)` (default (0.9, 0.999)).
+      weight_decay: :math:`\lambda` (default 0.1), decoupled.
+      model_sharding: accepted for compatibility.
+      num_embeds: the model width (default 2048).
+      num_heads: attention heads (default 32).
+      num_query_groups: key/value groups (default ``num_heads``).
+      eps: added to the denominator (default 1e-8).
+      maximize: maximize the objective instead of minimizing it.
+      foreach: ``True`` compiles one program per group; ``False`` a per-parameter loop.
+    """
+
+    chain_builder = staticmethod(adam_mini_chain)
+    state_names = {"m": "m", "v": "v", "v_mean": "v_mean", "dimension": "dimension"}
+    static_options = ("parameter_per_head", "num_heads", "num_query_groups")
+
+    def __init__(self, model: Any, lr: Any = 1.0, betas: tuple[Any, Any] = (0.9, 0.999), weight_decay: float = 0.1,
+                 model_sharding: bool = False, num_embeds: int = 2048, num_heads: int = 32,
+                 num_query_groups: int | None = None, eps: float = 1e-8, maximize: bool = False,
+                 foreach: bool | None = None) -> None:
+        check_non_negative({"weight_decay": weight_decay}, "weight_decay")
+        check_positive({"num_embeds": num_embeds, "num_heads": num_heads}, "num_embeds", "num_heads")
+        query_groups = num_heads if num_query_groups is None else num_query_groups
+        check_positive({"num_query_groups": query_groups}, "num_query_groups")
+        for x, y in ((num_embeds, num_heads), (num_heads, query_groups)):
+            if x % y != 0:
+                raise ValueError(f"{x} must be divisible by {y}")
+        self.model_sharding, self.num_embeds, self.num_heads = model_sharding, num_embeds, num_heads
+        whole = path_groups(model, [(lambda path, leaf: True, {})])
+        groups = []
+        for name, box in whole.groups[0]["params"]:
+            group = {"name": name, "params": [(name, box)],
+                     "weight_decay": 0.0 if ("norm" in name or "ln_f" in name) else weight_decay}
+            if any(block in name for block in _QK_BLOCKS):
+                group["parameter_per_head"] = num_embeds * num_embeds // num_heads
+            groups.append(group)
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "num_heads": num_heads,
+                    "num_query_groups": query_groups, "maximize": maximize, "foreach": foreach}
+        super().__init__(ParamGroups(groups, whole.tree), defaults)
+
+    @classmethod
+    def check_options(cls, group: dict[str, Any]) -> None:
+        check_lr(group["lr"])
+        check_betas(group)
+        check_non_negative(group, "eps")

@@ -39,9 +39,10 @@ _MODULES = (accumulators, adam_variants, clipping, decay, dtypes, factored, hype
             scaling, sparse, step_rules, wrappers)
 __all__ = [name for module in _MODULES for name in module.__all__]
 
-from gradtx.transforms import mars, preconditioned, scion  # noqa: E402
+from gradtx.transforms import adam_mini, mars, preconditioned, scion  # noqa: E402
+from gradtx.transforms.adam_mini import *  # noqa: E402,F403
 from gradtx.transforms.mars import *  # noqa: E402,F403
 from gradtx.transforms.preconditioned import *  # noqa: E402,F403
 from gradtx.transforms.scion import *  # noqa: E402,F403
 
-__all__ += mars.__all__ + preconditioned.__all__ + scion.__all__
+__all__ += adam_mini.__all__ + mars.__all__ + preconditioned.__all__ + scion.__all__
