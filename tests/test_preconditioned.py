@@ -26,6 +26,12 @@ def test_soap_refresh_matches_reference_to_float32_precision(case):
     params = case.params("float64") if case.params else make_params("float64")
     theirs = run_torch(case.torch_name, case.kwargs, params, case.steps, module=case.module)
     _close_at_float32_tolerance(run_functional(case.chain(**case.kwargs), params, case.steps), theirs, case.id)
+
+
+def test_soap_facade_refresh_matches_reference_to_float32_precision():
+    case = SOAP_QR_CASES[0]
+    params = case.params("float64") if case.params else make_params("float64")
+    theirs = run_torch(case.torch_name, case.kwargs, params, case.steps, module=case.module)
     _close_at_float32_tolerance(run_facade(case, "float64"), theirs, case.id + " (facade)")
 
 

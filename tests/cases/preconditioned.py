@@ -104,8 +104,8 @@ TORCH_CASES += [
 # Rows whose bases are refreshed within the run. The reference computes that QR decomposition in float32 for every
 # dtype, so tests/test_preconditioned.py compares these float64 runs with the float32 tolerance.
 SOAP_QR_CASES = [
-    TorchCase("SOAP", dict(lr=0.05, eps=1e-3), soap_chain, module=PO, label="SOAP-qr-refresh"),
-    TorchCase("SOAP", dict(_SOAP_OPTIONS, precondition_frequency=3), soap_chain, module=PO),
-    TorchCase("SOAP", dict(_SOAP_MERGE, precondition_frequency=4), soap_chain, module=PO, params=merge_tree),
-    TorchCase("SOAP", dict(_SOAP_1D, precondition_frequency=5), soap_chain, module=PO, params=vector_tree),
+    TorchCase("SOAP", dict(lr=0.05, eps=1e-3, precondition_frequency=4), soap_chain, module=PO, steps=10,
+              label="SOAP-qr-refresh"),
+    TorchCase("SOAP", dict(_SOAP_OPTIONS, precondition_frequency=3), soap_chain, module=PO, steps=8),
+    TorchCase("SOAP", dict(_SOAP_MERGE, precondition_frequency=3), soap_chain, module=PO, params=merge_tree, steps=8),
 ]
