@@ -189,3 +189,15 @@ def test_adam_mini_matches_reference(kwargs):
         for tier, opt in ours.items():
             opt.step(grad(opt.params))
             assert_trees_close(jax.tree.map(np.asarray, opt.params), expected, "float32", f"{tier} step {step + 1}")
+
+
+@pytest.mark.parametrize("alias, kwargs", [
+    (gradtx.soap, dict(b1=lambda c: 0.9 - 0.1 * 0.5**c, eps=lambda c: 1e-3 * (1 + c), precondition_frequency=3)),
+    (gradtx.mars, dict(b1=lambda c: 0.9 - 0.1 * 0.5**c, gamma=lambda c: 0.01 * c, eps=lambda c: 1e-8 * (1 + c))),
+    (gradtx.laprop, dict(b2=lambda c: 0.99 - 0.1 * 0.5**c, eps=lambda c: 1e-8 * (1 + c))),
+    (gradtx.shampoo, dict(momentum=lambda c: 0.5 * c / (1 + c), preconditioning_compute_steps=2, matrix_eps=0.1)),
+    (gradtx.adam_mini, dict(b1=lambda c: 0.9 - 0.1 * 0.5**c, eps=lambda c: 1e-8 * (1 + c))),
+], ids=lambda x: getattr(x, "__name__", ""))
+def test_hyperparameters_accept_schedules(alias, kwargs):
+    trajectory = run_functional(alias(lambda c: 0.05 / (1 + c), **kwargs), make_params("float64"), 4)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(trajectory[-1]))

@@ -91,20 +91,21 @@ def scale_by_adam_mini(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, block: s
         bc2_sq = jnp.sqrt(1.0 - beta2**t).astype(jnp.float32)
         # the reference's weights are Python floats (1 - beta, in float64) used by float32 kernels
         w1, w2 = jnp.asarray(1.0 - beta1).astype(jnp.float32), jnp.asarray(1.0 - beta2).astype(jnp.float32)
+        eps_t = value_at(eps, state.count)
 
         def leaf(u, m, v, dimension):
             g = shaped(u.astype(jnp.float32))
             m = torch_lerp(m, g, w1)
             if block == "element":
                 v = v * jnp.asarray(beta2, jnp.float32) + w2 * g * g
-                step = m / (jnp.sqrt(v) / bc2_sq + eps)
+                step = m / (jnp.sqrt(v) / bc2_sq + eps_t)
                 step = step * (1.0 / bc1)
             elif block == "rows":
                 v = torch_lerp(v, jnp.mean(g * g, axis=-1), w2)
-                step = m / (((jnp.sqrt(v) / bc2_sq + eps) * bc1)[..., None])
+                step = m / (((jnp.sqrt(v) / bc2_sq + eps_t) * bc1)[..., None])
             else:
                 v = torch_lerp(v, jnp.sum(g * g) / dimension, w2)
-                step = m * ((1.0 / bc1) / (jnp.sqrt(v) / bc2_sq + eps))
+                step = m * ((1.0 / bc1) / (jnp.sqrt(v) / bc2_sq + eps_t))
             return step.reshape(u.shape).astype(u.dtype), m, v
 
         treedef = jax.tree.structure(updates)

@@ -128,7 +128,7 @@ def scale_by_mars(b1: Any = 0.95, b2: Any = 0.99, gamma: Any = 0.025, eps: Any =
                 u = jnp.sign(u)
             else:
                 nu = beta2 * nu + (1.0 - beta2) * c * c
-                denominator, nu_max = _denominator(nu, nu_max, eps, ams_bound)
+                denominator, nu_max = _denominator(nu, nu_max, value_at(eps, state.count), ams_bound)
                 u = u / (denominator / bc2_sq * bc1)
             stored = g if p is None else g + decay * p
             return u.astype(g.dtype), mu, nu, stored.astype(g.dtype), nu_max
@@ -206,7 +206,7 @@ def scale_by_laprop(learning_rate: Any = 4e-4, b1: Any = 0.9, b2: Any = 0.999, e
             if centered:
                 mean = mean + (1.0 - beta2) * (g - mean)
                 second = jnp.where(use_centered, nu - mean * mean, nu)
-            denominator, nu_max = _denominator(second, nu_max, eps, ams_bound)
+            denominator, nu_max = _denominator(second, nu_max, value_at(eps, state.count), ams_bound)
             mu = (beta1 * mu + ((1.0 - beta1) * lr) * (g / (denominator / bc2_sq))).astype(mu.dtype)
             u = cautious_mask(mu, g) if cautious else mu
             return (-(u * step_size)).astype(g.dtype), mu, nu, mean, nu_max

@@ -204,6 +204,7 @@ def scale_by_soap(b1: Any = 0.95, b2: Any = 0.95, shampoo_beta: Any = None, eps:
         beta1, beta2 = value_at(b1, count), value_at(b2, count)
         beta_s = beta2 if shampoo_beta is None else value_at(shampoo_beta, count)
         frequency = value_at(precondition_frequency, count)
+        epsilon = value_at(eps, count)
         t = count.astype(jnp.result_type(float))  # the reference's step: 0 at the first (statistics-only) step
         if correct_bias:
             factor = jnp.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
@@ -231,10 +232,10 @@ def scale_by_soap(b1: Any = 0.95, b2: Any = 0.95, shampoo_beta: Any = None, eps:
                 mu = mu + (1.0 - beta1) * (g - mu)
                 nu = nu + (1.0 - beta2) * (projected * projected - nu)
                 rotated_mu = _project(layout.to_merged(mu), q, True)
-                direction = _project(rotated_mu / (jnp.sqrt(layout.to_merged(nu)) + eps), q, False)
+                direction = _project(rotated_mu / (jnp.sqrt(layout.to_merged(nu)) + epsilon), q, False)
                 direction = layout.from_merged(direction)
                 if normalize_gradient:
-                    direction = direction / (jnp.sqrt(jnp.mean(direction * direction)) + eps)
+                    direction = direction / (jnp.sqrt(jnp.mean(direction * direction)) + epsilon)
                 gg = gather(gg, q)
                 if rotated:
                     def refresh(operands):
@@ -313,7 +314,7 @@ def scale_by_shampoo(momentum: Any = 0.0, matrix_eps: Any = 1e-6, preconditionin
 
     Args:
       momentum: :math:`\mu`, the previous step's weight.
-      matrix_eps: :math:`\epsilon`, the statistics' initial diagonal.
+      matrix_eps: :math:`\epsilon`, the statistics' initial diagonal (a number: ``init`` has no step count).
       preconditioning_compute_steps: steps between inverse-root refreshes.
       coupled_weight_decay: :math:`\lambda`, adds :math:`\lambda\theta` to :math:`\tilde g_t` (needs ``params``).
       maximize: negate the gradient; the first step's buffer :math:`u_0` is still the gradient before the
@@ -335,13 +336,14 @@ def scale_by_shampoo(momentum: Any = 0.0, matrix_eps: Any = 1e-6, preconditionin
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
-        refresh = (state.count + 1) % preconditioning_compute_steps == 0
+        refresh = (state.count + 1) % value_at(preconditioning_compute_steps, state.count) == 0
+        mu, decay = value_at(momentum, state.count), value_at(coupled_weight_decay, state.count)
 
         def leaf(g, buf, pre, inv, p):
             buf = jnp.where(state.count == 0, g, buf)
-            g = torch_lerp(-g if maximize else g, buf, momentum)
+            g = torch_lerp(-g if maximize else g, buf, mu)
             if p is not None:
-                g = g + coupled_weight_decay * p
+                g = g + decay * p
             stats, shape, order = g, g.shape, g.ndim
             new_pre, new_inv = [], []
             for axis, dim in enumerate(shape):

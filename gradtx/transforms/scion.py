@@ -172,7 +172,7 @@ def scale_by_lmo_momentum(momentum: Any = 0.1) -> GradientTransformation:
     gradient's weight, as in pytorch_optimizer's SCION), computed as torch's ``lerp``; the update is :math:`d_t`.
 
     Args:
-      momentum: :math:`\alpha` in (0, 1] (a number or array).
+      momentum: :math:`\alpha` in (0, 1] (a number or array: the transform keeps no step count).
 
     Returns:
       A ``GradientTransformation`` whose state is :class:`ScaleByLmoMomentumState`.
