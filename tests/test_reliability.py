@@ -66,6 +66,14 @@ OPTIMIZERS = {
     "SophiaH": {"lr": 0.05, "weight_decay": 0.1},
     "Kron": {"lr": 0.05, "weight_decay": 0.1, "pre_conditioner_update_probability": 0.0},
 }
+OPTIMIZERS.update({
+    "SOAP": {"lr": 0.05, "precondition_frequency": 2},
+    "MARS": {"lr": 0.05, "ams_bound": True, "weight_decay": 0.1},
+    "LaProp": {"lr": 0.05, "centered": True, "ams_bound": True, "weight_decay": 0.1},
+    "SCION": {"lr": 0.05, "weight_decay": 0.1},
+    "Shampoo": {"lr": 0.05, "momentum": 0.5, "matrix_eps": 0.1},
+    "AdamMini": {"lr": 0.05, "num_embeds": 4, "num_heads": 2},
+})
 
 
 def facade_classes() -> list[str]:

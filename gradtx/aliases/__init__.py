@@ -29,3 +29,7 @@ from gradtx.aliases import projected  # noqa: E402
 from gradtx.aliases.projected import *  # noqa: E402,F403
 
 __all__ += projected.__all__
+from gradtx.aliases import preconditioned  # noqa: E402
+from gradtx.aliases.preconditioned import *  # noqa: E402,F403
+
+__all__ += preconditioned.__all__

@@ -74,3 +74,10 @@ from gradtx.transforms.psgd import *  # noqa: E402,F403
 from gradtx.transforms.sophia import *  # noqa: E402,F403
 
 __all__ += galore.__all__ + psgd.__all__ + sophia.__all__
+from gradtx.transforms import adam_mini, mars, preconditioned, scion  # noqa: E402
+from gradtx.transforms.adam_mini import *  # noqa: E402,F403
+from gradtx.transforms.mars import *  # noqa: E402,F403
+from gradtx.transforms.preconditioned import *  # noqa: E402,F403
+from gradtx.transforms.scion import *  # noqa: E402,F403
+
+__all__ += adam_mini.__all__ + mars.__all__ + preconditioned.__all__ + scion.__all__

@@ -4,12 +4,14 @@ optax.contrib's optimizers and wrappers (tests/cases/contrib.py) keep their own 
 CONTRIB_CASES and WRAPPER_CASES, which tests/test_contrib.py runs with whole-state checks.
 """
 
-from tests.cases import (accumulators, adam_variants, beyond, core, factored, projected, second_order, step_rules,
-                         wrappers)
+from tests.cases import (accumulators, adam_variants, beyond, core, factored, preconditioned, projected, second_order,
+                         step_rules, wrappers)
 from tests.cases.contrib import CONTRIB_CASES as CONTRIB_CASES
 from tests.cases.contrib import WRAPPER_CASES as WRAPPER_CASES
 
-_FAMILIES = (core, accumulators, adam_variants, step_rules, factored, second_order, beyond, projected, wrappers)
+_FAMILIES = (core, accumulators, adam_variants, step_rules, factored, second_order, beyond, projected, preconditioned,
+             wrappers)
 
 OPTAX_CASES = [case for family in _FAMILIES for case in family.OPTAX_CASES]
 TORCH_CASES = [case for family in _FAMILIES for case in family.TORCH_CASES]
+
