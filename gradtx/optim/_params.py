@@ -61,6 +61,11 @@ def split_param_groups(params: Any) -> tuple[list[dict], bool]:
     if isinstance(params, (list, tuple)):
         if len(params) == 0:
             raise ValueError(EMPTY_MSG)
+        for i, entry in enumerate(params):
+            if isinstance(entry, Mapping) and "params" not in entry and entry and not any(
+                    is_param(x) or is_array(x) for x in jax.tree.leaves(entry, is_leaf=is_param)):
+                raise KeyError(f"param group {i} has no 'params' entry (its keys: {sorted(map(str, entry))}); "
+                               "a param group is a dict {'params': [...], 'lr': ...}")
         groups = [_is_group(g) for g in params]
         if all(groups):
             return [dict(g) for g in params], False
@@ -104,6 +109,19 @@ class _Wrapper:
 
     def __init__(self, taken: Iterable[Parameter]) -> None:
         self.buffers = {id(p.data) for p in taken}
+        self.others = set(self.buffers)  # the arrays other groups hold
+        self.listed: set[int] = set()  # the arrays listed in this group
+
+    def listed_once(self, x: Any) -> Any:
+        """Refuses an array listed twice in a list of parameters, as torch refuses a tensor listed twice."""
+        if is_array(x) and not is_param(x):
+            if id(x) in self.others:
+                raise ValueError("some parameters appear in more than one parameter group")
+            if id(x) in self.listed:
+                raise ValueError("optimizer contains a parameter group with duplicate parameters: the same array "
+                                 "is listed twice; list each parameter once (torch would update it twice per step)")
+            self.listed.add(id(x))
+        return x
 
     def __call__(self, x: Any, name: str | None) -> Parameter:
         if is_param(x):
@@ -145,9 +163,9 @@ def group_params(params: Any, taken: Iterable[Parameter] = ()) -> GroupParams:
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"optimizer params have duplicate names: {duplicates}")
-            boxes = [wrap(x, name) for name, x in params]
+            boxes = [wrap(wrap.listed_once(x), name) for name, x in params]
             return GroupParams(boxes, names, dict(zip(names, boxes)))
-        boxes = [wrap(x, None) for x in params]  # unnamed, as torch's plain list (boxes may carry a .name)
+        boxes = [wrap(wrap.listed_once(x), None) for x in params]  # unnamed, as torch's list (boxes may be named)
         return GroupParams(boxes, None, list(boxes))
     if isinstance(params, (list, tuple)) and not all(_is_flat_entry(x) or _is_container(x) for x in params):
         bad = next(x for x in params if not (_is_flat_entry(x) or _is_container(x)))
@@ -164,7 +182,7 @@ def group_params(params: Any, taken: Iterable[Parameter] = ()) -> GroupParams:
             leaf = box
         new_leaves.append(leaf)
     if not boxes:
-        if not leaves and not isinstance(params, (Mapping, list, tuple)):
+        if not isinstance(params, (Mapping, list, tuple)):
             raise TypeError("params argument given to the optimizer should be an iterable of arrays, "
                             f"Parameters or dicts, or a pytree of arrays, but got {type(params).__name__}")
         raise ValueError(EMPTY_MSG)

@@ -47,6 +47,8 @@ def number(value: Any) -> float:
     """An option as a Python float for validation (floats, ints, 1-element arrays); schedules read as 0."""
     if callable(value):
         return 0.0
+    if isinstance(value, (str, bytes)) or not np.issubdtype(np.asarray(value).dtype, np.number):
+        raise TypeError(f"an option must be a number (or a schedule), got {value!r} ({type(value).__name__})")
     array = np.asarray(value)
     if array.size != 1:
         raise ValueError(f"an option given as an array must have 1 element, got shape {array.shape}")
