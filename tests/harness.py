@@ -7,6 +7,7 @@ each trajectory's own current parameters, so the two runs see the same function.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,3 +188,22 @@ def check_complex_facade_against_torch(name: str, kwargs: dict, steps: int = 5, 
     for key, value in theirs.state[zt].items():
         assert ours.state[box][key].dtype == jnp.dtype(str(value.dtype).replace("torch.", "")), key
         np.testing.assert_allclose(np.asarray(ours.state[box][key]), value.numpy(), rtol=1e-6, err_msg=key)
+
+
+def snapshot(opt):
+    """Copies of everything a failed call must leave unchanged."""
+    params = [np.array(p.data) for g in opt.param_groups for p in g["params"]]
+    state = {id(p): {k: np.array(v) for k, v in s.items()} for p, s in opt.state.items()}
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    return params, state, copy.deepcopy(groups), opt._step_count
+
+
+def assert_unchanged(opt, before):
+    params, state, groups, count = snapshot(opt)
+    for a, b in zip(params, before[0]):
+        np.testing.assert_array_equal(a, b)
+    assert state.keys() == before[1].keys() and groups == before[2] and count == before[3]
+    for key in state:
+        assert state[key].keys() == before[1][key].keys()
+        for name in state[key]:
+            np.testing.assert_array_equal(state[key][name], before[1][key][name])

@@ -6,32 +6,14 @@ an array option of the wrong shape) fail before anything changes, naming the
 group and the option; so do constructions torch refuses.
 """
 
-import copy
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import gradtx.optim as optim
+from tests.harness import assert_unchanged, snapshot
 
 TIERS = {"fused": {}, "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
-
-
-def _snapshot(opt):
-    params = [np.array(p.data) for g in opt.param_groups for p in g["params"]]
-    state = {id(p): {k: np.array(v) for k, v in s.items()} for p, s in opt.state.items()}
-    groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
-    return params, state, copy.deepcopy(groups), opt._step_count
-
-
-def _assert_same(after, before):
-    for a, b in zip(after[0], before[0]):
-        np.testing.assert_array_equal(a, b)
-    assert after[1].keys() == before[1].keys()
-    for key in after[1]:
-        for name in after[1][key]:
-            np.testing.assert_array_equal(after[1][key][name], before[1][key][name])
-    assert after[3] == before[3]
 
 
 def _two_groups(name, **kwargs):
@@ -62,11 +44,11 @@ EDITS = [
 def test_an_edited_group_fails_the_step_before_anything_changes(name, options, edit, error, message, tier):
     opt = _two_groups(name, **options, **TIERS[tier])
     opt.step(_grads())
-    before = _snapshot(opt)
     edit(opt.param_groups[1])
+    before = snapshot(opt)
     with pytest.raises(error, match=message.replace("(", r"\(")):
         opt.step(_grads())
-    _assert_same(_snapshot(opt), before)
+    assert_unchanged(opt, before)
 
 
 def test_a_group_replaced_by_a_hand_built_dict_without_an_option_is_refused():

@@ -1,6 +1,5 @@
 """state_dict / load_state_dict (ours and torch's, both ways, by position and by name), pickling, hooks, errors."""
 
-import copy
 import pickle
 
 import jax
@@ -10,28 +9,10 @@ import pytest
 import torch
 
 import gradtx.optim as optim
+from tests.harness import assert_unchanged, snapshot
 from tests.test_facade_engine import Lockstep, flat_params, jit_grad, to_numpy, to_torch
 
 NAMES = ["w", "b", "n", "s"]
-
-
-def snapshot(opt):
-    """Copies of everything a failed call must leave unchanged."""
-    params = [np.array(p.data) for g in opt.param_groups for p in g["params"]]
-    state = {id(p): {k: np.array(v) for k, v in s.items()} for p, s in opt.state.items()}
-    groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
-    return params, state, copy.deepcopy(groups), opt._step_count
-
-
-def assert_unchanged(opt, before):
-    params, state, groups, count = snapshot(opt)
-    for a, b in zip(params, before[0]):
-        np.testing.assert_array_equal(a, b)
-    assert state.keys() == before[1].keys() and groups == before[2] and count == before[3]
-    for key in state:
-        assert state[key].keys() == before[1][key].keys()
-        for name in state[key]:
-            np.testing.assert_array_equal(state[key][name], before[1][key][name])
 
 
 def stepped(name, steps, **kwargs):
