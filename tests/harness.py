@@ -202,7 +202,7 @@ def assert_unchanged(opt, before):
     params, state, groups, count = snapshot(opt)
     for a, b in zip(params, before[0]):
         np.testing.assert_array_equal(a, b)
-    assert state.keys() == before[1].keys() and groups == before[2] and count == before[3]
+    assert state.keys() == before[1].keys() and repr(groups) == repr(before[2]) and count == before[3]
     for key in state:
         assert state[key].keys() == before[1][key].keys()
         for name in state[key]:
