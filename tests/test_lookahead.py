@@ -129,3 +129,64 @@ def test_mismatched_shape_is_rejected():
     ours = optim.Lookahead(optim.SGD([jnp.ones(3)], lr=0.1))
     with pytest.raises(ValueError, match=r"lookahead state \(0, 0\)\['slow_params'\] has shape \(2,\)"):
         ours.load_state_dict(optim.Lookahead(optim.SGD([jnp.ones(2)], lr=0.1)).state_dict())
+
+
+def test_closure_steps_as_gradient_steps():
+    by_grads = run(build(make_params("float64"), "SGD", k=2, pullback_momentum="pullback"), 6)
+    opt = build(make_params("float64"), "SGD", k=2, pullback_momentum="pullback")
+    by_closure = []
+    jit_loss = jax.jit(harness.loss)
+    for step in range(6):
+        if step % 2:
+            opt.step(lambda params: jit_loss(params))  # positional, as torch's step(closure)
+        else:
+            before = jit_loss(opt.params)
+            assert opt.step(closure=jit_loss) == before  # the closure's loss is returned
+        by_closure.append(jax.tree.map(np.array, opt.params))
+    assert_trees_close(by_closure, by_grads, "float64", "closure steps")
+
+
+def test_parameter_without_gradient_keeps_its_slow_weight():
+    """The reference interpolates only parameters that have a gradient (a None leaf here, no .grad there)."""
+    start = [np.linspace(-1.0, 1.0, 3), np.array([0.5, -0.25])]
+    tensors = [torch.tensor(x, requires_grad=True) for x in start]
+    theirs = pytorch_optimizer.Lookahead(torch.optim.SGD(tensors, lr=0.1, momentum=0.9), k=2, alpha=0.8)
+    ours = optim.Lookahead(optim.SGD([jnp.array(x) for x in start], lr=0.1, momentum=0.9), k=2, alpha=0.8)
+    for _ in range(5):
+        grad = jit_grad([ours.params[0]])[0]
+        tensors[0].grad = torch.tensor(np.asarray(grad))
+        theirs.step()
+        ours.step([grad, None])
+    assert_trees_close(ours.params, [t.detach().numpy() for t in tensors], "float64", "params")
+    slow = [ours.state[p]["slow_params"] for p in ours.param_groups[0]["params"]]
+    assert_trees_close(slow, [theirs.state[t]["slow_params"].numpy() for t in tensors], "float64", "slow")
+
+
+def test_slow_weights_for_evaluation_as_the_reference():
+    params = jax.tree.leaves(make_params("float64"))
+    ours = build(params, "Adam", k=5)
+    tensors = [torch.tensor(np.asarray(x), requires_grad=True) for x in params]
+    theirs = reference_lookahead(tensors, "Adam", k=5)
+    for _ in range(3):
+        grads = jit_grad(ours.params)
+        for t, g in zip(tensors, grads):
+            t.grad = torch.tensor(np.asarray(g))
+        theirs.step()
+        ours.step(grads)
+    fast = jax.tree.map(np.array, ours.params)
+    ours.backup_and_load_cache()
+    theirs.backup_and_load_cache()
+    assert_trees_close(ours.params, [t.detach().numpy() for t in tensors], "float64", "slow weights")
+    ours.clear_and_load_backup()
+    theirs.clear_and_load_backup()
+    assert_trees_close(ours.params, fast, "float64", "fast weights back")
+    assert "backup_params" not in ours.state[ours.param_groups[0]["params"][0]]
+
+
+def test_pickled_wrapper_goes_on_bit_for_bit():
+    opt = build(make_params("float64"), "SGD", k=5, pullback_momentum="pullback")
+    run(opt, 3)
+    copy = pickle.loads(pickle.dumps(opt))
+    for a, b in zip(run(copy, 6), run(opt, 6)):
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_array_equal(x, y)
