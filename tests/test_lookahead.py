@@ -190,3 +190,25 @@ def test_pickled_wrapper_goes_on_bit_for_bit():
     for a, b in zip(run(copy, 6), run(opt, 6)):
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
             np.testing.assert_array_equal(x, y)
+
+
+def test_loads_the_reference_state_dict():
+    """A state_dict saved by pytorch_optimizer's Lookahead (torch tensors) resumes here as it goes on there."""
+    params = jax.tree.leaves(make_params("float64"))
+    kwargs = dict(k=3, alpha=0.8, pullback_momentum="pullback")
+    tensors = [torch.tensor(np.asarray(x), requires_grad=True) for x in params]
+    theirs = reference_lookahead(tensors, "SGD", **kwargs)
+
+    def torch_step():
+        for t, g in zip(tensors, jit_grad([jnp.asarray(t.detach().numpy()) for t in tensors])):
+            t.grad = torch.tensor(np.asarray(g))
+        theirs.step()
+
+    for _ in range(4):
+        torch_step()
+    ours = build([t.detach().numpy() for t in tensors], "SGD", **kwargs)
+    ours.load_state_dict(theirs.state_dict())
+    for _ in range(5):
+        torch_step()
+        ours.step(jit_grad(ours.params))
+    assert_trees_close(ours.params, [t.detach().numpy() for t in tensors], "float64", "after loading")
