@@ -77,6 +77,8 @@ OPTIMIZERS.update({
 
 
 def facade_classes() -> list[str]:
+    # Wrappers of an optimizer instance (Lookahead) are not Optimizer subclasses, so they are not listed here;
+    # tests/test_lookahead.py covers them, their state_dict round trip included.
     return [name for name in optim.__all__ if inspect.isclass(getattr(optim, name))
             and issubclass(getattr(optim, name), optim.Optimizer) and getattr(optim, name) is not optim.Optimizer]
 

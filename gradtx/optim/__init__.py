@@ -35,7 +35,7 @@ from gradtx.optim.parameter import Parameter as Parameter
 
 # One module per family; each lists its optimizer classes in __all__. Modules not written yet are skipped.
 _FAMILIES = ("sgd", "adam", "accumulators", "adam_variants", "step_rules", "factored", "second_order", "zero",
-             "schedule_free", "beyond", "projected", "preconditioned")
+             "schedule_free", "beyond", "projected", "preconditioned", "lookahead")
 
 __all__ = ["Optimizer", "Parameter", "RemovableHandle", "required", "register_optimizer_step_pre_hook",
            "register_optimizer_step_post_hook", "path_groups", "ParamGroups", "FROZEN"]
