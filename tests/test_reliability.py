@@ -73,6 +73,13 @@ OPTIMIZERS.update({
     "SCION": {"lr": 0.05, "weight_decay": 0.1},
     "Shampoo": {"lr": 0.05, "momentum": 0.5, "matrix_eps": 0.1},
     "AdamMini": {"lr": 0.05, "num_embeds": 4, "num_heads": 2},
+    # schedule-free (train mode set by build), Prodigy, and pytorch-optimizer's ADOPT and AdEMAMix
+    "AdamWScheduleFree": {"lr": 0.05, "warmup_steps": 2, "weight_decay": 0.1},
+    "SGDScheduleFree": {"lr": 0.05, "momentum": 0.8},
+    "RAdamScheduleFree": {"lr": 0.05},
+    "Prodigy": {"lr": 1.0, "weight_decay": 0.1},
+    "ADOPT": {"lr": 0.05, "weight_decay": 0.1},
+    "AdEMAMix": {"lr": 0.05, "alpha": 3.0},
 })
 
 
@@ -91,7 +98,10 @@ def build(name: str, params: dict) -> optim.Optimizer:
     kwargs = dict(OPTIMIZERS[name])
     if name == "ZeroRedundancyOptimizer":  # state split over 2 of the 8 simulated devices (see conftest)
         kwargs["mesh"] = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",))
-    return getattr(optim, name)({k: jnp.array(v) for k, v in params.items()}, **kwargs)
+    opt = getattr(optim, name)({k: jnp.array(v) for k, v in params.items()}, **kwargs)
+    if hasattr(opt, "train"):  # schedule-free optimizers step in train mode only, as their reference's
+        opt.train()
+    return opt
 
 
 def take_steps(opt: optim.Optimizer, n: int) -> None:

@@ -376,9 +376,10 @@ class Prodigy(Optimizer):
                                                     0.0 if group["beta3"] is None else group["beta3"])
         for i, p in enumerate(boxes):
             p.data = new_params[i]
-            self.state[p] = {"step": saved[i].get("step", 0) + 1, "s": state.grad_sum[i].reshape(-1),
-                             "p0": state.params0[i].reshape(-1), "exp_avg": state.exp_avg[i],
-                             "exp_avg_sq": state.exp_avg_sq[i]}
+            # Kept in the parameter's dtype, as prodigyopt's in-place updates keep them (d may be wider).
+            self.state[p] = {"step": saved[i].get("step", 0) + 1, "s": state.grad_sum[i].reshape(-1).astype(p.dtype),
+                             "p0": state.params0[i].reshape(-1).astype(p.dtype),
+                             "exp_avg": state.exp_avg[i].astype(p.dtype), "exp_avg_sq": state.exp_avg_sq[i].astype(p.dtype)}
         for g in self.param_groups:
             g.update(d_numerator=float(state.numerator_weighted), d_denom=float(d_denom), d=float(state.estim_lr),
                      d_max=float(state.estim_lr), d_hat=float(d_hat), k=g["k"] + 1)
