@@ -32,8 +32,7 @@ def soap(learning_rate: ScalarOrSchedule = 3e-3, b1: Any = 0.95, b2: Any = 0.95,
 
     Args:
       learning_rate: :math:`\eta`, a float, an array or a schedule.
-      b1, b2, shampoo_beta, eps, precondition_frequency, max_precondition_dim, merge_dims, precondition_1d,
-        correct_bias, normalize_gradient, data_format: as in :func:`gradtx.scale_by_soap`.
+      b1: as in :func:`gradtx.scale_by_soap`, and so are the options after it up to ``data_format``.
       weight_decay: :math:`\lambda` (decoupled); ``None`` leaves the decay stage out.
 
     Returns:
