@@ -222,3 +222,21 @@ def test_a_dropped_schedule_releases_its_programs():
     ref = make()
     gc.collect()
     assert ref() is None
+
+
+def test_a_jitted_closure_passed_positionally_is_a_closure():
+    opt = optim.SGD({"w": jnp.ones(3)}, lr=0.1)
+    loss = opt.step(jax.jit(lambda p: jnp.sum(p["w"] ** 2)))
+    assert float(loss) == 3.0
+    np.testing.assert_allclose(opt.params["w"], 0.8)
+
+
+def test_lbfgs_skips_a_step_whose_closure_turns_nonfinite():
+    opt = optim.LBFGS({"w": jnp.ones(3)}, lr=0.5, max_iter=3)
+    opt.skip_nonfinite = True
+    opt.step(lambda p: jnp.sum(p["w"] ** 2))
+    before = jax.tree.map(np.array, (opt.params, opt.state_dict()["state"]))
+    opt.step(lambda p: jnp.sum(p["w"] ** 2) * jnp.nan)
+    assert opt.skipped_steps == 1
+    after = jax.tree.map(np.array, (opt.params, opt.state_dict()["state"]))
+    jax.tree.map(np.testing.assert_array_equal, after, before)

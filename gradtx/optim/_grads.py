@@ -34,8 +34,15 @@ def takes_argument(closure: Callable) -> bool:
 
 
 def is_closure(x: Any) -> bool:
-    """Whether ``step``'s first argument is a closure rather than a gradient tree."""
-    return isinstance(x, (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial))
+    """Whether ``step``'s first argument is a closure rather than a gradient tree.
+
+    Any callable without array leaves: a function, a method, a ``functools.partial``,
+    a ``jax.jit``-wrapped function. An equinox module is callable too, but it is a
+    pytree of arrays: a gradient tree.
+    """
+    if isinstance(x, (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial)):
+        return True
+    return callable(x) and not any(is_array(leaf) or isinstance(leaf, Parameter) for leaf in jax.tree.leaves(x))
 
 
 def value_and_grad(opt, closure: Callable) -> Callable[[list], tuple[Any, list]]:

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.base import GradientTransformation, chain, identity
+from gradtx.optim._grads import is_closure
 from gradtx.optim.optimizer import Optimizer, number
 from gradtx.transforms.beyond import scale_by_ademamix, scale_by_adopt
 from gradtx.transforms.decay import add_decayed_weights
@@ -347,7 +348,7 @@ class Prodigy(Optimizer):
                                  f"options; param group {i} has options different from group 0's; use one group")
 
     def _step(self, grads: Any = None, closure: Any = None) -> Any:
-        if closure is None and callable(grads):
+        if closure is None and is_closure(grads):
             grads, closure = None, grads
         if grads is not None and closure is not None:
             raise ValueError("step() takes gradients or a closure, not both")

@@ -20,7 +20,9 @@ import numpy as np
 
 from gradtx._checks import check_range
 from gradtx.base import GradientTransformation, chain, identity
+from gradtx.optim._grads import is_closure
 from gradtx.optim.optimizer import Optimizer, number
+from gradtx.tree import all_finite
 from gradtx.transforms.lbfgs import LBFGSTorchState, lbfgs_torch_init, lbfgs_torch_step
 from gradtx.transforms.scaling import maximize as negate, scale_by_learning_rate
 from gradtx.transforms.sparse import scale_by_sparse_adam
@@ -207,7 +209,7 @@ class LBFGS(Optimizer):
             raise RuntimeError("only 'strong_wolfe' is supported")
 
     def _step(self, grads: Any = None, closure: Callable | None = None) -> Any:
-        if closure is None and callable(grads):
+        if closure is None and is_closure(grads):
             grads, closure = None, grads
         if closure is None or grads is not None:
             raise TypeError("LBFGS.step() takes a closure, step(closure), with closure(params) -> loss")
@@ -221,7 +223,11 @@ class LBFGS(Optimizer):
         state = self._lbfgs_state(flat, group["history_size"])
         program = self._program(closure, shapes, group)
         options = {k: jnp.asarray(group[k]) for k in ("lr", "tolerance_grad", "tolerance_change")}
-        flat, state, loss = program(flat, state, options)
+        new_flat, new_state, loss = program(flat, state, options)
+        if self.skip_nonfinite and not bool(all_finite([new_flat, loss])):  # a NaN/inf on the way: keep the old
+            self.skipped_steps += 1
+            return loss
+        flat, state = new_flat, new_state
         for p, value in zip(boxes, _unflatten(flat, shapes)):
             p.data = value
         self._store_lbfgs_state(state, boxes[0])
