@@ -357,7 +357,7 @@ KRON_OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("kwargs", KRON_OPTIONS, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
+@pytest.mark.parametrize("kwargs", KRON_OPTIONS, ids=lambda k: ",".join(f"{a}={b if not callable(b) else 'fn'}" for a, b in k.items()))
 def test_kron_matches_pytorch_optimizer_on_the_same_probes(kwargs):
     """Both draw their probes and balancing decisions from injected sequences (torch's RNG cannot be reproduced)."""
     steps, params = 8, make_params("float64")
