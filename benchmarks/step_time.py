@@ -91,7 +91,7 @@ TORCH_TIERS = {"torch fused": "fused", "torch foreach": "foreach", "torch for-lo
 
 
 def parameter_sets(quick: bool) -> dict[str, list[int]]:
-    """Named lists of tensor sizes (elements), as issue 6 specifies (a quarter... a sixteenth of them in quick mode)."""
+    """Named lists of tensor sizes (elements), the four sets the goals in docs/performance.md name (a quarter... a sixteenth of them in quick mode)."""
     total = 1 << 20 if quick else 16 << 20
     rng = np.random.default_rng(0)
     raw = rng.lognormal(mean=0.0, sigma=1.0, size=200)

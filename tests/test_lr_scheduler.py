@@ -245,7 +245,7 @@ def test_step_with_epoch_uses_torchs_closed_form(build):
         np.testing.assert_allclose(scheduler.get_last_lr(), torch_scheduler.get_last_lr(), rtol=RTOL)
 
 
-# -- issue 10, point 6: what torch gets wrong -------------------------------------------------------------------
+# -- what torch gets wrong, and these classes do not ---------------------------------------------------------
 
 def _values(optimizer: Any, scheduler: Any, steps: int) -> np.ndarray:
     lrs = [[g["lr"] for g in optimizer.param_groups]]

@@ -11,7 +11,7 @@ of ``lr`` exactly as in torch. The same rules in closed form, as pure
 functions of the step for the functional face, are in :mod:`gradtx.schedules`
 (each class names its schedule).
 
-Where torch has traps, these classes do not (issue 10, point 6):
+Where torch has traps, these classes do not:
 
 - a :class:`SequentialLR` or :class:`ChainedScheduler` may be a child of a
   :class:`SequentialLR` (torch raises or computes wrong values);
