@@ -48,11 +48,6 @@ SUBSTITUTED = [
 
 # test id (file::class::test, parameters stripped) -> why it fails with gradtx substituted.
 KNOWN_FAILURES: dict[str, str] = {
-    "_src/transform_test.py::TransformTest::test_lion_invalid_mode_raises":
-        "gradtx.scale_by_lion rejects an unknown mode when it is built (ValueError), optax at the first update",
-    "_src/transform_test.py::TransformTest::test_scale_by_polyak_l1_norm":
-        "gradtx.scale_by_polyak without value= raises ValueError naming the fix; optax's TypeError is Python's "
-        "missing keyword-only argument",
 }
 
 # Tests that fail in this environment with optax itself (not substituted): they say nothing about gradtx.
