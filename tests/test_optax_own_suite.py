@@ -10,7 +10,7 @@ names gradtx lacks). optax's test files are then collected as they are; their
 
 The files run are the wheel's tests of the wrappers, combinators, protocol,
 transforms and schedules (``FILES``). The tests of ``optax.contrib``
-(``CONTRIB_FILES``, about a minute and a half more on two cores) run only when the
+(``CONTRIB_FILES``, about five minutes more on two cores) run only when the
 environment variable ``GRADTX_OPTAX_SUITE_ALL=1`` is set. ``alias_test.py`` takes
 about a quarter of an hour on two cores and is left out of both: run this file as a
 script to include it (``python tests/test_optax_own_suite.py out.json gradtx
@@ -44,7 +44,7 @@ FILES = [
 # transforms/_accumulation_test.py imports flax, which is not installed.
 CONTRIB_FILES = [
     f"contrib/_{name}_test.py" for name in (
-        "complex_valued", "galore", "mechanic", "muon", "privacy", "reduce_on_plateau", "sam", "schedule_free")
+        "common", "complex_valued", "galore", "mechanic", "muon", "privacy", "reduce_on_plateau", "sam", "schedule_free")
 ]
 RUN_ALL = os.environ.get("GRADTX_OPTAX_SUITE_ALL") == "1"
 
