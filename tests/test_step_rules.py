@@ -51,7 +51,7 @@ def test_add_noise_seed_is_the_key_and_not_both():
 def test_polyak_needs_value_and_a_known_variant():
     tx = gradtx.polyak_sgd()
     params = jnp.ones(3)
-    with pytest.raises(ValueError, match="value=loss"):
+    with pytest.raises(TypeError, match="value=loss"):
         tx.update(params, tx.init(params), params)
     with pytest.raises(ValueError, match="variant"):
         gradtx.scale_by_polyak(variant="sps-")

@@ -1,6 +1,5 @@
 """Adagrad, RMSprop, Adadelta and Adamax as chains, with optax's names, arguments and defaults."""
 
-from __future__ import annotations
 
 from typing import Any
 

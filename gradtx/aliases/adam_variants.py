@@ -5,7 +5,6 @@ torch's NAdam and RAdam (with their own momentum schedule, eps placement and
 decay options) are built by :mod:`gradtx.optim.adam_variants`.
 """
 
-from __future__ import annotations
 
 from typing import Any
 

@@ -6,12 +6,11 @@ ademamix, simplified_ademamix. The torch-style classes of the reference packages
 and :mod:`gradtx.optim.beyond`.
 """
 
-from __future__ import annotations
 
 from typing import Any
 
 from gradtx.aliases.core import sgd
-from gradtx.base import GradientTransformation, chain
+from gradtx.base import GradientTransformation, ScalarOrSchedule, chain
 from gradtx.schedules.optax_style import warmup_constant_schedule
 from gradtx.transforms.accumulators import scale_by_rms
 from gradtx.transforms.beyond import _adopt_clip, scale_by_ademamix, scale_by_adopt, scale_by_simplified_ademamix
@@ -83,7 +82,7 @@ def schedule_free_adamw(learning_rate: Any = 0.0025, warmup_steps: int | None = 
                          state_dtype=state_dtype)
 
 
-def adopt(learning_rate: Any, b1: Any = 0.9, b2: Any = 0.9999, eps: Any = 1e-6, mu_dtype: Any = None, *,
+def adopt(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.9999, eps: Any = 1e-6, mu_dtype: Any = None, *,
           nesterov: bool = False, use_clipping: bool = True, clip_value_fn: Any = _adopt_clip) -> GradientTransformation:
     """ADOPT (``optax.contrib.adopt``): :func:`gradtx.scale_by_adopt` then the learning rate.
 
@@ -108,7 +107,7 @@ def adopt(learning_rate: Any, b1: Any = 0.9, b2: Any = 0.9999, eps: Any = 1e-6, 
                  scale_by_learning_rate(learning_rate))
 
 
-def ademamix(learning_rate: Any, b1: Any = 0.9, b2: Any = 0.999, b3: Any = 0.9999, alpha: Any = 5.0,
+def ademamix(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, b3: Any = 0.9999, alpha: Any = 5.0,
              eps: Any = 1e-8, eps_root: Any = 0.0, mu_dtype: Any = None, weight_decay: Any = 0.0,
              mask: Any = None) -> GradientTransformation:
     """AdEMAMix (``optax.contrib.ademamix``): :func:`gradtx.scale_by_ademamix`, decoupled decay, learning rate.
@@ -128,7 +127,7 @@ def ademamix(learning_rate: Any, b1: Any = 0.9, b2: Any = 0.999, b3: Any = 0.999
                  add_decayed_weights(weight_decay, mask), scale_by_learning_rate(learning_rate))
 
 
-def simplified_ademamix(learning_rate: Any, b1: Any = 0.99, b2: Any = 0.95, alpha: Any = 0.0, eps: Any = 1e-8,
+def simplified_ademamix(learning_rate: ScalarOrSchedule, b1: Any = 0.99, b2: Any = 0.95, alpha: Any = 0.0, eps: Any = 1e-8,
                         eps_root: Any = 0.0, weight_decay: Any = 0.0, mask: Any = None) -> GradientTransformation:
     """Simplified AdEMAMix (``optax.contrib.simplified_ademamix``).
 

@@ -6,7 +6,6 @@ gradtx (:mod:`gradtx.transforms.contrib_lr_free`); SAM, Mechanic and the other
 wrappers are in :mod:`gradtx.transforms.contrib_wrappers`.
 """
 
-from __future__ import annotations
 
 from typing import Any, Literal
 

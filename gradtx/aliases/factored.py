@@ -1,6 +1,5 @@
 """Adafactor, SM3 and Muon as chains of transforms, with optax's names, arguments and defaults."""
 
-from __future__ import annotations
 
 from typing import Any
 

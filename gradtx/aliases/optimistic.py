@@ -1,6 +1,5 @@
 """Optimistic Adam: Adam whose direction is extrapolated with the previous one (for min-max games)."""
 
-from __future__ import annotations
 
 import warnings
 from typing import Any

@@ -1,6 +1,5 @@
 """GaLore, Sophia and PSGD Kron as chains of transforms, with ``optax.contrib``'s names, arguments and defaults."""
 
-from __future__ import annotations
 
 from typing import Any
 

@@ -1,6 +1,5 @@
 """Sign SGD, Signum, noisy SGD, Polyak SGD, optimistic GD and Rprop, with optax's names, arguments and defaults."""
 
-from __future__ import annotations
 
 from typing import Any
 

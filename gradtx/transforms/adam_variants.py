@@ -442,15 +442,16 @@ def scale_by_lion(b1: Any = 0.9, b2: Any = 0.99, mu_dtype: Any = None, *,
         "smooth": lambda c, beta: jnp.tanh(beta * c),
         "refined": lambda c, beta: jnp.where(jnp.abs(c) < 1.0, c, jnp.sign(c)),
     }
-    if mode not in signs:
-        raise ValueError(f"scale_by_lion: mode must be one of {sorted(signs)}, got {mode!r}")
-    sign = signs[mode]
 
     def init(params):
         return ScaleByLionState(count=gt.zero_count(), mu=gt.tree_zeros_like(params, mu_dtype))
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
+        # optax checks the mode at the first update, not when the transform is built.
+        if mode not in signs:
+            raise ValueError(f"scale_by_lion: mode must be one of {sorted(signs)}, got {mode!r}")
+        sign = signs[mode]
         beta1, beta2, sharpness = _values_at(state.count, b1, b2, smooth_beta)
         out = gt.tree_map(lambda g, m: sign((1.0 - beta1) * g + beta1 * m, sharpness).astype(g.dtype),
                           updates, state.mu)

@@ -7,7 +7,6 @@ scalar state (distances, estimated step sizes) is kept in the lowest dtype of
 the parameters, as optax keeps it.
 """
 
-from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 

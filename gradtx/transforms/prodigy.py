@@ -6,7 +6,6 @@ It is one number for the whole tree (its sums run over every leaf), so :func:`pr
 is a transform of the whole parameter tree, as optax's and the ``prodigyopt`` package's are.
 """
 
-from __future__ import annotations
 
 from typing import Any, NamedTuple
 
@@ -15,7 +14,7 @@ import jax.numpy as jnp
 
 from gradtx import tree as gt
 from gradtx._hyper import value_at
-from gradtx.base import NO_PARAMS_MSG, GradientTransformation
+from gradtx.base import NO_PARAMS_MSG, GradientTransformation, ScalarOrSchedule
 from gradtx.transforms.schedule_free import _lowest_float_dtype
 
 __all__ = ["ProdigyState", "prodigy"]
@@ -33,7 +32,7 @@ class ProdigyState(NamedTuple):
     count: jax.Array  # shape=(), dtype=int32: steps taken so far
 
 
-def prodigy(learning_rate: Any = 1.0, betas: tuple[Any, Any] = (0.9, 0.999), beta3: Any = None, eps: Any = 1e-8,
+def prodigy(learning_rate: ScalarOrSchedule = 1.0, betas: tuple[Any, Any] = (0.9, 0.999), beta3: Any = None, eps: Any = 1e-8,
             estim_lr0: Any = 1e-6, estim_lr_coef: Any = 1.0, weight_decay: Any = 0.0, safeguard_warmup: bool = False,
             *, bias_correction: bool = True, decouple: bool = True) -> GradientTransformation:
     r"""Prodigy: Adam on :math:`d\,g` with the step size :math:`d` learned on the fly (optax.contrib's ``prodigy``).

@@ -20,7 +20,6 @@ parameter, whose counters live in the param group, as that package keeps them.
 Both weigh the average with :func:`averaging_coefficient`.
 """
 
-from __future__ import annotations
 
 from typing import Any, NamedTuple
 
@@ -28,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import tree as gt
-from gradtx.base import GradientTransformation
+from gradtx.base import GradientTransformation, ScalarOrSchedule
 
 __all__ = ["ScheduleFreeState", "ScheduleFreeStepState", "averaging_coefficient", "schedule_free",
            "schedule_free_eval_params", "schedule_free_step"]
@@ -70,7 +69,7 @@ def _lowest_float_dtype(params: Any) -> Any:
     return min(dtypes, key=lambda d: jnp.finfo(d).bits) if dtypes else jnp.float32
 
 
-def schedule_free(base_optimizer: GradientTransformation, learning_rate: Any, b1: Any = 0.9,
+def schedule_free(base_optimizer: GradientTransformation, learning_rate: ScalarOrSchedule, b1: Any = 0.9,
                   weight_lr_power: Any = 2.0, state_dtype: Any = None) -> GradientTransformation:
     r"""Makes ``base_optimizer`` schedule-free (``optax.contrib.schedule_free``, with its numbers and state).
 

@@ -149,8 +149,9 @@ def scale_by_polyak(f_min: Any = 0.0, max_learning_rate: Any = 1.0, eps: Any = 0
     def update(updates, state, params=None, *, value: Any = None, **extra_args):
         del params, extra_args
         if value is None:
-            raise ValueError("scale_by_polyak needs the loss at the current parameters: call "
-                             "`update(grads, state, params, value=loss)`.")
+            # TypeError, as optax's update, whose ``value`` is a required keyword-only argument.
+            raise TypeError("scale_by_polyak needs the loss at the current parameters: call "
+                            "`update(grads, state, params, value=loss)`.")
         leaves = jax.tree.leaves(updates)
         if not leaves:
             return updates, state
