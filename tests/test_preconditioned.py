@@ -38,7 +38,7 @@ def test_soap_facade_refresh_matches_reference_to_float32_precision():
 def test_soap_state_names_one_entry_per_rotated_axis():
     opt = optim.SOAP({"w": jnp.ones((4, 3)), "b": jnp.ones(5)}, lr=0.1, max_precondition_dim=3)
     opt.step({"w": jnp.arange(12.0).reshape(4, 3), "b": jnp.ones(5)})
-    b, w = opt.param_groups[0]["params"]  # sorted by key
+    w, b = opt.param_groups[0]["params"]  # in the order written
     assert list(opt.state[w]) == ["step", "exp_avg", "exp_avg_sq", "GG.1", "Q.1"]  # the 4-long axis is not rotated
     assert opt.state[w]["GG.1"].shape == (3, 3)
     assert list(opt.state[b]) == ["step", "exp_avg", "exp_avg_sq"]
