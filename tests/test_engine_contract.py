@@ -240,3 +240,16 @@ def test_lbfgs_skips_a_step_whose_closure_turns_nonfinite():
     assert opt.skipped_steps == 1
     after = jax.tree.map(np.array, (opt.params, opt.state_dict()["state"]))
     jax.tree.map(np.testing.assert_array_equal, after, before)
+
+
+def test_zero_redundancy_keeps_the_arrays_it_was_given():
+    devices = jax.devices()
+    if len(devices) < 2:
+        pytest.skip("needs two devices (tests/conftest.py simulates eight CPU devices)")
+    mesh = jax.sharding.Mesh(np.array(devices[:2]), ("data",))
+    given = {"w": jax.device_put(jnp.ones((4, 3)), devices[0])}
+    opt = optim.ZeroRedundancyOptimizer(given, optim.Adam, mesh=mesh, lr=0.1)
+    for _ in range(2):
+        opt.step({"w": jnp.full((4, 3), 0.5)})
+    np.testing.assert_array_equal(np.asarray(given["w"]), 1.0)
+    assert not np.array_equal(np.asarray(opt.params["w"]), 1.0)

@@ -21,6 +21,7 @@ import functools
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -33,7 +34,9 @@ __all__ = ["ZeroRedundancyOptimizer"]
 def _replicate_off_mesh(p: Any, mesh: Mesh) -> None:
     """Places a parameter that is not on the mesh's devices replicated over them (each rank holds the model)."""
     if p.data.sharding.device_set != set(mesh.devices.flat):
-        p.data = jax.device_put(p.data, NamedSharding(mesh, PartitionSpec()))
+        # From a copy: the shard on the array's own device would share its buffer, which a user may still hold
+        # (and the donating step would then delete it).
+        p.data = jax.device_put(jnp.array(p.data, copy=True), NamedSharding(mesh, PartitionSpec()))
 
 
 class ZeroRedundancyOptimizer(Optimizer):
