@@ -22,7 +22,6 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.base import GradientTransformation, chain, identity
-from gradtx.optim._grads import is_closure
 from gradtx.optim.optimizer import Optimizer, number
 from gradtx.transforms.beyond import scale_by_ademamix, scale_by_adopt
 from gradtx.transforms.decay import add_decayed_weights
@@ -348,13 +347,7 @@ class Prodigy(Optimizer):
                                  f"options; param group {i} has options different from group 0's; use one group")
 
     def _step(self, grads: Any = None, closure: Any = None) -> Any:
-        if closure is None and is_closure(grads):
-            grads, closure = None, grads
-        if grads is not None and closure is not None:
-            raise ValueError("step() takes gradients or a closure, not both")
-        loss = self._evaluate(closure) if closure is not None else None
-        if grads is not None:
-            self._set_grads(grads)
+        loss = self._take_gradients(grads, closure)
         self._check_groups()
         group = self.param_groups[0]
         boxes = [p for g in self.param_groups for p in g["params"] if p.grad is not None]

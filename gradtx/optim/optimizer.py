@@ -318,17 +318,22 @@ class Optimizer:
         return _grads.describe(self, p)
 
     def _step(self, grads: Any = None, closure: Callable | None = None) -> Any:
+        loss = self._take_gradients(grads, closure)
+        self._update()
+        return loss
+
+    def _take_gradients(self, grads: Any = None, closure: Callable | None = None) -> Any:
+        """Sets every ``p.grad`` from ``step``'s arguments (a gradient tree, or a closure, also given
+        positionally) and returns the closure's loss (or None); declarations that override ``_step`` start here."""
         if closure is None and _grads.is_closure(grads):
             grads, closure = None, grads
         if grads is not None and closure is not None:
             raise ValueError("step() takes gradients or a closure, not both")
-        loss = None
         if closure is not None:
-            loss = self._evaluate(closure)
-        elif grads is not None:
+            return self._evaluate(closure)
+        if grads is not None:
             self._set_grads(grads)
-        self._update()
-        return loss
+        return None
 
     def _tier(self, group: dict[str, Any]) -> str:
         fused, foreach = group.get("fused"), group.get("foreach")

@@ -264,13 +264,9 @@ class SophiaH(_GroupStep, Optimizer):
           closure: ``closure(params) -> loss``, differentiated with JAX.
           hessian: Hessian-diagonal estimates, one per parameter in ``param_groups`` order.
         """
-        if closure is None and is_closure(grads):
+        if closure is None and is_closure(grads):  # the closure is evaluated again for the Hessian estimate
             grads, closure = None, grads
-        if grads is not None and closure is not None:
-            raise ValueError("step() takes gradients or a closure, not both")
-        loss = self._evaluate(closure) if closure is not None else None
-        if grads is not None:
-            self._set_grads(grads)
+        loss = self._take_gradients(grads, closure)
         for p in (p for g in self.param_groups for p in g["params"] if p.grad is not None):
             self._check_real(p)  # before the Hessian estimate is stored
         update_hessian = hessian is not None or self.param_groups[0].get("step", 0) % self.update_period == 0
@@ -457,13 +453,7 @@ class Kron(_GroupStep, Optimizer):
         return float(self._balance_rng.random())
 
     def _step(self, grads: Any = None, closure: Any = None) -> Any:
-        if closure is None and is_closure(grads):
-            grads, closure = None, grads
-        if grads is not None and closure is not None:
-            raise ValueError("step() takes gradients or a closure, not both")
-        loss = self._evaluate(closure) if closure is not None else None
-        if grads is not None:
-            self._set_grads(grads)
+        loss = self._take_gradients(grads, closure)
         first = self.param_groups[0]
         prob = first["pre_conditioner_update_probability"]
         if prob is None:
