@@ -23,7 +23,7 @@ PyTree = Any
 __all__ = [
     "add", "sub", "mul", "div", "scale", "add_scale", "vdot", "sum", "max", "min", "size", "conj", "real",
     "norm", "batch_shape", "zeros_like", "ones_like", "full_like", "clip", "where", "allclose",
-    "update_moment", "update_infinity_moment", "update_moment_per_elem_norm", "bias_correction",
+    "update_infinity_moment",
     "cast", "cast_like", "dtype", "split_key_like", "random_like", "unwrap_random_key_data",
 ]
 
@@ -179,10 +179,6 @@ def allclose(a: PyTree, b: PyTree, rtol: Any = 1e-05, atol: Any = 1e-08, equal_n
     return functools.reduce(operator.and_, jax.tree.leaves(close), True)
 
 
-def update_moment(updates: PyTree, moments: PyTree, decay: Any, order: int) -> PyTree:
-    """The exponential moving average ``decay * m + (1 - decay) * g**order``; ``None`` gradients stay ``None``."""
-    return jax.tree.map(lambda g, t: None if g is None else (1 - decay) * (g**order) + decay * t,
-                        updates, moments, is_leaf=_is_none)
 
 
 def update_infinity_moment(updates: PyTree, moments: PyTree, decay: Any, eps: Any) -> PyTree:
@@ -191,23 +187,8 @@ def update_infinity_moment(updates: PyTree, moments: PyTree, decay: Any, eps: An
                         updates, moments, is_leaf=_is_none)
 
 
-def update_moment_per_elem_norm(updates: PyTree, moments: PyTree, decay: Any, order: int) -> PyTree:
-    """``decay * m + (1 - decay) * |g|**order``; for complex ``g`` the moment is real."""
-
-    def orderth_norm(g):
-        if jnp.isrealobj(g):
-            return g**order
-        half = order / 2
-        return _abs_sq(g) ** (int(half) if float(half).is_integer() else half)
-
-    return jax.tree.map(lambda g, t: None if g is None else (1 - decay) * orderth_norm(g) + decay * t,
-                        updates, moments, is_leaf=_is_none)
 
 
-def bias_correction(moment: PyTree, decay: Any, count: Any) -> PyTree:
-    """Divides a moment estimate by ``1 - decay**count`` (Kingma & Ba, 2015, https://arxiv.org/abs/1412.6980)."""
-    correction = 1 - decay ** jnp.asarray(count)
-    return jax.tree.map(lambda t: t / correction.astype(t.dtype), moment)
 
 
 def cast(tree: PyTree, dtype: Any) -> PyTree:
