@@ -1,22 +1,26 @@
 """The compiled step behind every facade optimizer, and the translation between chain state and torch's state.
 
 A declaration (see :mod:`gradtx.optim.optimizer`) turns one param group's
-options into a chain. Here that chain runs once per parameter inside a jitted
-function: one program for all groups (``fused``), one per group (``foreach``),
-or one per parameter (for-loop). Options that are numbers reach the program as
-arguments (weakly typed scalars, so they neither recompile nor change dtypes);
-the others are static.
+options into a chain. Here that chain runs inside a jitted function: one
+program for all groups (``fused``), one per group (``foreach``), or one per
+parameter (for-loop). Options that are numbers reach the program as arguments
+(weakly typed scalars, so they neither recompile nor change dtypes); the others
+are static.
 
-Per-parameter state lives in ``opt.state[p]`` under torch's names. The program
-receives those dicts, rebuilds the chain's state from them (a template from
-``tx.init`` gives the structure; XLA drops its unused zeros), runs the update and
-hands back dicts with the same names. A parameter without state (its first step)
-passes an empty dict, and the template is its initial state.
+torch keeps a step count per parameter. Parameters whose counts (and whatever
+else the chain keeps once for a whole tree) are equal form a *bucket*, and the
+chain steps a bucket as optax steps a tree: one state, one bias correction,
+one trace (:class:`Bucket`). Per-parameter state lives in ``opt.state[p]``
+under torch's names; the entries a bucket shares are one array in each
+member's dict. The program receives those dicts, rebuilds each bucket's chain
+state from them (a template from ``tx.init`` gives the structure; XLA drops its
+unused zeros), runs the update and hands back dicts with the same names.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import inspect
 import os
@@ -169,34 +173,126 @@ def _suffixes(state_names: tuple) -> tuple:
     return tuple((torch_name, tuple(field.split("."))) for torch_name, field in state_names)
 
 
+def _torch_name(decl: Any, parts: tuple) -> Any:
+    """The torch name of a chain-state leaf at ``parts`` (its path), ``STEP`` for a step counter."""
+    names = _suffixes(tuple(decl.state_names.items()))
+    match = [torch_name for torch_name, suffix in names if parts[-len(suffix):] == suffix]
+    if len(match) > 1:
+        raise TypeError(f"{decl.__name__}.state_names: chain state leaf {'.'.join(parts)!r} matches {match}")
+    if match:
+        return match[0]
+    if parts and parts[-1] == "count":
+        return STEP
+    raise TypeError(
+        f"{decl.__name__}: the chain's state leaf {'.'.join(parts)!r} has no torch name; add "
+        f"'<torch name>': '{parts[-1]}' to {decl.__name__}.state_names so that state_dict() can carry it"
+    )
+
+
+def _check_repeats(decl: Any, names: list) -> None:
+    taken = [n for n in names if n is not STEP]
+    repeated = sorted({n for n in taken if taken.count(n) > 1})
+    if repeated:
+        raise TypeError(f"{decl.__name__}.state_names: {repeated} each match several chain state leaves; "
+                        "give a longer field path (e.g. '2.mu')")
+
+
 def layout(decl: Any, template: Any) -> list[Any]:
-    """For each leaf of a chain state, its torch name, or ``STEP`` for a step counter.
+    """For each leaf of one parameter's chain state, its torch name, or ``STEP`` for a step counter.
 
     A leaf takes the name whose declared field path (``state_names``, e.g.
     ``"mu"`` or ``"2.nu"``) ends its path; an unnamed leaf called ``count`` is the
     step. Any other unnamed leaf is a declaration error.
     """
-    names = _suffixes(tuple(decl.state_names.items()))
+    result = [_torch_name(decl, path_parts(path)) for path, _ in jax.tree_util.tree_flatten_with_path(template)[0]]
+    _check_repeats(decl, result)
+    return result
+
+
+# --- buckets: parameters whose shared state (the step) is equal step through one chain state ------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BucketKey:
+    """The key of a parameter in a :class:`Bucket` (a pytree key, as ``SequenceKey`` is a list's)."""
+
+    idx: int
+
+    def __str__(self) -> str:
+        return f"<{self.idx}>"
+
+
+class Bucket(list):
+    """Parameters that step through one chain state: the pytree of parameters the chain is applied to.
+
+    torch keeps a step count per parameter; parameters whose counts (and any
+    other state the chain keeps for the whole tree) are equal share one chain
+    state, as optax's functional face shares one over a whole tree. A node type
+    of its own makes the parameter axis visible in every state leaf's path
+    (:class:`BucketKey`), however the transforms nest their state.
+    """
+
+
+jax.tree_util.register_pytree_with_keys(
+    Bucket,
+    lambda b: (tuple((BucketKey(i), x) for i, x in enumerate(b)), None),
+    lambda _, children: Bucket(children),
+    flatten_func=lambda b: (tuple(b), None),
+)
+
+
+def bucket_layout(decl: Any, template: Any) -> list[tuple[Any, int | None]]:
+    """For each leaf of a bucket's chain state: its torch name (or ``STEP``) and its parameter's index in the bucket.
+
+    The index is ``None`` for a leaf the chain keeps once for the whole bucket
+    (the step count, or a scalar such as a schedule-free weight sum): every
+    parameter of the bucket shares it.
+    """
     result = []
     for path, _ in jax.tree_util.tree_flatten_with_path(template)[0]:
-        parts = path_parts(path)
-        match = [torch_name for torch_name, suffix in names if parts[-len(suffix):] == suffix]
-        if len(match) > 1:
-            raise TypeError(f"{decl.__name__}.state_names: chain state leaf {'.'.join(parts)!r} matches {match}")
-        if match:
-            result.append(match[0])
-        elif parts and parts[-1] == "count":
-            result.append(STEP)
-        else:
-            raise TypeError(
-                f"{decl.__name__}: the chain's state leaf {'.'.join(parts)!r} has no torch name; add "
-                f"'<torch name>': '{parts[-1]}' to {decl.__name__}.state_names so that state_dict() can carry it"
-            )
-    taken = [n for n in result if n is not STEP]
-    repeated = sorted({n for n in taken if taken.count(n) > 1})
-    if repeated:
-        raise TypeError(f"{decl.__name__}.state_names: {repeated} each match several chain state leaves; "
-                        "give a longer field path (e.g. '2.mu')")
+        where = [key.idx for key in path if isinstance(key, BucketKey)]
+        if len(where) > 1:
+            raise TypeError(f"{decl.__name__}: a chain state leaf nests the parameters twice ({path})")
+        rest = tuple(key for key in path if not isinstance(key, BucketKey))
+        result.append((_torch_name(decl, path_parts(rest)), where[0] if where else None))
+    for index in sorted({i for _, i in result if i is not None}) + [None]:
+        _check_repeats(decl, [name for name, i in result if i == index])
+    return result
+
+
+def _bucket_structure(decl: Any, static: tuple, dynamic: dict, size: int, shape: tuple, dtype: Any) -> tuple:
+    def init(params, dynamic):
+        return build_chain(decl, static, dynamic).init(Bucket(params))
+
+    param = jax.ShapeDtypeStruct(shape, dtype)
+    template = jax.eval_shape(init, [param] * size, dynamic)
+    found = bucket_layout(decl, template)
+    per_param = tuple(sorted((str(name), i) for name, i in found if i is not None))
+    shared = tuple(sorted(str(name) for name, i in found if i is None))
+    return per_param, shared, [name for name, i in found if i is None]
+
+
+def shared_entries(decl: Any, static: tuple, dynamic: dict, shape: tuple, dtype: Any) -> tuple[tuple, bool]:
+    """``(names, bucketable)``: the torch names of the state a chain keeps once per bucket, and whether it can share.
+
+    A chain can step several parameters through one state when its state over
+    two parameters is its state over one, twice, plus the same shared leaves:
+    then every per-parameter computation is the one it makes for one parameter.
+    Otherwise (a chain that builds its own per-leaf lists) each parameter keeps
+    a bucket of its own. Cached by structure.
+    """
+    key = ("shared", decl, static, _dynamic_structure(dynamic), shape, dtype)
+    if key in _ENTRIES:
+        _ENTRIES.move_to_end(key)
+        return _ENTRIES[key]
+    one_per, one_shared, names = _bucket_structure(decl, static, dynamic, 1, shape, dtype)
+    two_per, two_shared, _ = _bucket_structure(decl, static, dynamic, 2, shape, dtype)
+    doubled = tuple(sorted(one_per + tuple((name, 1) for name, _ in one_per)))
+    bucketable = two_shared == one_shared and two_per == doubled
+    step = decl.step_name
+    torch_names = tuple(step if name is STEP else name for name in names if not (name is STEP and step is None))
+    result = (tuple(dict.fromkeys(torch_names)), bucketable)
+    _remember(key, result)
     return result
 
 
@@ -235,30 +331,53 @@ def order_keys(decl: Any) -> list[str]:
     return ([decl.step_name] if decl.step_name else []) + list(decl.state_names)
 
 
-def from_torch(decl: Any, template: Any, names: list, torch_state: dict, param: Any, fresh: Any) -> Any:
-    """The chain state described by ``torch_state`` (entries it lacks keep the template's initial values).
+def _shared_value(decl: Any, name: Any, leaf: Any, shared: dict, param: Any, fresh: Any) -> Any:
+    if name is STEP and decl.step_name is None:
+        return jnp.where(fresh, 0, 1).astype(leaf.dtype)
+    if name is STEP:
+        step = shared.get(decl.step_name)
+        return leaf if step is None else jnp.asarray(step).reshape(()).astype(leaf.dtype)
+    return _into_chain(shared[name], leaf, param, name) if name in shared else leaf
 
-    An option switched on later (amsgrad) thus starts from its initial state, as
-    it would in torch. ``fresh`` (a traced bool) says that the parameter had no
-    state before this step; it matters only where torch keeps no step
-    (``step_name = None``): the count is then 0 for a fresh parameter and 1 otherwise.
+
+def bucket_state(decl: Any, template: Any, found: list, states: list[dict], shared: dict, params: list,
+                 fresh: Any) -> Any:
+    """The chain state of a bucket from its parameters' torch-named entries and the bucket's shared ones.
+
+    Entries a parameter lacks keep the template's initial values (an option
+    switched on later, amsgrad, starts from its initial state, as in torch).
+    ``fresh`` (a traced bool) says that the bucket's parameters had no state
+    before this step; it matters only where torch keeps no step
+    (``step_name = None``): the count is then 0 for fresh parameters and 1 otherwise.
     """
     leaves, treedef = jax.tree.flatten(template)
     out = []
-    for leaf, name in zip(leaves, names):
-        if name is STEP and decl.step_name is None:
-            out.append(jnp.where(fresh, 0, 1).astype(leaf.dtype))
-        elif name is STEP and decl.step_name in torch_state:
-            out.append(jnp.asarray(torch_state[decl.step_name]).reshape(()).astype(leaf.dtype))
-        elif name is not STEP and name in torch_state:
-            out.append(_into_chain(torch_state[name], leaf, param, name))
+    for leaf, (name, i) in zip(leaves, found):
+        if i is None:
+            out.append(_shared_value(decl, name, leaf, shared, params[0], fresh))
+        elif name is not STEP and name in states[i]:
+            out.append(_into_chain(states[i][name], leaf, params[i], name))
         else:
             out.append(leaf)
     return jax.tree.unflatten(treedef, out)
 
 
+def split_bucket_state(decl: Any, state: Any, found: list, params: list) -> tuple[list[dict], dict]:
+    """A bucket's chain state as each parameter's torch-named entries and the entries the bucket shares."""
+    per_param: list[dict] = [{} for _ in params]
+    shared: dict = {}
+    for leaf, (name, i) in zip(jax.tree.leaves(state), found):
+        target = shared if i is None else per_param[i]
+        if name is STEP:
+            if decl.step_name is not None and decl.step_name not in target:
+                target[decl.step_name] = jnp.asarray(leaf, jnp.float32)
+        else:
+            target[name] = _out_of_chain(leaf, params[0] if i is None else params[i])
+    return per_param, shared
+
+
 def to_torch(decl: Any, state: Any, names: list, param: Any) -> dict:
-    """The chain state under torch's names (the step as a float32 scalar, as torch keeps it)."""
+    """One parameter's chain state under torch's names (the step as a float32 scalar, as torch keeps it)."""
     found = {}
     for leaf, name in zip(jax.tree.leaves(state), names):
         if name is STEP:
@@ -282,44 +401,56 @@ def one_loop_requested() -> bool:
     return "xla_cpu_use_multi_output_fusion" in os.environ.get("XLA_FLAGS", "")
 
 
-def _param_update(decl: Any, tx: Any, param: Any, grad: Any, torch_state: dict, fresh: Any,
-                  keep: Any = None) -> tuple[Any, dict]:
-    """One parameter's step; with ``keep`` (a runtime True), the parameter is computed a second time.
+def _bucket_update(decl: Any, tx: Any, params: list, grads: list, states: list[dict], shared: dict, fresh: Any,
+                   keep: Any = None) -> tuple[list, list[dict], dict]:
+    """One bucket's step: the chain applied once to its parameters, with their state and the shared one.
 
-    XLA:CPU emits one loop per materialised output: the state entries, then the
-    parameter re-reading them (about 40 bytes per float32 Adam parameter where one
-    loop moves 28). With ``keep``, the new parameter is recomputed from copies of
-    the inputs that XLA cannot merge with the originals (``where(keep, x, 0)``), so
-    that its loop reads only the inputs; under XLA:CPU's multi-output fusion (an
-    ``XLA_FLAGS`` option, see ``benchmarks/FINDINGS.md``) all the loops then merge
-    into one. The numbers are the same rule's, rounded as that loop rounds them.
+    With ``keep`` (a runtime True), the parameters are computed a second time:
+    XLA:CPU emits one loop per materialised output (the state entries, then the
+    parameter re-reading them: about 40 bytes per float32 Adam parameter where
+    one loop moves 28). The second computation reads copies of the inputs that
+    XLA cannot merge with the originals (``where(keep, x, 0)``), so that its loop
+    reads only the inputs; under XLA:CPU's multi-output fusion (an ``XLA_FLAGS``
+    option, see ``benchmarks/FINDINGS.md``) all the loops then merge into one.
     """
-    if jnp.iscomplexobj(grad):
-        grad = jnp.conj(grad)  # jax.grad of a real loss is the conjugate of torch's gradient
-    template = tx.init(param)
-    names = layout(decl, template)
-    state = from_torch(decl, template, names, torch_state, param, fresh)
-    updates, new_state = tx.update(grad, state, param)
+    params = Bucket(params)
+    # jax.grad of a real loss is the conjugate of torch's gradient
+    grads = Bucket(jnp.conj(g) if jnp.iscomplexobj(g) else g for g in grads)
+    template = tx.init(params)
+    found = bucket_layout(decl, template)
+    state = bucket_state(decl, template, found, states, shared, params, fresh)
+    updates, new_state = tx.update(grads, state, params)
     if keep is not None:
-        grad, state, param = jax.tree.map(lambda x: jnp.where(keep, x, jnp.zeros_like(x)), (grad, state, param))
-        updates, _ = tx.update(grad, state, param)
-    new_param = jnp.asarray(param + updates).astype(param.dtype)
-    return new_param, to_torch(decl, new_state, names, param)
+        grads, state, params = jax.tree.map(lambda x: jnp.where(keep, x, jnp.zeros_like(x)), (grads, state, params))
+        updates, _ = tx.update(grads, state, params)
+    new_params = [jnp.asarray(p + u).astype(p.dtype) for p, u in zip(params, updates)]
+    per_param, new_shared = split_bucket_state(decl, new_state, found, params)
+    return new_params, per_param, new_shared
 
 
-def group_update(decl: Any, static: tuple, dynamic: dict, params: list, grads: list, states: list,
-                 fresh: Any, keep: Any = None) -> tuple:
-    """One group's step: the chain for its options, applied to each parameter with its own state.
+def group_update(decl: Any, static: tuple, buckets: tuple, dynamic: dict, params: list, grads: list,
+                 states: list, shared: list, fresh: Any, keep: Any = None) -> tuple:
+    """One group's step: the chain for its options, applied once per bucket of parameters.
 
-    A parameter without state yet (``fresh[i]``) comes with its initial state from
-    :func:`init_states`, so that the first step and the later ones are one program.
+    ``buckets`` (static) lists the parameters' indices bucket by bucket;
+    ``shared[b]`` and ``fresh[b]`` are bucket ``b``'s shared entries and whether
+    its parameters had no state before (see :func:`bucket_state`). A parameter
+    without state yet comes with its initial state from :func:`init_states`, so
+    that the first step and the later ones are one program. Returns the new
+    parameters, their entries and each bucket's shared entries.
     """
     global _traces
     _traces += 1
     tx = build_chain(decl, static, dynamic)
-    results = [_param_update(decl, tx, p, g, s, fresh[i], keep)
-               for i, (p, g, s) in enumerate(zip(params, grads, states))]
-    return [r[0] for r in results], [r[1] for r in results]
+    new_params, new_states, new_shared = [None] * len(params), [None] * len(params), []
+    for b, members in enumerate(buckets):
+        out_params, out_states, out_shared = _bucket_update(
+            decl, tx, [params[i] for i in members], [grads[i] for i in members],
+            [states[i] for i in members], shared[b], fresh[b], keep)
+        for i, p, s in zip(members, out_params, out_states):
+            new_params[i], new_states[i] = p, s
+        new_shared.append(out_shared)
+    return new_params, new_states, new_shared
 
 
 def packed_grads(grads: list) -> list:
@@ -327,8 +458,8 @@ def packed_grads(grads: list) -> list:
     return [jnp.concatenate([jnp.ravel(g) for g in grads])]
 
 
-def fused_update(decl: Any, statics: tuple, packed: tuple, dynamics: list, params: list, grads: list,
-                 states: list, fresh: list, keep: Any) -> tuple:
+def fused_update(decl: Any, statics: tuple, bucketings: tuple, packed: tuple, dynamics: list, params: list,
+                 grads: list, states: list, shared: list, fresh: list, keep: Any) -> tuple:
     """Every unit's step in one program.
 
     A unit is a group's parameters as separate arrays, or (``packed[i]``) a
@@ -340,26 +471,40 @@ def fused_update(decl: Any, statics: tuple, packed: tuple, dynamics: list, param
     """
     keep = keep if one_loop_requested() else None
     results = []
-    for static, pack, dynamic, p, g, s, f in zip(statics, packed, dynamics, params, grads, states, fresh):
-        results.append(group_update(decl, static, dynamic, p, packed_grads(g) if pack else g, s, f, keep))
-    return [r[0] for r in results], [r[1] for r in results]
+    for static, buckets, pack, dynamic, p, g, s, sh, f in zip(statics, bucketings, packed, dynamics, params, grads,
+                                                              states, shared, fresh):
+        results.append(group_update(decl, static, buckets, dynamic, p, packed_grads(g) if pack else g, s, sh, f,
+                                    keep))
+    return [r[0] for r in results], [r[1] for r in results], [r[2] for r in results]
 
 
 # (function, static arguments, params argument, state argument) of each kind of program.
-_ARGUMENTS = {"fused": (fused_update, (0, 1, 2), 4, 6), "group": (group_update, (0, 1), 3, 5)}
-_PROGRAMS = {
-    (kind, donate_params): jax.jit(fn, static_argnums=static,
-                                   donate_argnums=(params, state) if donate_params else (state,))
-    for kind, (fn, static, params, state) in _ARGUMENTS.items() for donate_params in (True, False)
-}
+_ARGUMENTS = {"fused": (fused_update, (0, 1, 2, 3), 5, 7), "group": (group_update, (0, 1, 2), 4, 6)}
 
 
+def _compiler_options() -> dict:
+    """XLA options of the facade's programs: no algebraic rewriting on the CPU, so that tiers agree bit for bit.
+
+    XLA's algebraic simplifier rewrites ``m / broadcast(c)`` into a
+    multiplication by ``1/c`` or not depending on how many loops read ``c``: a
+    bias correction shared by a bucket of parameters would then round unlike
+    the one a parameter's own program computes (one ulp apart). Without it, a
+    parameter's numbers are the same in one program for all groups, one per
+    group and one per parameter; the fused loops run as fast (benchmarks/step_time.py).
+    """
+    return {"xla_disable_hlo_passes": "algsimp"} if jax.default_backend() == "cpu" else {}
+
+
+@functools.cache
 def program(kind: str, donate_params: bool) -> Callable:
     """The jitted fused (all units) or group update; the state's buffers are donated, the parameters' optionally.
 
-    The engine passes only buffers that it alone holds (see :mod:`gradtx.optim._step`).
+    The engine passes only buffers that it alone holds (see :mod:`gradtx.optim._step`);
+    the entries a bucket shares (its step) are never donated.
     """
-    return _PROGRAMS[kind, donate_params]
+    fn, static, params, state = _ARGUMENTS[kind]
+    return jax.jit(fn, static_argnums=static, donate_argnums=(params, state) if donate_params else (state,),
+                   compiler_options=_compiler_options())
 
 
 _TRACED: collections.OrderedDict = collections.OrderedDict()
@@ -372,7 +517,7 @@ def trace(kind: str, donate: bool, args: tuple) -> None:
     A chain that cannot be built from a group's options fails here, before any
     group has changed. Signatures already traced are remembered (boundedly).
     """
-    key = (kind, donate, args[1], args[2]) if kind == "fused" else (kind, donate, args[1])
+    key = (kind, donate, *args[1:4]) if kind == "fused" else (kind, donate, *args[1:3])
     if key in _TRACED:
         _TRACED.move_to_end(key)
         return
@@ -391,10 +536,19 @@ def layout_cache_size() -> int:
     return len(_ENTRIES)
 
 
+def _dynamic_structure(dynamic: dict) -> tuple:
+    return tuple((k, len(v) if isinstance(v, tuple) else None) for k, v in sorted(dynamic.items()))
+
+
+def _remember(key: tuple, value: Any) -> None:
+    _ENTRIES[key] = value
+    if len(_ENTRIES) > _ENTRIES_LIMIT:
+        _ENTRIES.popitem(last=False)
+
+
 def _entries(decl: Any, static: tuple, dynamic: dict, shape: tuple, dtype: Any) -> tuple:
     """The state layout of a chain: cached by structure only (a chain's shapes never depend on its numbers)."""
-    key = (decl, static, tuple((k, len(v) if isinstance(v, tuple) else None) for k, v in sorted(dynamic.items())),
-           shape, dtype)
+    key = (decl, static, _dynamic_structure(dynamic), shape, dtype)
     if key in _ENTRIES:
         _ENTRIES.move_to_end(key)
         return _ENTRIES[key]
@@ -411,9 +565,7 @@ def _entries(decl: Any, static: tuple, dynamic: dict, shape: tuple, dtype: Any) 
         elif decl.step_name is not None:
             entries[decl.step_name] = ((), jnp.dtype(jnp.float32))
     result = tuple((key, entries[key]) for key in order_keys(decl) if key in entries)
-    _ENTRIES[key] = result
-    if len(_ENTRIES) > _ENTRIES_LIMIT:
-        _ENTRIES.popitem(last=False)
+    _remember(key, result)
     return result
 
 

@@ -38,7 +38,13 @@ __all__: list[str] = []
 
 
 class Unit(NamedTuple):
-    """What one compiled update takes for some of a group's parameters (``pack``: they are packed)."""
+    """What one compiled update takes for some of a group's parameters (``pack``: they are packed).
+
+    ``buckets`` lists the parameters' indices bucket by bucket (parameters whose
+    shared state, the step, is equal step through one chain state); ``shared``
+    and ``fresh`` are each bucket's shared entries and whether its parameters
+    had no state before this step.
+    """
 
     params: list
     static: tuple
@@ -46,6 +52,8 @@ class Unit(NamedTuple):
     arrays: list
     grads: list
     states: list
+    buckets: tuple
+    shared: list
     fresh: list
     pack: Any
 
@@ -94,6 +102,63 @@ def device_key(array: Any) -> tuple:
     return tuple(sorted(d.id for d in sharding.device_set)) if sharding is not None else ()
 
 
+def _buckets(states: list[dict], fresh: list[bool], names: tuple, bucketable: bool) -> tuple[tuple, list[dict]]:
+    """Parameters whose shared entries are the same arrays (or fresh ones, equal by construction) share a bucket.
+
+    A step stores one array for a bucket's shared entries in each member's
+    dict, so buckets persist by identity with no reading of values; a parameter
+    that skipped a step (its ``grad`` was None), or whose step was loaded or
+    assigned, has arrays of its own and steps in a bucket of its own.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, state in enumerate(states):
+        if not bucketable:
+            key: tuple = (i,)
+        elif fresh[i]:
+            key = (True,)
+        else:
+            key = (False, *(id(state.get(name)) for name in names))
+        groups.setdefault(key, []).append(i)
+    buckets = _merge_equal(tuple(tuple(members) for members in groups.values()), states, fresh, names, bucketable)
+    shared = [{name: states[members[0]][name] for name in names if name in states[members[0]]}
+              for members in buckets]
+    for state in states:
+        for name in names:
+            state.pop(name, None)
+    return buckets, shared
+
+
+def _value_key(value: Any) -> Any:
+    if value is None:
+        return None
+    value = np.asarray(value)
+    return value.dtype.str, value.shape, value.tobytes()
+
+
+def _merge_equal(buckets: tuple, states: list[dict], fresh: list[bool], names: tuple, bucketable: bool) -> tuple:
+    """Buckets whose shared entries hold equal values made one (after a load, or a parameter that skipped a step).
+
+    Reads the shared entries (scalars: the step) of the buckets that differ by
+    identity only, once: the merged bucket's members then store one array.
+    """
+    if not bucketable or len(buckets) < 2 or not names:
+        return buckets
+    values = jax.device_get([[states[m[0]].get(name) for name in names] for m in buckets])
+    merged: dict[tuple, list[int]] = {}
+    for members, entries in zip(buckets, values):
+        key = (fresh[members[0]], *(_value_key(v) for v in entries))
+        merged.setdefault(key, []).extend(members)
+    return tuple(tuple(sorted(members)) for members in merged.values())
+
+
+def _unit(params: list, static: tuple, dynamic: dict, arrays: list, grads: list, states: list, fresh: list,
+          shared_names: tuple, pack: Any = None) -> Unit:
+    cls_shared, bucketable = shared_names
+    buckets, shared = _buckets(states, fresh, cls_shared, bucketable)
+    return Unit(params, static, dynamic, owned(arrays), grads, _owned_states(states), buckets, shared,
+                [fresh[members[0]] for members in buckets], pack)
+
+
 def plan(opt: Optimizer) -> dict[str, list[Unit]]:
     """The units of this step per tier (see the module docstring); checks every group's options first."""
     cls = type(opt)
@@ -114,8 +179,9 @@ def plan(opt: Optimizer) -> dict[str, list[Unit]]:
             state, fresh = pack.state, not pack.state
             if fresh:
                 state = _engine.init_states(cls, static, dynamic, [pack.flat])[0]
-            units["fused"].append(Unit(pack.params, static, dynamic, owned([pack.flat]),
-                                       [grads[p] for p in pack.params], _owned_states([dict(state)]), [fresh], pack))
+            shared = _engine.shared_entries(cls, static, dynamic, tuple(pack.flat.shape), pack.flat.dtype)
+            units["fused"].append(_unit(pack.params, static, dynamic, [pack.flat], [grads[p] for p in pack.params],
+                                        [dict(state)], [fresh], shared, pack))
         packed = {p for pack in packs for p in pack.params}
         by_device: dict[tuple, list] = {}
         for p in work:
@@ -128,8 +194,9 @@ def plan(opt: Optimizer) -> dict[str, list[Unit]]:
             if any(fresh):  # torch's lazy initialisation, in a small program of its own
                 inits = iter(_engine.init_states(cls, static, dynamic, [p.data for p, f in zip(same, fresh) if f]))
                 states = [next(inits) if f else state for state, f in zip(states, fresh)]
-            units[tier].append(Unit(same, static, dynamic, owned([p._data for p in same]), [grads[p] for p in same],
-                                    _owned_states(states), fresh, None))
+            shared = _engine.shared_entries(cls, static, dynamic, tuple(same[0].shape), jnp.dtype(same[0].dtype))
+            units[tier].append(_unit(same, static, dynamic, [p._data for p in same], [grads[p] for p in same],
+                                     states, fresh, shared))
     return units
 
 
@@ -148,17 +215,23 @@ def _calls(opt: Optimizer, units: dict[str, list[Unit]]) -> list[_Call]:
     for unit in units["fused"]:
         fused.setdefault(device_key(unit.arrays[0]), []).append(unit)
     for same in fused.values():
-        calls.append(_Call("fused", (cls, tuple(u.static for u in same), tuple(u.pack is not None for u in same),
-                                     [u.dynamic for u in same], [u.arrays for u in same], [u.grads for u in same],
-                                     [u.states for u in same], [np.asarray(u.fresh) for u in same], np.True_), same))
+        calls.append(_Call("fused", (cls, tuple(u.static for u in same), tuple(u.buckets for u in same),
+                                     tuple(u.pack is not None for u in same), [u.dynamic for u in same],
+                                     [u.arrays for u in same], [u.grads for u in same], [u.states for u in same],
+                                     [u.shared for u in same], [np.asarray(u.fresh) for u in same], np.True_), same))
     for u in units["foreach"]:
-        calls.append(_Call("group", (cls, u.static, u.dynamic, u.arrays, u.grads, u.states, np.asarray(u.fresh)), [u]))
+        calls.append(_Call("group", _group_args(cls, u), [u]))
     for u in units["for-loop"]:
-        for i, p in enumerate(u.params):
-            one = Unit([p], u.static, u.dynamic, [u.arrays[i]], [u.grads[i]], [u.states[i]], [u.fresh[i]], None)
-            calls.append(_Call("group", (cls, one.static, one.dynamic, one.arrays, one.grads, one.states,
-                                         np.asarray(one.fresh)), [one]))
+        for b, members in enumerate(u.buckets):
+            for i in members:
+                one = Unit([u.params[i]], u.static, u.dynamic, [u.arrays[i]], [u.grads[i]], [u.states[i]], ((0,),),
+                           [u.shared[b]], [u.fresh[b]], None)
+                calls.append(_Call("group", _group_args(cls, one), [one]))
     return calls
+
+
+def _group_args(cls: type, u: Unit) -> tuple:
+    return (cls, u.static, u.buckets, u.dynamic, u.arrays, u.grads, u.states, u.shared, np.asarray(u.fresh))
 
 
 def run(opt: Optimizer, units: dict[str, list[Unit]]) -> None:
@@ -167,12 +240,17 @@ def run(opt: Optimizer, units: dict[str, list[Unit]]) -> None:
     donate = bool(opt.donate_params)
     for call in calls:
         _engine.trace(call.kind, donate, call.args)
+    stepped: dict[int, dict] = {}  # a bucket's new shared entries, by its old ones (the for-loop splits buckets)
     for call in calls:
-        new_params, new_states = _engine.program(call.kind, donate)(*call.args)
+        new_params, new_states, new_shared = _engine.program(call.kind, donate)(*call.args)
         if call.kind == "group":
-            new_params, new_states = [new_params], [new_states]
-        for unit, data, state in zip(call.units, new_params, new_states):
+            new_params, new_states, new_shared = [new_params], [new_states], [new_shared]
+        for unit, data, states, shared in zip(call.units, new_params, new_states, new_shared):
+            for members, old, entries in zip(unit.buckets, unit.shared, shared):
+                entries = stepped.setdefault(id(old), entries)
+                for i in members:
+                    states[i].update(entries)  # one array per shared entry: the bucket stays one
             if unit.pack is not None:
-                unit.pack.updated(data[0], state[0])
+                unit.pack.updated(data[0], states[0])
             else:
-                opt._store(unit.params, data, state)
+                opt._store(unit.params, data, states)
