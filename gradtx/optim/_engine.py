@@ -482,7 +482,7 @@ def fused_update(decl: Any, statics: tuple, bucketings: tuple, packed: tuple, dy
 _ARGUMENTS = {"fused": (fused_update, (0, 1, 2, 3), 5, 7), "group": (group_update, (0, 1, 2), 4, 6)}
 
 
-def _compiler_options() -> dict:
+def _compiler_options(spread: bool) -> dict:
     """XLA options of the facade's programs: no algebraic rewriting on the CPU, so that tiers agree bit for bit.
 
     XLA's algebraic simplifier rewrites ``m / broadcast(c)`` into a
@@ -491,37 +491,41 @@ def _compiler_options() -> dict:
     the one a parameter's own program computes (one ulp apart). Without it, a
     parameter's numbers are the same in one program for all groups, one per
     group and one per parameter; the fused loops run as fast (benchmarks/step_time.py).
+    A program over arrays spread across several devices (``spread``) keeps
+    it: the SPMD partitioner relies on it to gather sharded state exactly as
+    the replicated program computes.
     """
-    return {"xla_disable_hlo_passes": "algsimp"} if jax.default_backend() == "cpu" else {}
+    return {"xla_disable_hlo_passes": "algsimp"} if jax.default_backend() == "cpu" and not spread else {}
 
 
 @functools.cache
-def program(kind: str, donate_params: bool) -> Callable:
+def program(kind: str, donate_params: bool, spread: bool = False) -> Callable:
     """The jitted fused (all units) or group update; the state's buffers are donated, the parameters' optionally.
 
     The engine passes only buffers that it alone holds (see :mod:`gradtx.optim._step`);
-    the entries a bucket shares (its step) are never donated.
+    the entries a bucket shares (its step) are never donated. ``spread``: the
+    arrays live on several devices (see :func:`_compiler_options`).
     """
     fn, static, params, state = _ARGUMENTS[kind]
     return jax.jit(fn, static_argnums=static, donate_argnums=(params, state) if donate_params else (state,),
-                   compiler_options=_compiler_options())
+                   compiler_options=_compiler_options(spread))
 
 
 _TRACED: collections.OrderedDict = collections.OrderedDict()
 _TRACED_LIMIT = 256
 
 
-def trace(kind: str, donate: bool, args: tuple) -> None:
+def trace(kind: str, donate: bool, args: tuple, spread: bool = False) -> None:
     """Traces (and so checks) a program before any program of the step runs, once per static signature.
 
     A chain that cannot be built from a group's options fails here, before any
     group has changed. Signatures already traced are remembered (boundedly).
     """
-    key = (kind, donate, *args[1:4]) if kind == "fused" else (kind, donate, *args[1:3])
+    key = (kind, donate, spread, *args[1:4]) if kind == "fused" else (kind, donate, spread, *args[1:3])
     if key in _TRACED:
         _TRACED.move_to_end(key)
         return
-    program(kind, donate).trace(*args)
+    program(kind, donate, spread).trace(*args)
     _TRACED[key] = None
     if len(_TRACED) > _TRACED_LIMIT:
         _TRACED.popitem(last=False)

@@ -207,6 +207,11 @@ class _Call(NamedTuple):
     args: tuple
     units: list
 
+    @property
+    def spread(self) -> bool:
+        """Whether its arrays live on several devices (a mesh)."""
+        return len(device_key(self.units[0].arrays[0])) > 1
+
 
 def _calls(opt: Optimizer, units: dict[str, list[Unit]]) -> list[_Call]:
     cls = type(opt)
@@ -239,10 +244,10 @@ def run(opt: Optimizer, units: dict[str, list[Unit]]) -> None:
     calls = _calls(opt, units)
     donate = bool(opt.donate_params)
     for call in calls:
-        _engine.trace(call.kind, donate, call.args)
+        _engine.trace(call.kind, donate, call.args, call.spread)
     stepped: dict[int, dict] = {}  # a bucket's new shared entries, by its old ones (the for-loop splits buckets)
     for call in calls:
-        new_params, new_states, new_shared = _engine.program(call.kind, donate)(*call.args)
+        new_params, new_states, new_shared = _engine.program(call.kind, donate, call.spread)(*call.args)
         if call.kind == "group":
             new_params, new_states, new_shared = [new_params], [new_states], [new_shared]
         for unit, data, states, shared in zip(call.units, new_params, new_states, new_shared):
