@@ -22,7 +22,7 @@ from gradtx._base import (
 
 # The transforms: composable pieces, one family per private module
 from gradtx._transforms.scaling import (
-    ScaleByScheduleState, maximize, scale, scale_by_learning_rate, scale_by_schedule,
+    ScaleByScheduleState, maximize, negate_if, scale, scale_by_learning_rate, scale_by_schedule,
 )
 from gradtx._transforms.momentum import (
     TraceState, trace,

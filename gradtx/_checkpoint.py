@@ -236,7 +236,7 @@ def load_state_dict_npz(file: str | os.PathLike | Any) -> dict:
     it against the optimizer before changing anything. Raises ``ValueError`` if
     the file was not written by :func:`save_state_dict_npz` (a ``.npy`` array, a
     pickle, a description nested too deeply). Schedules come back as
-    :class:`gradtx.schedules.ScheduleFn`; only gradtx's own factories are called.
+    :class:`gradtx.ScheduleFn`; only gradtx's own factories are called.
     """
     with _open_npz(file, "gradtx.save_state_dict_npz") as data:
         if _HEADER not in data.files:

@@ -26,7 +26,7 @@ def current_hyperparams(state: Any, tx: Any = None) -> dict[str, float]:
     A state without injected hyperparameters (``gradtx.adamw(schedule)``) does not
     hold its schedules, only their step counts: pass the transformation too,
     ``current_hyperparams(state, tx)``, and every gradtx schedule it was built with
-    (:class:`gradtx.schedules.ScheduleFn`) is evaluated at its transform's count,
+    (:class:`gradtx.ScheduleFn`) is evaluated at its transform's count,
     with the same numbers ``inject_hyperparams`` reports. Names are the argument
     names of the transform that holds each schedule (``learning_rate``, ``b1``;
     ``decay`` for ``sgd``'s momentum, held by ``trace``), prefixed by the state

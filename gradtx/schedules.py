@@ -25,3 +25,12 @@ from gradtx._schedules.optax_style import (
 from gradtx._schedules.combinators import (
     join_schedules,
 )
+
+__all__ = [
+    "InjectHyperparamsState", "InjectStatefulHyperparamsState", "WrappedSchedule", "inject_hyperparams",
+    "inject_stateful_hyperparams", "Schedule", "StatefulSchedule", "constant_schedule", "cosine_decay_schedule",
+    "cosine_onecycle_schedule", "exponential_decay", "linear_onecycle_schedule", "linear_schedule",
+    "piecewise_constant_schedule", "piecewise_interpolate_schedule", "polynomial_schedule", "sgdr_schedule",
+    "warmup_constant_schedule", "warmup_cosine_decay_schedule", "warmup_exponential_decay_schedule",
+    "join_schedules",
+]

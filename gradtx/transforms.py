@@ -44,3 +44,15 @@ from gradtx._transforms.clipping import (
 from gradtx._transforms.factored import (
     clip_by_block_rms,
 )
+
+__all__ = [
+    "AddNoiseState", "add_noise", "ApplyIfFiniteState", "ConditionFn", "ConditionallyMaskState",
+    "ConditionallyTransformState", "MaskedNode", "MaskedState", "PartitionState", "apply_if_finite",
+    "conditionally_mask", "conditionally_transform", "flatten", "freeze", "masked", "partition",
+    "selective_transform", "EmaState", "MultiSteps", "MultiStepsState", "ShouldSkipUpdateFunction", "ema",
+    "skip_large_updates", "skip_not_finite", "MonitorState", "SnapshotState", "measure_with_ema", "monitor",
+    "snapshot", "NonNegativeParamsState", "ZeroNansState", "keep_params_nonnegative", "zero_nans", "TraceState",
+    "trace", "adaptive_grad_clip", "per_example_global_norm_clip", "per_example_layer_norm_clip", "unitwise_clip",
+    "unitwise_norm", "add_decayed_weights", "chain", "named_chain", "clip", "clip_by_global_norm",
+    "clip_by_block_rms",
+]

@@ -23,3 +23,11 @@ from gradtx._tree_math import (
 from gradtx._tree_state import (
     NamedTupleKey, get, get_all_with_path, map_params, set,
 )
+
+__all__ = [
+    "bias_correction", "update_moment", "update_moment_per_elem_norm", "all_finite", "check_matching_trees",
+    "path_str", "tree_paths", "add", "add_scale", "allclose", "batch_shape", "cast", "cast_like", "clip", "conj",
+    "div", "dtype", "full_like", "max", "min", "mul", "norm", "ones_like", "random_like", "real", "scale", "size",
+    "split_key_like", "sub", "sum", "unwrap_random_key_data", "update_infinity_moment", "vdot", "where",
+    "zeros_like", "NamedTupleKey", "get", "get_all_with_path", "map_params", "set",
+]

@@ -22,7 +22,7 @@ def adagrad(learning_rate: ScalarOrSchedule, initial_accumulator_value: Any = 0.
 
     ``chain(scale_by_rss(initial_accumulator_value, eps), scale_by_learning_rate(learning_rate))``.
     torch.optim.Adagrad puts ``eps`` outside the root and decays the step size:
-    see ``gradtx.optim.accumulators.adagrad_chain``.
+    see :func:`gradtx.optim.chains.adagrad_chain`.
 
     Args:
       learning_rate: :math:`\eta`, a float, an array or a schedule.
@@ -47,7 +47,7 @@ def rmsprop(learning_rate: ScalarOrSchedule, decay: Any = 0.9, eps: Any = 1e-8, 
     ``chain(scale_by_rms(...) or scale_by_stddev(...) when centered, scale_by_learning_rate(lr),
     trace(momentum, nesterov) when momentum is given)``. As in optax the momentum
     accumulates the lr-scaled steps; torch.optim.RMSprop accumulates before the lr
-    and keeps ``eps`` outside the root (``gradtx.optim.accumulators.rmsprop_chain``).
+    and keeps ``eps`` outside the root (:func:`gradtx.optim.chains.rmsprop_chain`).
 
     Args:
       learning_rate: :math:`\eta`, a float, an array or a schedule.

@@ -2,7 +2,7 @@
 
 nadam, nadamw, radam, adabelief, yogi, novograd, lion, adan, lamb, lars, fromage.
 torch's NAdam and RAdam (with their own momentum schedule, eps placement and
-decay options) are built by :mod:`gradtx.optim.adam_variants`.
+decay options) are :func:`gradtx.optim.chains.nadam_chain` and :func:`gradtx.optim.chains.radam_chain`.
 """
 
 
@@ -75,7 +75,7 @@ def radam(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: 
 
     .. math:: u_t = -\eta\, \text{radam\_direction}_t  \quad\text{(see :func:`gradtx.scale_by_radam`)}
 
-    For ``torch.optim.RAdam`` see ``gradtx.optim.adam_variants.radam_chain``.
+    For ``torch.optim.RAdam`` see :func:`gradtx.optim.chains.radam_chain`.
 
     Args:
       learning_rate: :math:`\eta`, a float, an array or a schedule.
@@ -230,7 +230,7 @@ def fromage(learning_rate: ScalarOrSchedule, min_norm: Any = 1e-6) -> GradientTr
         \quad \text{(per leaf)}
 
     i.e. a trust-ratio step scaled by :math:`\eta/\sqrt{1+\eta^2}` and a decay of
-    :math:`1 - 1/\sqrt{1+\eta^2}` (both from :func:`gradtx.transforms.adam_variants.fromage_rates`).
+    :math:`1 - 1/\sqrt{1+\eta^2}` (both from ``fromage_rates``).
 
     Args:
       learning_rate: :math:`\eta`, a float, an array or a schedule.

@@ -2,8 +2,8 @@
 
 schedule_free_adamw, schedule_free_sgd (see also :func:`gradtx.schedule_free`), adopt,
 ademamix, simplified_ademamix. The torch-style classes of the reference packages
-(``schedulefree``, ``pytorch_optimizer``) are built by :mod:`gradtx.optim.schedule_free`
-and :mod:`gradtx.optim.beyond`.
+(``schedulefree``, ``pytorch_optimizer``) are :class:`gradtx.optim.AdamWScheduleFree`, :class:`gradtx.optim.ADOPT`,
+:class:`gradtx.optim.AdEMAMix` and the others in :mod:`gradtx.optim`.
 """
 
 

@@ -2,8 +2,8 @@
 names, arguments and defaults (optax 0.2.8).
 
 D-Adaptation AdamW, MoMo and MoMo-Adam are single transforms in optax and in
-gradtx (:mod:`gradtx.transforms.contrib_lr_free`); SAM, Mechanic and the other
-wrappers are in :mod:`gradtx.transforms.contrib_wrappers`.
+gradtx (:func:`gradtx.dadapt_adamw`, :func:`gradtx.momo`, :func:`gradtx.momo_adam`); SAM,
+Mechanic and the other wrappers are transforms too (:func:`gradtx.sam`, :func:`gradtx.mechanize`).
 """
 
 

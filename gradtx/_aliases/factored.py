@@ -44,7 +44,7 @@ def adafactor(learning_rate: ScalarOrSchedule | None = None, min_dim_size_to_fac
     flip_sign=False), scale_by_param_block_rms(), ema(momentum), add_decayed_weights, scale(-1))``;
     each optional stage is left out when its argument is ``None``/``False``. The momentum is an
     EMA without bias correction (``trace`` with ``dampening=momentum``) kept in ``dtype_momentum``.
-    torch.optim.Adafactor's relative step size is ``gradtx.optim.factored.adafactor_chain``.
+    torch.optim.Adafactor's relative step size is :func:`gradtx.optim.chains.adafactor_chain`.
 
     Args:
       learning_rate: a global scale (a float, an array or a schedule); ``None``: none.

@@ -1,7 +1,7 @@
 """SOAP, Shampoo, MARS, LaProp, SCION and Adam-mini as chains (no optax counterpart; the numbers of pytorch_optimizer 4.1.0's classes).
 
 The torch-style classes with pytorch_optimizer's names, options and state are in
-:mod:`gradtx.optim.preconditioned`.
+:mod:`gradtx.optim` (:class:`gradtx.optim.SOAP`, ...).
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ torch class                   schedule
 ``OneCycleLR``                :func:`onecycle_schedule`, :func:`onecycle_momentum_schedule`
 ``LambdaLR``                  :func:`lambda_schedule`
 ``MultiplicativeLR``          :func:`multiplicative_schedule`
-``SequentialLR``              :func:`gradtx.schedules.join_schedules`
-``ChainedScheduler``          :func:`gradtx.schedules.chain_schedules`
+``SequentialLR``              :func:`gradtx.join_schedules`
+``ChainedScheduler``          :func:`gradtx.chain_schedules`
 ============================  =====================================================================
 """
 

@@ -102,7 +102,7 @@ def scale_by_rss(initial_accumulator_value: Any = 0.1, eps: Any = 1e-7, *,
     Duchi et al., 2011 (https://jmlr.org/papers/v12/duchi11a.html). The defaults are
     ``optax.scale_by_rss``; torch.optim.Adagrad is ``initial_accumulator_value=0,
     eps=1e-10, eps_in_sqrt=False`` (its ``lr_decay`` is a step-size schedule, see
-    ``gradtx.optim.accumulators.adagrad_chain``).
+    :func:`gradtx.optim.chains.adagrad_chain`).
 
     Args:
       initial_accumulator_value: :math:`s_0`, the starting value of the sum (>= 0).

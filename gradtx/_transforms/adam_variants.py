@@ -1,9 +1,9 @@
 """Adam's relatives: NAdam (torch's schedule), RAdam, AdaBelief, Yogi, NovoGrad, Lion, Adan and trust ratios.
 
 Each transform computes a *direction*; the learning rate, weight decay and sign
-flips are separate links of a chain (see :mod:`gradtx.aliases.adam_variants` and
-:mod:`gradtx.optim.adam_variants`). optax's NAdam is ``scale_by_adam(nesterov=True)``
-in :mod:`gradtx.transforms.moments`; torch's, with its momentum schedule, is
+flips are separate links of a chain (see :func:`gradtx.nadam` and
+:func:`gradtx.optim.chains.nadam_chain`). optax's NAdam is ``scale_by_adam(nesterov=True)``
+(:func:`gradtx.scale_by_adam`); torch's, with its momentum schedule, is
 :func:`scale_by_nadam` here.
 
 Scalars that depend on the step (bias corrections, momentum schedules,

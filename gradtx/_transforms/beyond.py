@@ -3,7 +3,7 @@ r"""ADOPT, AdEMAMix, simplified AdEMAMix and cautious updates: rescalings from `
 Each transform gives ``optax.contrib``'s numbers with its defaults; keyword-only
 options reach the ``pytorch_optimizer`` classes of the same optimizers (the
 group's step counter in place of the state's count, cautious masking), which
-:mod:`gradtx.optim.beyond` declares.
+:class:`gradtx.optim.ADOPT` and :class:`gradtx.optim.AdEMAMix` declare.
 """
 
 from __future__ import annotations

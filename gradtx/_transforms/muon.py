@@ -296,7 +296,7 @@ def scale_by_muon(ns_coeffs: Any = DEFAULT_NS_COEFFS, ns_steps: int = 5, beta: A
     (Jordan et al., 2024, https://kellerjordan.github.io/posts/muon/). With ``adaptive``,
     :math:`u_t \leftarrow \langle \hat m_t, u_t\rangle\, u_t` (Bernstein & Newhouse, 2024,
     https://arxiv.org/abs/2409.20325). torch.optim.Muon's momentum has no bias correction:
-    see ``gradtx.optim.factored.muon_chain``.
+    see :func:`gradtx.optim.chains.muon_chain`.
 
     Args:
       ns_coeffs: ``(a, b, c)`` or an ``(n, 3)`` sequence (then at most ``ns_steps`` rows, the last used).

@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import _tree as gt
-from gradtx._base import EmptyState, GradientTransformation, ScalarOrSchedule, Schedule
+from gradtx._base import EmptyState, GradientTransformation, ScalarOrSchedule, Schedule, identity
 
 
-__all__ = ["ScaleByScheduleState", "scale", "scale_by_schedule", "scale_by_learning_rate", "maximize"]
+__all__ = ["ScaleByScheduleState", "scale", "scale_by_schedule", "scale_by_learning_rate", "maximize", "negate_if"]
 
 class ScaleByScheduleState(NamedTuple):
     """State of :func:`scale_by_schedule`."""
@@ -85,3 +85,16 @@ def maximize() -> GradientTransformation:
         return gt.tree_map(jnp.negative, updates), state
 
     return GradientTransformation(init, update)
+
+
+def negate_if(flag: bool) -> GradientTransformation:
+    """:func:`maximize` when ``flag`` is true, else :func:`gradtx.identity`: torch's ``maximize`` option as a link.
+
+    ``flag`` is structure, not a hyperparameter: it is read once, when the chain
+    is built (a facade optimizer rebuilds its chain when ``maximize`` changes).
+
+    Example::
+
+        tx = gradtx.chain(gradtx.negate_if(maximize), gradtx.scale_by_adam(), gradtx.scale_by_learning_rate(1e-3))
+    """
+    return maximize() if flag else identity()

@@ -70,7 +70,7 @@ def scale_by_sparse_adam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, *,
     update counts, as torch's per-parameter ``step`` does). This is
     ``torch.optim.SparseAdam``'s rule (Kingma & Ba, 2015, https://arxiv.org/abs/1412.6980,
     restricted to the gradient's support), in torch's order of operations; chain
-    it with ``scale_by_learning_rate`` (see ``gradtx.optim.second_order.sparse_adam_chain``).
+    it with ``scale_by_learning_rate`` (see :func:`gradtx.optim.chains.sparse_adam_chain`).
 
     Gradient leaves may be dense arrays or ``jax.experimental.sparse.BCOO`` (without batch
     dimensions); the updates are dense. Sparse leaves only pass through a chain that is

@@ -29,7 +29,7 @@ from typing import Any
 # The base class, the parameter box, hooks and parameter groups
 from gradtx.optim._groups import FROZEN, ParamGroups, path_groups
 from gradtx.optim._hooks import RemovableHandle, register_optimizer_step_post_hook, register_optimizer_step_pre_hook
-from gradtx.optim._optimizer import Optimizer, required
+from gradtx.optim._optimizer import Optimizer, number, required
 from gradtx.optim._parameter import Parameter
 
 # torch.optim's optimizers, one private module per family
@@ -56,11 +56,10 @@ from gradtx.optim._clip_grad import clip_grad_norm_, clip_grad_value_, clip_grad
 # The torch-exact chains the classes declare, for the functional face
 from gradtx.optim import chains
 
-
 __all__ = [
     "FROZEN", "ParamGroups", "path_groups", "RemovableHandle", "register_optimizer_step_post_hook",
-    "register_optimizer_step_pre_hook", "Optimizer", "required", "Parameter", "SGD", "Adam", "AdamW", "Adadelta",
-    "Adagrad", "Adamax", "RMSprop", "NAdam", "RAdam", "ASGD", "Rprop", "LBFGS", "SparseAdam",
+    "register_optimizer_step_pre_hook", "Optimizer", "number", "required", "Parameter", "SGD", "Adam", "AdamW",
+    "Adadelta", "Adagrad", "Adamax", "RMSprop", "NAdam", "RAdam", "ASGD", "Rprop", "LBFGS", "SparseAdam",
     "ZeroRedundancyOptimizer", "Adafactor", "Muon", "AdamWScheduleFree", "RAdamScheduleFree", "SGDScheduleFree",
     "ADOPT", "AdEMAMix", "NegativeLRError", "Prodigy", "GaLore", "Kron", "SophiaH", "MARS", "SCION", "SOAP",
     "AdamMini", "LaProp", "Shampoo", "Lookahead", "from_torch_state_dict", "to_torch_state_dict",

@@ -6,7 +6,7 @@ The ``use_*`` flags say whether a stage exists at all (torch skips weight decay
 when ``weight_decay == 0`` and keeps no momentum buffer when ``momentum == 0``);
 they default to whether the value is non-zero, and callers that pass traced
 values set them explicitly. The classes are the declarations (see
-:mod:`gradtx.optim.optimizer`): a chain builder, torch's state names, torch's
+:class:`gradtx.optim.Optimizer`): a chain builder, torch's state names, torch's
 signature and checks.
 """
 
@@ -15,16 +15,14 @@ from __future__ import annotations
 from typing import Any
 
 import jax.numpy as jnp
-import numpy as np
 
 from gradtx._hyper import value_at
-from gradtx._base import GradientTransformation, chain, identity
-from gradtx.optim._params import is_array
+from gradtx import (
+    GradientTransformation, add_decayed_weights, chain, identity, negate_if, scale_by_adadelta, scale_by_adamax,
+    scale_by_learning_rate, scale_by_rms, scale_by_rss, scale_by_stddev, trace,
+)
+from gradtx.optim._declare import check_tensor_lr
 from gradtx.optim._optimizer import Optimizer, number
-from gradtx._transforms.accumulators import scale_by_adadelta, scale_by_adamax, scale_by_rms, scale_by_rss, scale_by_stddev
-from gradtx._transforms.decay import add_decayed_weights
-from gradtx._transforms.momentum import trace
-from gradtx._transforms.scaling import maximize as negate, scale_by_learning_rate
 
 __all__ = ["Adagrad", "RMSprop", "Adadelta", "Adamax"]
 
@@ -36,7 +34,7 @@ def _flag(flag: bool | None, value: Any) -> bool:
 def _head(maximize: bool, weight_decay: Any, use_weight_decay: bool | None) -> tuple[GradientTransformation, ...]:
     """torch's common prologue: negate the gradient, then add coupled L2 decay."""
     return (
-        negate() if maximize else identity(),
+        negate_if(maximize),
         add_decayed_weights(weight_decay) if _flag(use_weight_decay, weight_decay) else identity(),
     )
 
@@ -106,8 +104,7 @@ def _check(group: dict[str, Any], *checks: tuple) -> None:
     ``"Invalid <label>: <value>"``.
     """
     lr = group["lr"]
-    if is_array(lr) and np.size(lr) != 1:
-        raise ValueError("Tensor lr must be 1-element")
+    check_tensor_lr(lr)
     for label, value, *bound in (("learning rate", lr), *checks):
         x, high, closed = number(value), bound[0] if bound else None, len(bound) > 1 and bound[1]
         if not (0.0 <= x and (high is None or x < high or (closed and x == high))):

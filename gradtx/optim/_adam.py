@@ -6,13 +6,13 @@ from typing import Any
 
 import numpy as np
 
-from gradtx._base import GradientTransformation, chain, identity
+from gradtx import (
+    GradientTransformation, add_decayed_weights, chain, identity, negate_if, scale_by_adam, scale_by_learning_rate,
+    decoupled_weight_decay as decay_after_lr,
+)
 from gradtx.optim._params import is_array
+from gradtx.optim._declare import check_tensor_lr
 from gradtx.optim._optimizer import Optimizer, number
-from gradtx._transforms.decay import add_decayed_weights
-from gradtx._transforms.decay import decoupled_weight_decay as decay_after_lr
-from gradtx._transforms.moments import scale_by_adam
-from gradtx._transforms.scaling import maximize as negate, scale_by_learning_rate
 
 __all__ = ["Adam", "AdamW"]
 
@@ -31,7 +31,7 @@ def torch_adam_family(direction: GradientTransformation, lr: Any, weight_decay: 
     coupled = use_weight_decay and not decoupled_weight_decay
     decoupled = use_weight_decay and decoupled_weight_decay
     return chain(
-        negate() if maximize else identity(),
+        negate_if(maximize),
         add_decayed_weights(weight_decay) if coupled else identity(),
         direction,
         scale_by_learning_rate(lr),
@@ -79,8 +79,7 @@ def _check_adam(group: dict[str, Any]) -> None:
     if is_array(lr):
         if foreach and not capturable:
             raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
-        if np.size(lr) != 1:
-            raise ValueError("Tensor lr must be 1-element")
+        check_tensor_lr(lr)
     check_adam_ranges(group)
     # torch's rule, with schedules (gradtx's extension) allowed beside either kind.
     numbers = [b for b in betas[:2] if not callable(b)]

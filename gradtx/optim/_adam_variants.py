@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 
-from gradtx._base import GradientTransformation
-from gradtx.optim._params import is_array
+from gradtx import GradientTransformation, scale_by_nadam, scale_by_radam
 from gradtx.optim._adam import check_adam_ranges, torch_adam_family
+from gradtx.optim._declare import check_tensor_lr
 from gradtx.optim._optimizer import Optimizer
-from gradtx._transforms.adam_variants import scale_by_nadam, scale_by_radam
 
 __all__ = ["NAdam", "RAdam"]
 
@@ -51,8 +49,7 @@ def radam_chain(lr: Any = 1e-3, betas: Any = (0.9, 0.999), eps: Any = 1e-8, weig
 
 def _check_options(group: dict[str, Any], *extra: str) -> None:
     """The checks torch's NAdam and RAdam make, in torch's order and words (``extra``: more non-negative options)."""
-    if is_array(group["lr"]) and np.size(group["lr"]) != 1:
-        raise ValueError("Tensor lr must be 1-element")
+    check_tensor_lr(group["lr"])
     check_adam_ranges(group, *extra)
 
 

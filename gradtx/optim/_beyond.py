@@ -21,13 +21,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gradtx._base import GradientTransformation, chain, identity
+from gradtx import (
+    GradientTransformation, ProdigyState, add_decayed_weights, chain, identity, negate_if, prodigy,
+    scale_by_ademamix, scale_by_adopt, scale_by_learning_rate, decoupled_weight_decay as decay_after_lr,
+)
 from gradtx.optim._optimizer import Optimizer, number
-from gradtx._transforms.beyond import scale_by_ademamix, scale_by_adopt
-from gradtx._transforms.decay import add_decayed_weights
-from gradtx._transforms.decay import decoupled_weight_decay as decay_after_lr
-from gradtx._transforms.prodigy import ProdigyState, prodigy
-from gradtx._transforms.scaling import maximize as negate, scale_by_learning_rate
 
 __all__ = ["ADOPT", "AdEMAMix", "NegativeLRError", "Prodigy"]
 
@@ -50,7 +48,7 @@ def pytorch_optimizer_family(direction: GradientTransformation, lr: Any, weight_
     ``wd * p`` is added to the gradient.
     """
     return chain(
-        negate() if maximize else identity(),
+        negate_if(maximize),
         add_decayed_weights(weight_decay) if use_weight_decay and not weight_decouple else identity(),
         direction,
         scale_by_learning_rate(lr),

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.optim._parameter import Parameter
-from gradtx._transforms.clipping import clip_grad_norm, clip_grad_value, total_norm
+from gradtx import clip_grad_norm, clip_grad_value, total_norm
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]
 

@@ -8,19 +8,13 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx._base import GradientTransformation, chain, identity
-from gradtx.optim._optimizer import Optimizer, number
-from gradtx._transforms.decay import decoupled_weight_decay as decay_after_lr
-from gradtx._transforms.factored import (
-    clip_by_block_rms,
-    decay_rate_pow,
-    scale_by_factored_rms,
-    scale_by_relative_step_size,
+from gradtx import (
+    GradientTransformation, MuonDimensionNumbers, chain, clip_by_block_rms, decay_rate_pow, identity, negate_if,
+    scale, scale_by_factored_rms, scale_by_learning_rate, scale_by_newton_schulz, scale_by_relative_step_size,
+    scale_by_shape, trace, decoupled_weight_decay as decay_after_lr,
 )
-from gradtx._transforms.momentum import trace
-from gradtx._transforms.muon import MuonDimensionNumbers, scale_by_newton_schulz, scale_by_shape
-from gradtx._transforms.scaling import maximize as negate
-from gradtx._transforms.scaling import scale, scale_by_learning_rate
+from gradtx.optim._declare import check_tensor_lr
+from gradtx.optim._optimizer import Optimizer, number
 
 __all__ = ["Adafactor", "Muon"]
 
@@ -47,7 +41,7 @@ def adafactor_chain(lr: Any = 1e-2, beta2_decay: Any = -0.8, eps: Any = (None, 1
     use_weight_decay = bool(weight_decay != 0) if use_weight_decay is None else use_weight_decay
     eps1, eps2 = eps
     return chain(
-        negate() if maximize else identity(),
+        negate_if(maximize),
         scale_by_factored_rms(decay_rate=-beta2_decay, min_dim_size_to_factor=0, epsilon=0.0,
                               decay_rate_fn=functools.partial(decay_rate_pow, in_float32=False),
                               factored_axes=(-2, -1), clamp_eps="finfo" if eps1 is None else eps1,
@@ -144,8 +138,7 @@ class Adafactor(Optimizer):
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
         lr, eps = group["lr"], group["eps"]
-        if not callable(lr) and np.size(lr) != 1:
-            raise ValueError("Tensor lr must be 1-element")
+        check_tensor_lr(lr)
         if not 0.0 <= number(lr):
             raise ValueError(f"Learning rate should be >= 0 but is: {lr}")
         if not 0.0 >= number(group["beta2_decay"]):
@@ -222,8 +215,7 @@ class Muon(Optimizer):
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
         lr = group["lr"]
-        if not callable(lr) and np.size(lr) != 1:
-            raise ValueError("Tensor lr must be 1-element")
+        check_tensor_lr(lr)
         if not 0.0 <= number(lr):
             raise ValueError(f"Learning rate should be >= 0 but is: {lr}")
         if not 0.0 <= number(group["momentum"]):

@@ -18,8 +18,8 @@ import jax
 
 from gradtx.optim._params import _Wrapper, is_param, is_trainable_array, path_parts
 from gradtx.optim._parameter import Parameter
-from gradtx._paths import path_matches
-from gradtx._tree import path_str
+from gradtx import path_matches
+from gradtx.tree import path_str
 
 __all__ = ["FROZEN", "ParamGroups", "path_groups"]
 

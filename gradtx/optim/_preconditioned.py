@@ -6,17 +6,13 @@ from typing import Any
 
 import jax
 
-from gradtx._aliases.preconditioned import scion, soap
-from gradtx._base import GradientTransformation, chain, identity
+from gradtx import (
+    GradientTransformation, add_decayed_weights, chain, decay_after_step, decoupled_weight_decay, identity,
+    multi_transform, negate_if, scale_by_adam_mini, scale_by_laprop, scale_by_learning_rate, scale_by_mars,
+    scale_by_shampoo, scion, soap,
+)
 from gradtx.optim._groups import ParamGroups, path_groups
 from gradtx.optim._optimizer import Optimizer, number
-from gradtx._transforms.adam_mini import scale_by_adam_mini
-from gradtx._transforms.decay import add_decayed_weights, decoupled_weight_decay
-from gradtx._transforms.mars import scale_by_laprop, scale_by_mars
-from gradtx._transforms.preconditioned import decay_after_step, scale_by_shampoo
-from gradtx._transforms.scaling import maximize as negate
-from gradtx._transforms.scaling import scale_by_learning_rate
-from gradtx._transforms.wrappers import multi_transform
 
 __all__ = ["SOAP", "Shampoo", "MARS", "LaProp", "SCION", "AdamMini"]
 
@@ -65,7 +61,7 @@ def soap_chain(lr: Any = 3e-3, betas: Any = (0.95, 0.95), shampoo_beta: Any = No
     use_weight_decay = bool(weight_decay != 0) if use_weight_decay is None else use_weight_decay
     b1, b2 = betas
     return chain(
-        negate() if maximize else identity(),
+        negate_if(maximize),
         soap(lr, b1, b2, shampoo_beta, eps, weight_decay if use_weight_decay else None, precondition_frequency,
              max_precondition_dim, merge_dims, precondition_1d, correct_bias, normalize_gradient, data_format),
     )
@@ -181,7 +177,7 @@ def mars_chain(lr: Any = 3e-3, betas: Any = (0.95, 0.99), gamma: Any = 0.025, ma
         return jax.tree.map(lambda x: "mixed" if optimize_1d or x.ndim >= 2 else "1d", params)
 
     return chain(
-        negate() if maximize else identity(),
+        negate_if(maximize),
         multi_transform({"mixed": branch(lr, betas, weight_decay, True),
                          "1d": branch(lr * lr_1d_factor, betas_1d, weight_decay_1d, False)}, labels),
     )
@@ -203,7 +199,7 @@ def laprop_chain(lr: Any = 4e-4, betas: Any = (0.9, 0.999), centered: bool = Fal
     direction = scale_by_laprop(lr, b1, b2, eps, centered=centered, ams_bound=ams_bound, cautious=cautious,
                                 steps_before_using_centered=steps_before_using_centered,
                                 float32_step_size=not cautious)
-    return chain(negate() if maximize else identity(), direction,
+    return chain(negate_if(maximize), direction,
                  _decay(weight_decay, lr, weight_decouple, fixed_decay, after=True))
 
 
@@ -346,7 +342,7 @@ def scion_chain(lr: Any = 1e-3, momentum: Any = 0.1, constraint: bool = False, n
     decays = use_weight_decay and not constraint
     coupled = decays and not weight_decouple
     return chain(
-        negate() if maximize else identity(),
+        negate_if(maximize),
         add_decayed_weights(weight_decay) if coupled else identity(),
         scion(lr, momentum, norm_type, dict(norm_kwargs or {}), scale,
               weight_decay if decays and weight_decouple else None, constraint=constraint),
@@ -509,7 +505,7 @@ def adam_mini_chain(lr: Any = 1.0, betas: Any = (0.9, 0.999), eps: Any = 1e-8, w
     else:
         direction = scale_by_adam_mini(b1, b2, eps, "tensor")
     return chain(
-        negate() if maximize else identity(),
+        negate_if(maximize),
         direction,
         scale_by_learning_rate(lr),
         decoupled_weight_decay(weight_decay, lr) if use_weight_decay else identity(),

@@ -17,16 +17,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx._base import GradientTransformation, chain, identity, stateless
+from gradtx import (
+    GradientTransformation, add_decayed_weights, chain, identity, scale_by_adam, scale_by_learning_rate,
+    scale_by_sophia_h, stateless, decoupled_weight_decay as decay_after_lr,
+)
 from gradtx.optim._grads import checked_grad, is_closure, takes_argument
 from gradtx.optim._optimizer import Optimizer, number
-from gradtx._transforms.decay import add_decayed_weights
-from gradtx._transforms.decay import decoupled_weight_decay as decay_after_lr
 from gradtx._transforms.galore import galore_side, scale_by_galore_projection, scale_by_step_size_ratio
-from gradtx._transforms.moments import scale_by_adam
 from gradtx._transforms.psgd import EPS, init_kron_factors, kron_leaf_step, kron_update_probability
-from gradtx._transforms.sophia import scale_by_sophia_h
-from gradtx._transforms.scaling import scale_by_learning_rate
 
 __all__ = ["GaLore", "SophiaH", "Kron"]
 

@@ -18,9 +18,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from gradtx._base import GradientTransformation
+from gradtx import GradientTransformation, schedule_free_step
 from gradtx.optim._optimizer import Optimizer, number
-from gradtx._transforms.schedule_free import schedule_free_step
 
 __all__ = ["AdamWScheduleFree", "RAdamScheduleFree", "SGDScheduleFree"]
 

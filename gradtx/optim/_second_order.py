@@ -19,13 +19,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx._checks import check_range
-from gradtx._base import GradientTransformation, chain, identity
+from gradtx import (
+    GradientTransformation, LBFGSTorchState, chain, identity, lbfgs_torch_init, lbfgs_torch_step, negate_if,
+    scale_by_learning_rate, scale_by_sparse_adam,
+)
+from gradtx.tree import all_finite
 from gradtx.optim._grads import is_closure
+from gradtx.optim._declare import check_tensor_lr
 from gradtx.optim._optimizer import Optimizer, number
-from gradtx._tree import all_finite
-from gradtx._transforms.lbfgs import LBFGSTorchState, lbfgs_torch_init, lbfgs_torch_step
-from gradtx._transforms.scaling import maximize as negate, scale_by_learning_rate
-from gradtx._transforms.sparse import scale_by_sparse_adam
 
 __all__ = ["LBFGS", "SparseAdam"]
 
@@ -42,7 +43,7 @@ def sparse_adam_chain(lr: Any = 1e-3, betas: Any = (0.9, 0.999), eps: Any = 1e-8
     """
     b1, b2 = betas
     return chain(
-        negate() if maximize else identity(),
+        negate_if(maximize),
         scale_by_sparse_adam(b1, b2, eps),
         scale_by_learning_rate(lr),
     )
@@ -85,11 +86,6 @@ def lbfgs_driver(lr: Any = 1, max_iter: Any = 20, max_eval: Any = None, toleranc
 # ----------------------------------------------------------------------------- facade classes
 
 
-def _check_lr(lr: Any) -> None:
-    if np.size(lr) != 1:
-        raise ValueError("Tensor lr must be 1-element")
-
-
 class SparseAdam(Optimizer):
     r"""torch.optim.SparseAdam: Adam whose moments and parameters change only where the gradient has entries.
 
@@ -128,7 +124,7 @@ class SparseAdam(Optimizer):
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
         lr, betas = group["lr"], group["betas"]
-        _check_lr(lr)
+        check_tensor_lr(lr)
         if not 0.0 < number(lr):
             raise ValueError(f"Invalid learning rate: {lr}")
         if not 0.0 < number(group["eps"]):
@@ -191,7 +187,7 @@ class LBFGS(Optimizer):
     def __init__(self, params: Any, lr: Any = 1, max_iter: int = 20, max_eval: int | None = None,
                  tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
                  line_search_fn: str | None = None, *, maximize: bool = False) -> None:
-        _check_lr(lr)
+        check_tensor_lr(lr)
         if not 0.0 <= number(lr):
             raise ValueError(f"Invalid learning rate: {lr}")
         if max_eval is None:

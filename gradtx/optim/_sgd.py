@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 
-from gradtx._base import GradientTransformation, chain, identity
-from gradtx.optim._params import is_array
+from gradtx import (
+    GradientTransformation, add_decayed_weights, chain, identity, negate_if, scale_by_learning_rate, trace,
+)
+from gradtx.optim._declare import check_tensor_lr
 from gradtx.optim._optimizer import Optimizer, number
-from gradtx._transforms.decay import add_decayed_weights
-from gradtx._transforms.momentum import trace
-from gradtx._transforms.scaling import maximize as negate, scale_by_learning_rate
 
 __all__ = ["SGD"]
 
@@ -29,7 +27,7 @@ def sgd_chain(lr: Any = 1e-3, momentum: Any = 0.0, dampening: Any = 0.0, weight_
     use_momentum = bool(momentum != 0) if use_momentum is None else use_momentum
     use_weight_decay = bool(weight_decay != 0) if use_weight_decay is None else use_weight_decay
     return chain(
-        negate() if maximize else identity(),
+        negate_if(maximize),
         add_decayed_weights(weight_decay) if use_weight_decay else identity(),
         trace(momentum, nesterov, dampening=dampening, torch_init=True) if use_momentum else identity(),
         scale_by_learning_rate(lr),
@@ -78,8 +76,7 @@ class SGD(Optimizer):
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
         lr = group["lr"]
-        if is_array(lr) and np.size(lr) != 1:
-            raise ValueError("Tensor lr must be 1-element")
+        check_tensor_lr(lr)
         if number(lr) < 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
         if number(group["momentum"]) < 0.0:

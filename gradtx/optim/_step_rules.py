@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 
-from gradtx._base import GradientTransformation, chain, identity
-from gradtx.optim._params import is_array
+from gradtx import (
+    GradientTransformation, add_decayed_weights, chain, identity, negate_if, scale, scale_by_asgd, scale_by_rprop,
+)
+from gradtx.optim._declare import check_tensor_lr
 from gradtx.optim._optimizer import Optimizer, number
-from gradtx._transforms.decay import add_decayed_weights
-from gradtx._transforms.scaling import maximize as negate, scale
-from gradtx._transforms.step_rules import scale_by_asgd, scale_by_rprop
 
 __all__ = ["Rprop", "ASGD"]
 
@@ -27,7 +25,7 @@ def rprop_chain(lr: Any = 1e-2, etas: Any = (0.5, 1.2), step_sizes: Any = (1e-6,
     eta_minus, eta_plus = etas
     min_step, max_step = step_sizes
     return chain(
-        negate() if maximize else identity(),
+        negate_if(maximize),
         scale_by_rprop(lr, eta_minus, eta_plus, min_step, max_step, clamp_always=True, lagged=False),
         scale(-1.0),
     )
@@ -44,15 +42,14 @@ def asgd_chain(lr: Any = 1e-2, lambd: Any = 1e-4, alpha: Any = 0.75, t0: Any = 1
     """
     use_weight_decay = bool(weight_decay != 0) if use_weight_decay is None else use_weight_decay
     return chain(
-        negate() if maximize else identity(),
+        negate_if(maximize),
         add_decayed_weights(weight_decay) if use_weight_decay else identity(),
         scale_by_asgd(lr, lambd, alpha, t0),
     )
 
 
 def _check_lr(lr: Any) -> None:
-    if is_array(lr) and np.size(lr) != 1:
-        raise ValueError("Tensor lr must be 1-element")
+    check_tensor_lr(lr)
     if not 0.0 <= number(lr):
         raise ValueError(f"Invalid learning rate: {lr}")
 

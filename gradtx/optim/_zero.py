@@ -6,12 +6,12 @@ optimizer class so that each of the N data-parallel ranks keeps the state of
 https://arxiv.org/abs/1910.02054). Here every process sees the whole
 ``jax.sharding.Mesh``, so the split is per array instead of per parameter: each
 state array is sharded along the mesh axis (see
-:func:`gradtx.sharding.state_sharding`), XLA inserts the collectives, and the
+:func:`gradtx.state_sharding`), XLA inserts the collectives, and the
 optimizer is in every other respect ``optimizer_class(params, **defaults)``.
 
 The optimizer is a subclass of ``optimizer_class`` made once per
 ``(optimizer_class, mesh, axis)``: its declaration's chain is the original one
-wrapped in :func:`gradtx.sharding.zero_redundancy`, so the state names, the
+wrapped in :func:`gradtx.zero_redundancy`, so the state names, the
 ``state_dict`` layout, the param groups and the hooks are the original class's.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gradtx.optim._optimizer import Optimizer
-from gradtx._sharding import state_sharding, zero_redundancy
+from gradtx import state_sharding, zero_redundancy
 
 __all__ = ["ZeroRedundancyOptimizer"]
 
@@ -48,7 +48,7 @@ class ZeroRedundancyOptimizer(Optimizer):
     https://arxiv.org/abs/1910.02054) splits that state across the data-parallel
     devices, so each keeps ``1/mesh.shape[axis]`` of it. Here every state array
     is split along its first dimension divisible by the axis size
-    (:func:`gradtx.sharding.state_sharding`; a scalar step count, or an array
+    (:func:`gradtx.state_sharding`; a scalar step count, or an array
     without such a dimension, stays replicated). The parameters are not split:
     they keep their sharding across steps, replicated over ``axis`` as data
     parallelism has them. The numbers are those of ``optimizer_class``, bit for
@@ -122,7 +122,7 @@ class ZeroRedundancyOptimizer(Optimizer):
 
         torch's ``ZeroRedundancyOptimizer.load_state_dict`` takes a consolidated
         state dict and keeps each rank's shard; here every state array is put
-        back with :func:`gradtx.sharding.state_sharding` along ``axis``.
+        back with :func:`gradtx.state_sharding` along ``axis``.
         """
         result = super().load_state_dict(state_dict, match=match, strict=strict)
         self._zero_shard_state()
