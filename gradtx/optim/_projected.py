@@ -18,13 +18,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import (
-    GradientTransformation, add_decayed_weights, chain, identity, scale_by_adam, scale_by_learning_rate,
-    scale_by_sophia_h, stateless, decoupled_weight_decay as decay_after_lr,
+    GradientTransformation, add_decayed_weights, chain, identity, init_kron_factors, kron_update_probability,
+    scale_by_adam, scale_by_galore_projection, scale_by_learning_rate, scale_by_sophia_h, scale_by_step_size_ratio,
+    stateless, decoupled_weight_decay as decay_after_lr,
 )
 from gradtx.optim._grads import checked_grad, is_closure, takes_argument
 from gradtx.optim._optimizer import Optimizer, number
-from gradtx._transforms.galore import galore_side, scale_by_galore_projection, scale_by_step_size_ratio
-from gradtx._transforms.psgd import EPS, init_kron_factors, kron_leaf_step, kron_update_probability
+
+# Kron is not a chain (the facade runs the reference's per-leaf step itself) and GaLore's groups pick the projected
+# side per matrix: both use these internals of their transforms.
+from gradtx._transforms.galore import galore_side
+from gradtx._transforms.psgd import EPS, kron_leaf_step
 
 __all__ = ["GaLore", "SophiaH", "Kron"]
 
