@@ -26,7 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gradtx import _tree as gt
+from gradtx import tree as gt
 from gradtx.optim.lr_scheduler._base import LRScheduler, _per_group, _scalar_or_none
 from gradtx.optim._parameter import Parameter
 
