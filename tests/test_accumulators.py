@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gradtx
-from gradtx.optim.accumulators import adadelta_chain, adagrad_chain, adamax_chain, rmsprop_chain
+from gradtx.optim.chains import adadelta_chain, adagrad_chain, adamax_chain, rmsprop_chain
 from tests import harness
 from tests.harness import assert_trees_close, grad_fn, make_params, run_functional
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gradtx
-from gradtx.optim.adam_variants import nadam_chain, radam_chain
+from gradtx.optim.chains import nadam_chain, radam_chain
 from tests.harness import assert_trees_close, make_params, run_functional
 
 # Every transform of the family, with options that reach its less common branches (the aliases only chain them).

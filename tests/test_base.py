@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import gradtx
-from gradtx import tree as gt
+from gradtx import _tree as gt
 from tests.harness import assert_trees_close, make_params, run_functional
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import gradtx
-from gradtx.optim.adam import adam_chain
-from gradtx.optim.sgd import sgd_chain
+from gradtx.optim.chains import adam_chain
+from gradtx.optim.chains import sgd_chain
 from tests.harness import assert_trees_close, make_params, run_functional
 
 

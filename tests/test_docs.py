@@ -6,13 +6,14 @@
   interpreter (JAX's defaults, not the test suite's float64), so the docs show
   only code that works. A block preceded by ``<!-- no-run -->`` is shown but not
   run (installation commands, multi-host recipes).
-- Every module with a public ``__all__`` has a ``::: module`` entry in docs/api.
+- Every public function and class has an entry in docs/api (at one of its public paths).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
 import pkgutil
 import re
@@ -66,22 +67,40 @@ def test_guide_code_runs(page, tmp_path):
     assert result.returncode == 0, f"the python blocks of docs/{page.name} failed:\n{result.stderr[-6000:]}"
 
 
-def _public_modules() -> list[str]:
+def _public_objects() -> dict[int, list[str]]:
+    """Every public function and class of gradtx, with its public paths (private modules have a ``_``)."""
     import gradtx
 
-    names = []
-    for info in pkgutil.walk_packages(gradtx.__path__, "gradtx."):
-        if info.name.rsplit(".", 1)[-1].startswith("_"):
-            continue
-        module = importlib.import_module(info.name)
-        if getattr(module, "__all__", None):
-            names.append(info.name)
-    return names
+    modules = ["gradtx"] + [info.name for info in pkgutil.walk_packages(gradtx.__path__, "gradtx.")
+                            if not any(part.startswith("_") for part in info.name.split("."))]
+    paths: dict[int, list[str]] = {}
+    for module_name in modules:
+        module = importlib.import_module(module_name)
+        names = getattr(module, "__all__", None) or [n for n in dir(module) if not n.startswith("_")]
+        for name in names:
+            obj = getattr(module, name)
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__.startswith("gradtx"):
+                paths.setdefault(id(obj), []).append(f"{module_name}.{name}")
+    return paths
 
 
-def test_api_reference_covers_every_public_module():
+def _documented_paths() -> set[str]:
+    """The paths the API pages render: ``::: module`` with its ``members:`` list, or with its whole ``__all__``."""
     documented = set()
+    entry = re.compile(r"^::: ([\w.]+)\n((?:[ \t]+.*\n)*)", re.MULTILINE)
     for page in (DOCS / "api").glob("*.md"):
-        documented |= set(re.findall(r"^::: ([\w.]+)", page.read_text(), re.MULTILINE))
-    missing = [name for name in _public_modules() if name not in documented]
-    assert not missing, f"modules with a public __all__ but no '::: module' entry in docs/api/*.md: {missing}"
+        for match in entry.finditer(page.read_text() + "\n"):
+            target, options = match.groups()
+            documented.add(target)
+            members = re.search(r"members:\n((?:\s+- \w+\n)+)", options)
+            if members:
+                documented |= {f"{target}.{name}" for name in re.findall(r"- (\w+)", members[1])}
+            elif "members: false" not in options and importlib.util.find_spec(target) is not None:
+                documented |= {f"{target}.{name}" for name in getattr(importlib.import_module(target), "__all__", [])}
+    return documented
+
+
+def test_api_reference_covers_every_public_object():
+    documented = _documented_paths()
+    missing = sorted(paths[0] for paths in _public_objects().values() if not documented & set(paths))
+    assert not missing, f"public objects with no entry in docs/api/*.md (list them under a '::: module'): {missing}"

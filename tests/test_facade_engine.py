@@ -292,7 +292,7 @@ def test_repr_is_torchs():
 
 
 def test_schedule_options_follow_the_step():
-    from gradtx.optim.adam import adam_chain
+    from gradtx.optim.chains import adam_chain
 
     def schedule(count):
         return 0.1 / (1.0 + count)

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import gradtx
-from gradtx.optim.factored import adafactor_chain, muon_chain
-from gradtx.transforms.muon import orthogonalize_via_newton_schulz
+from gradtx.optim.chains import adafactor_chain, muon_chain
+from gradtx import orthogonalize_via_newton_schulz
 from tests.cases.factored import MUON_CASES, SM3_CASES, matrices, ranks_0_to_3
 from tests.harness import assert_trees_close, make_params, run_functional
 

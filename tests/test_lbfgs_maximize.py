@@ -14,7 +14,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import gradtx.optim as optim
-from gradtx.optim.second_order import lbfgs_driver
+from gradtx.optim._second_order import lbfgs_driver
 from tests.harness import TOLERANCES, assert_trees_close, loss, make_params
 from tests.test_second_order import _torch_lbfgs
 

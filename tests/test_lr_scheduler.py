@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import gradtx.optim
-import gradtx.schedules as gs
+import gradtx as gs
 from gradtx.optim import lr_scheduler as ours
 
 LRS = (0.1, 0.02)

@@ -1,6 +1,8 @@
 """gradtx's public namespace covers optax's top level, name for name, with optax's signatures."""
 
+import importlib
 import inspect
+import pkgutil
 
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +14,7 @@ import gradtx
 # optax top-level names gradtx does not provide yet. This list may only shrink: the test fails when a name
 # is missing that is not listed here, and when a listed name has arrived (remove it from the list then).
 NOT_YET_PROVIDED = {
-    # subpackages: optax.tree is gradtx.tree; the rest are not part of gradtx's top level
+    # subpackages: optax.contrib's names are at gradtx's top level; the rest are not part of gradtx
     "assignment", "contrib", "experimental", "losses", "perturbations", "tree_utils",
     # loss functions (optax.losses re-exported at optax's top level): not gradient transformations
     "convex_kl_divergence", "cosine_distance", "cosine_similarity", "ctc_loss", "ctc_loss_with_forward_probs",
@@ -90,3 +92,73 @@ def test_state_fields_match_optax(name):
 def test_empty_state_names_are_empty_states(name):
     assert getattr(gradtx, name) is gradtx.EmptyState
     assert getattr(optax, name) is optax.EmptyState
+
+
+# One import path per public object. The modules that define things are private (a ``_`` in the path);
+# a public module's public names are its ``__all__`` where it has one, else its names without a ``_``.
+# gradtx repeats a name only where optax repeats it (``optax.schedules.cosine_decay_schedule`` is
+# ``optax.cosine_decay_schedule``; ``optax.ScaleState`` is ``optax.EmptyState``), so optax code runs after
+# changing the import. gradtx's top level holds optax.contrib's names too.
+
+
+def _public_modules() -> list[str]:
+    names = ["gradtx"]
+    for info in pkgutil.walk_packages(gradtx.__path__, "gradtx."):
+        if not any(part.startswith("_") for part in info.name.split(".")):
+            names.append(info.name)
+    return names
+
+
+def _public_names(module) -> list[str]:
+    return list(getattr(module, "__all__", None) or _public(module))
+
+
+def _public_paths() -> dict[int, tuple[object, list[str]]]:
+    """Every function and class defined in gradtx, with the public paths that reach it."""
+    paths: dict[int, tuple[object, list[str]]] = {}
+    for module_name in _public_modules():
+        module = importlib.import_module(module_name)
+        for name in _public_names(module):
+            obj = getattr(module, name)
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__.startswith("gradtx"):
+                paths.setdefault(id(obj), (obj, []))[1].append(f"{module_name}.{name}")
+    return paths
+
+
+def _optax_counterpart(path: str):
+    """What optax has at the same path (gradtx's top level also answers for optax.contrib), or None."""
+    parts = path.split(".")[1:]
+    for root in ([optax, optax.contrib] if len(parts) == 1 else [optax]):
+        obj = root
+        for part in parts:
+            obj = getattr(obj, part, None)
+        if obj is not None:
+            return obj
+    return None
+
+
+def test_the_public_modules_are_the_documented_ones():
+    assert set(_public_modules()) == {
+        "gradtx", "gradtx.microbatching", "gradtx.projections", "gradtx.schedules", "gradtx.second_order",
+        "gradtx.transforms", "gradtx.tree", "gradtx.optim", "gradtx.optim.chains", "gradtx.optim.lr_scheduler",
+        "gradtx.optim.swa_utils",
+    }
+
+
+def test_each_public_object_has_one_public_path():
+    repeated = {}
+    for obj, paths in _public_paths().values():
+        if len(paths) > 1:
+            theirs = [_optax_counterpart(path) for path in paths]
+            if any(t is None for t in theirs) or len({id(t) for t in theirs}) != 1:
+                repeated[obj.__qualname__] = paths
+    assert not repeated, f"objects reachable by more than one public path (optax does not repeat them): {repeated}"
+
+
+def test_the_repeated_names_are_optaxs():
+    """The views gradtx.schedules and gradtx.transforms hold exactly optax's names, as the same objects."""
+    for view in ("schedules", "transforms"):
+        ours, theirs = getattr(gradtx, view), getattr(optax, view)
+        assert _public(ours) == _public(theirs), view
+        for name in _public(theirs) & _public(gradtx):
+            assert getattr(ours, name) is getattr(gradtx, name), f"gradtx.{view}.{name}"

@@ -164,7 +164,7 @@ def test_stateful_schedules_match_optax(inject):
         assert_trees_close(a, b, "float64", f"{inject} step {step + 1}")
     state = build(gradtx).init(params)
     assert isinstance(state, gradtx.InjectStatefulHyperparamsState)
-    assert isinstance(gradtx.WrappedSchedule(lambda c: c), gradtx.StatefulSchedule)
+    assert isinstance(gradtx.WrappedSchedule(lambda c: c), gradtx.schedules.StatefulSchedule)
 
 
 def test_apply_updates_passes_none_leaves_through_like_optax():

@@ -185,9 +185,9 @@ def test_per_example_clipping_needs_a_batch_axis():
                                         ((2, 2, 2, 3, 4), None), ((4, 3), 1), ((6, 2, 3, 2, 1, 2), (0, 2))])
 def test_unitwise_norm_and_clip_match_optax(shape, axis):
     x = jnp.asarray(np.random.default_rng(2).normal(size=shape))
-    ours, theirs = gradtx.unitwise_norm(x, axis), optax.transforms._clipping.unitwise_norm(x, axis)
+    ours, theirs = gradtx.transforms.unitwise_norm(x, axis), optax.transforms._clipping.unitwise_norm(x, axis)
     np.testing.assert_allclose(ours, theirs, rtol=1e-12)
-    np.testing.assert_allclose(gradtx.unitwise_clip(ours, 0.7 * ours + 0.1, x),
+    np.testing.assert_allclose(gradtx.transforms.unitwise_clip(ours, 0.7 * ours + 0.1, x),
                                optax.transforms._clipping.unitwise_clip(theirs, 0.7 * theirs + 0.1, x), rtol=1e-12)
 
 

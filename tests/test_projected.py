@@ -22,7 +22,7 @@ import torch
 
 import gradtx
 import gradtx.optim as optim
-import gradtx.transforms.galore as galore_module
+import gradtx._transforms.galore as galore_module
 from tests.cases.projected import CONTRIB_CASES
 from tests.harness import TOLERANCES, assert_trees_close, grad_fn, make_params, run_functional, run_torch
 
@@ -319,7 +319,7 @@ def solve_precision(request):
         yield "float32"
         return
     with mock.patch.object(reference_psgd, "solve_triangular_right", _solve_in_float64), \
-         mock.patch.object(gradtx.transforms.psgd, "_solve_triangular_right", _our_solve_in_float64):
+         mock.patch.object(gradtx._transforms.psgd, "_solve_triangular_right", _our_solve_in_float64):
         yield "float64"
 
 
@@ -334,7 +334,7 @@ def test_kron_factor_update_matches_the_reference_functions(shape, mode, solve_p
     for _ in range(2):  # the factors move away from the identity, so the second solve is non-trivial
         probe, grad = rng.normal(size=shape), rng.normal(size=shape)
         reference_psgd.update_precondition(qs_t, expressions, torch.tensor(probe), torch.tensor(grad), 0.1,
-                                           gradtx.transforms.psgd.EPS)
+                                           gradtx._transforms.psgd.EPS)
         qs = gradtx.update_kron_factors(qs, ours_expressions, jnp.asarray(probe), jnp.asarray(grad), 0.1)
         for q, q_t in zip(qs, qs_t):
             np.testing.assert_allclose(np.asarray(q), q_t.numpy(), **tol)

@@ -17,9 +17,9 @@ import optax
 import pytest
 
 import gradtx
-import gradtx.schedules as gs
+import gradtx as gs
 from gradtx import optim
-from gradtx.schedules import ScheduleFn
+from gradtx import ScheduleFn
 from tests.harness import TOLERANCES
 from tests.test_schedules import OPTAX_CASES, TORCH_CASES
 

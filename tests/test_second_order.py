@@ -18,8 +18,8 @@ from jax.experimental import sparse as jsparse
 from jax.flatten_util import ravel_pytree
 
 import gradtx
-from gradtx.optim.second_order import lbfgs_driver, sparse_adam_chain
-from gradtx.transforms import linesearch as gradtx_linesearch
+from gradtx.optim._second_order import lbfgs_driver
+from gradtx.optim.chains import sparse_adam_chain
 from tests.harness import TOLERANCES, assert_trees_close, grad_fn, loss, make_params
 
 
@@ -36,8 +36,8 @@ def _linesearch_args(params, grads):
 
 # ----------------------------------------------------------------------------- line searches against optax
 
-# lib -> (the library, its line-search namespace); gradtx's line searches live in gradtx.transforms.linesearch.
-_LIBS = {"gradtx": (gradtx, gradtx_linesearch), "optax": (optax, optax)}
+# lib -> (the library, its line-search namespace); gradtx's line searches are at its top level.
+_LIBS = {"gradtx": (gradtx, gradtx), "optax": (optax, optax)}
 
 LINESEARCH_CHAINS = {
     "backtracking": lambda m, ls: m.chain(m.scale(-2.0), ls.scale_by_backtracking_linesearch(
@@ -102,7 +102,7 @@ def test_backtracking_store_grad_matches_optax_and_stores_value_and_grad():
 
 @pytest.mark.parametrize("tx", [
     gradtx.lbfgs(),
-    gradtx.chain(gradtx.scale(-1.0), gradtx_linesearch.scale_by_backtracking_linesearch(5, store_grad=True)),
+    gradtx.chain(gradtx.scale(-1.0), gradtx.scale_by_backtracking_linesearch(5, store_grad=True)),
 ], ids=["lbfgs-zoom", "backtracking"])
 def test_float32_params_keep_float32_state(tx):
     params = make_params("float32")
@@ -112,7 +112,7 @@ def test_float32_params_keep_float32_state(tx):
 
 def test_linesearch_rejects_arguments_value_fn_does_not_take():
     params = make_params("float64")
-    tx = gradtx.chain(gradtx.scale(-1.0), gradtx_linesearch.scale_by_backtracking_linesearch(5))
+    tx = gradtx.chain(gradtx.scale(-1.0), gradtx.scale_by_backtracking_linesearch(5))
     with pytest.raises(TypeError, match="unknown"):
         tx.update(grad_fn(params), tx.init(params), params, value=loss(params), grad=grad_fn(params),
                   value_fn=loss, unknown=1.0)
@@ -126,7 +126,7 @@ def test_lbfgs_validation():
     with pytest.raises(ValueError, match="parameters"):
         tx.update(params, tx.init(params))
     with pytest.raises(ValueError, match="initial_guess_strategy"):
-        gradtx_linesearch.scale_by_zoom_linesearch(5, initial_guess_strategy="last")
+        gradtx.scale_by_zoom_linesearch(5, initial_guess_strategy="last")
 
 
 # ----------------------------------------------------------------------------- torch.optim.LBFGS

@@ -149,7 +149,7 @@ def _assert_zero_sharded(opt, mesh):
     for box in opt.param_groups[0]["params"]:
         assert box.data.sharding.is_equivalent_to(replicated, box.data.ndim), box.data.sharding
         for key, value in opt.state[box].items():
-            expected = gradtx.sharding.state_sharding(value.shape, mesh, "data")
+            expected = gradtx.state_sharding(value.shape, mesh, "data")
             assert value.sharding.is_equivalent_to(expected, value.ndim), (key, value.sharding)
             if "data" in expected.spec:
                 assert value.addressable_shards[0].data.size * 2 == value.size  # half of it on each device

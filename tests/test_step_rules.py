@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import gradtx
-from gradtx.optim.step_rules import asgd_chain, rprop_chain
+from gradtx.optim.chains import asgd_chain, rprop_chain
 from tests.harness import make_params
 
 

@@ -8,7 +8,12 @@ package is loaded, before the docstrings are parsed:
 - ``.. math::`` + an indented block -> a ``$$ ... $$`` block (pymdownx.arithmatex);
 - ``:math:`x``` -> ``\\(x\\)``;
 - a line ending in ``::`` + an indented block -> the line ending in ``:`` + a fenced python block;
-- ``:func:`x```, ``:class:`~a.b```, ... -> inline code;
+- ``:func:`x```, ``:class:`~a.b```, ... -> a link to the object's entry in the API reference
+  (mkdocstrings' ``[`x`][gradtx.x]`` cross-reference), the target found by its public path:
+  the name as written if it is one, else its public path (``scale_by_adam`` and
+  ``gradtx.transforms.masked`` both link to ``gradtx...``), else a member of the documented
+  class the docstring belongs to; names outside gradtx's public surface (``jax.Array``,
+  private helpers) stay inline code;
 - a simple table (``====  ====`` borders) -> a Markdown table;
 - in an ``Args:`` section, ``b1, b2, eps: as in ...`` (several parameters sharing one
   description) -> one entry per parameter, each with that description.
@@ -18,6 +23,10 @@ The library files are never edited; only what the site shows.
 
 from __future__ import annotations
 
+import functools
+import importlib
+import inspect
+import pkgutil
 import re
 from typing import Any
 
@@ -51,9 +60,82 @@ def _dedent(block: list[str]) -> list[str]:
     return [line[depth:] if line.strip() else "" for line in block]
 
 
-def _xref(match: re.Match) -> str:
-    short, target = match.groups()
-    return f"`{target.split('.')[-1] if short else target}`"
+@functools.cache
+def _public_paths() -> tuple[dict[int, str], dict[str, str]]:
+    """Every public function, class and module of gradtx by identity, and by its short name."""
+    import gradtx
+
+    modules = ["gradtx"] + [info.name for info in pkgutil.walk_packages(gradtx.__path__, "gradtx.")
+                            if not any(part.startswith("_") for part in info.name.split("."))]
+    by_id: dict[int, str] = {}
+    by_name: dict[str, str] = {}
+    for module_name in modules:  # "gradtx" first: an object repeated in an optax view links to the top level
+        module = importlib.import_module(module_name)
+        by_id.setdefault(id(module), module_name)
+        names = getattr(module, "__all__", None) or [n for n in dir(module) if not n.startswith("_")]
+        for name in names:
+            obj = getattr(module, name)
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__.startswith("gradtx"):
+                by_id.setdefault(id(obj), f"{module_name}.{name}")
+                by_name.setdefault(name, by_id[id(obj)])
+    return by_id, by_name
+
+
+def _resolve(dotted: str) -> Any:
+    """The object at a dotted path (a module, then attributes), or None."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for part in parts[cut:]:
+            obj = getattr(obj, part, None)
+        return obj
+    return None
+
+
+def _documented_member(owner: str, member: str) -> str | None:
+    """``owner.member`` when the owner is public and the member has its own docstring (so an entry of its own)."""
+    obj = _resolve(owner)
+    if obj is None or id(obj) not in _public_paths()[0] or not inspect.isclass(obj):
+        return None
+    attribute = obj.__dict__.get(member)
+    if attribute is None or member.startswith("_"):
+        return None
+    attribute = getattr(attribute, "__func__", attribute)  # classmethod, staticmethod
+    attribute = attribute.fget if isinstance(attribute, property) else attribute
+    documented = inspect.isfunction(attribute) and attribute.__doc__  # a NamedTuple's fields have no entry
+    return f"{_public_paths()[0][id(obj)]}.{member}" if documented else None
+
+
+def _target(text: str, scope: str) -> str | None:
+    """The public path a role's text refers to, or None when it has no entry in the API reference."""
+    by_id, by_name = _public_paths()
+    text = text.lstrip(".")
+    obj = _resolve(text) if text.startswith("gradtx") else None
+    if obj is not None and id(obj) in by_id:
+        return by_id[id(obj)]
+    if "." in text:
+        owner, member = text.rsplit(".", 1)
+        if text.startswith("gradtx"):
+            return _documented_member(owner, member)
+        found = by_name.get(owner)
+        return _documented_member(found, member) if found else None
+    for owner in (scope, scope.rsplit(".", 1)[0]):
+        if owner and (found := _documented_member(owner, text)):
+            return found
+    return by_name.get(text)
+
+
+def _xref_in(scope: str):
+    def xref(match: re.Match) -> str:
+        short, text = match.groups()
+        shown = f"`{text.split('.')[-1] if short else text}`"
+        target = _target(text, scope)
+        return f"[{shown}][{target}]" if target else shown
+
+    return xref
 
 
 def _split_shared_args(lines: list[str]) -> list[str]:
@@ -109,8 +191,9 @@ def _table_to_markdown(lines: list[str], start: int) -> tuple[list[str], int] | 
     return ["", *(pad + row for row in table), ""], end + 1
 
 
-def rst_to_markdown(text: str) -> str:
-    """Rewrites the reStructuredText forms above in one docstring."""
+def rst_to_markdown(text: str, scope: str = "") -> str:
+    """Rewrites the reStructuredText forms above in one docstring (``scope``: the public path of its class)."""
+    xref = _xref_in(scope)
     lines = _split_shared_args(text.split("\n"))
     out: list[str] = []
     i = 0
@@ -127,7 +210,7 @@ def rst_to_markdown(text: str) -> str:
             continue
         if _TABLE_BORDER.match(line) and (table := _table_to_markdown(lines, i)):
             rows, i = table
-            out += [_XREF_ROLE.sub(_xref, row) for row in rows]
+            out += [_XREF_ROLE.sub(xref, row) for row in rows]
             continue
         literal = _LITERAL_INTRO.match(line)
         if literal and not line.lstrip().startswith(".."):
@@ -144,7 +227,7 @@ def rst_to_markdown(text: str) -> str:
                     out.append("")
                 out += [pad + "```python", *(pad + b if b else "" for b in _dedent(body)), pad + "```", ""]
                 continue
-        out.append(_XREF_ROLE.sub(_xref, _MATH_ROLE.sub(r"\\(\1\\)", line)))
+        out.append(_XREF_ROLE.sub(xref, _MATH_ROLE.sub(r"\\(\1\\)", line)))
         i += 1
     return "\n".join(out).rstrip("\n")
 
@@ -152,7 +235,13 @@ def rst_to_markdown(text: str) -> str:
 class RstToMarkdown(griffe.Extension):
     """Rewrites every loaded object's docstring with :func:`rst_to_markdown`."""
 
+    def on_package(self, *, pkg: Any, **kwargs: Any) -> None:
+        """The package's own docstring (``on_object`` sees only what the package contains)."""
+        self.on_object(obj=pkg, **kwargs)
+
     def on_object(self, *, obj: Any, **kwargs: Any) -> None:
         del kwargs
         if obj.docstring is not None:
-            obj.docstring.value = rst_to_markdown(obj.docstring.value)
+            owner = obj if obj.is_class else obj.parent if obj.parent is not None and obj.parent.is_class else None
+            scope = _public_paths()[0].get(id(_resolve(owner.path)), "") if owner is not None else ""
+            obj.docstring.value = rst_to_markdown(obj.docstring.value, scope)

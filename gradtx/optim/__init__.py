@@ -11,40 +11,60 @@ Change the import and how gradients are obtained::
         opt.zero_grad()
 
 Every class is a declaration over the functional chains (see
-:mod:`gradtx.optim.optimizer` to add one); this module re-exports the ``__all__``
-of each optimizer family module and :func:`path_groups` (param groups from path
-patterns, :mod:`gradtx.optim.groups`), and ``gradtx.optim.lr_scheduler`` is
-imported on first use.
+:class:`gradtx.optim.Optimizer` to add one); the modules that define them are
+private and every name is public here, at one path. :func:`path_groups` makes
+param groups from path patterns. The torch-exact chains the classes declare
+(``adam_chain``, ``sgd_chain``, ...) are in :mod:`gradtx.optim.chains`;
+``gradtx.optim.lr_scheduler`` and ``gradtx.optim.swa_utils`` are imported on
+first use, as torch's.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from typing import Any
 
-from gradtx.optim._hooks import RemovableHandle as RemovableHandle
-from gradtx.optim._hooks import register_optimizer_step_post_hook as register_optimizer_step_post_hook
-from gradtx.optim._hooks import register_optimizer_step_pre_hook as register_optimizer_step_pre_hook
-from gradtx.optim.groups import FROZEN as FROZEN
-from gradtx.optim.groups import ParamGroups as ParamGroups
-from gradtx.optim.groups import path_groups as path_groups
-from gradtx.optim.optimizer import Optimizer as Optimizer
-from gradtx.optim.optimizer import required as required
-from gradtx.optim.parameter import Parameter as Parameter
+# ruff: noqa: F401 - this module re-exports; each name below is public at gradtx.optim.<name>
 
-# One module per family; each lists its optimizer classes in __all__. Modules not written yet are skipped.
-_FAMILIES = ("sgd", "adam", "accumulators", "adam_variants", "step_rules", "factored", "second_order", "zero",
-             "schedule_free", "beyond", "projected", "preconditioned", "lookahead")
+# The base class, the parameter box, hooks and parameter groups
+from gradtx.optim._groups import FROZEN, ParamGroups, path_groups
+from gradtx.optim._hooks import RemovableHandle, register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+from gradtx.optim._optimizer import Optimizer, number, required
+from gradtx.optim._parameter import Parameter
 
-__all__ = ["Optimizer", "Parameter", "RemovableHandle", "required", "register_optimizer_step_pre_hook",
-           "register_optimizer_step_post_hook", "path_groups", "ParamGroups", "FROZEN"]
-for _name in _FAMILIES:
-    if importlib.util.find_spec(f"{__name__}.{_name}") is None:
-        continue
-    _module = importlib.import_module(f"{__name__}.{_name}")
-    globals().update({name: getattr(_module, name) for name in _module.__all__})
-    __all__ += list(_module.__all__)
+# torch.optim's optimizers, one private module per family
+from gradtx.optim._sgd import SGD
+from gradtx.optim._adam import Adam, AdamW
+from gradtx.optim._accumulators import Adadelta, Adagrad, Adamax, RMSprop
+from gradtx.optim._adam_variants import NAdam, RAdam
+from gradtx.optim._step_rules import ASGD, Rprop
+from gradtx.optim._second_order import LBFGS, SparseAdam
+from gradtx.optim._zero import ZeroRedundancyOptimizer
+
+# Optimizers beyond torch.optim, under their reference packages' class names
+from gradtx.optim._factored import Adafactor, Muon
+from gradtx.optim._schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree
+from gradtx.optim._beyond import ADOPT, AdEMAMix, NegativeLRError, Prodigy
+from gradtx.optim._projected import GaLore, Kron, SophiaH
+from gradtx.optim._preconditioned import MARS, SCION, SOAP, AdamMini, LaProp, Shampoo
+from gradtx.optim._lookahead import Lookahead
+
+# Saving to and loading from torch's state_dicts; torch.nn.utils' gradient clipping over Parameter boxes
+from gradtx.optim._torch_io import from_torch_state_dict, to_torch_state_dict
+from gradtx.optim._clip_grad import clip_grad_norm_, clip_grad_value_, clip_grads_with_norm_, get_total_norm
+
+# The torch-exact chains the classes declare, for the functional face
+from gradtx.optim import chains
+
+__all__ = [
+    "FROZEN", "ParamGroups", "path_groups", "RemovableHandle", "register_optimizer_step_post_hook",
+    "register_optimizer_step_pre_hook", "Optimizer", "number", "required", "Parameter", "SGD", "Adam", "AdamW",
+    "Adadelta", "Adagrad", "Adamax", "RMSprop", "NAdam", "RAdam", "ASGD", "Rprop", "LBFGS", "SparseAdam",
+    "ZeroRedundancyOptimizer", "Adafactor", "Muon", "AdamWScheduleFree", "RAdamScheduleFree", "SGDScheduleFree",
+    "ADOPT", "AdEMAMix", "NegativeLRError", "Prodigy", "GaLore", "Kron", "SophiaH", "MARS", "SCION", "SOAP",
+    "AdamMini", "LaProp", "Shampoo", "Lookahead", "from_torch_state_dict", "to_torch_state_dict",
+    "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -53,16 +73,3 @@ def __getattr__(name: str) -> Any:
     if name == "swa_utils":  # imported on first use, as torch.optim.swa_utils
         return importlib.import_module(f"{__name__}.swa_utils")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-from gradtx.optim.torch_io import from_torch_state_dict as from_torch_state_dict  # noqa: E402
-from gradtx.optim.torch_io import to_torch_state_dict as to_torch_state_dict  # noqa: E402
-
-__all__ += ["from_torch_state_dict", "to_torch_state_dict"]
-# torch.nn.utils' gradient clipping over Parameter boxes.
-from gradtx.optim.clip_grad import clip_grad_norm_ as clip_grad_norm_  # noqa: E402
-from gradtx.optim.clip_grad import clip_grad_value_ as clip_grad_value_  # noqa: E402
-from gradtx.optim.clip_grad import clip_grads_with_norm_ as clip_grads_with_norm_  # noqa: E402
-from gradtx.optim.clip_grad import get_total_norm as get_total_norm  # noqa: E402
-
-__all__ += ["clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm"]

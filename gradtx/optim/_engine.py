@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx.optim._params import path_parts
-from gradtx.transforms.dtypes import complex_as_real
+from gradtx._transforms.dtypes import complex_as_real
 
 __all__: list[str] = []
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.optim._params import grads_for, is_array
-from gradtx.optim.parameter import Parameter
+from gradtx.optim._parameter import Parameter
 
 __all__ = ["checked_grad", "describe", "evaluate", "is_closure", "set_grads", "takes_argument", "value_and_grad"]
 

@@ -19,7 +19,7 @@ from gradtx.optim import _engine
 from gradtx.optim._engine import KERNEL_FLAGS
 
 if TYPE_CHECKING:
-    from gradtx.optim.optimizer import Optimizer
+    from gradtx.optim._optimizer import Optimizer
 
 __all__ = ["UNKNOWN", "check_group_options", "check_option", "current_hyperparams", "is_index", "short"]
 

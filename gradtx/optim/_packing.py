@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx.optim import _engine
-from gradtx.optim.parameter import Parameter
+from gradtx.optim._parameter import Parameter
 
 __all__ = ["Pack", "group_packs", "release_packs"]
 

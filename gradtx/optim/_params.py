@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import DictKey, SequenceKey
 
-from gradtx.optim.parameter import Parameter
+from gradtx.optim._parameter import Parameter
 
 __all__ = ["GroupParams", "split_param_groups", "group_params", "is_param", "path_parts", "tree_values", "grads_for",
            "ordered_flatten"]

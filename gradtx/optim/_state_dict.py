@@ -29,8 +29,8 @@ from gradtx.optim._params import positional_order_error
 from gradtx.optim._options import UNKNOWN, is_index, check_option, short
 
 if TYPE_CHECKING:
-    from gradtx.optim.optimizer import Optimizer
-    from gradtx.optim.parameter import Parameter
+    from gradtx.optim._optimizer import Optimizer
+    from gradtx.optim._parameter import Parameter
 
 __all__ = ["LoadResult", "load_state_dict", "state_dict"]
 

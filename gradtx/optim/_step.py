@@ -32,7 +32,7 @@ from gradtx.optim import _engine, _grads, _packing
 from gradtx.optim._options import check_group_options
 
 if TYPE_CHECKING:
-    from gradtx.optim.optimizer import Optimizer
+    from gradtx.optim._optimizer import Optimizer
 
 __all__: list[str] = []
 

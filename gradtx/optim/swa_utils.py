@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from gradtx import tree as gt
 from gradtx.optim.lr_scheduler._base import LRScheduler, _per_group, _scalar_or_none
-from gradtx.optim.parameter import Parameter
+from gradtx.optim._parameter import Parameter
 
 __all__ = ["SWALR", "AveragedModel", "get_ema_avg_fn", "get_ema_multi_avg_fn", "get_swa_avg_fn",
            "get_swa_multi_avg_fn", "update_bn"]

@@ -6,7 +6,7 @@ after the lr, Adadelta without a learning rate) and torch's classes (lr_decay,
 maximize before coupled weight decay, RMSprop's momentum before the lr).
 """
 
-from gradtx.optim.accumulators import adadelta_chain, adagrad_chain, adamax_chain, rmsprop_chain
+from gradtx.optim.chains import adadelta_chain, adagrad_chain, adamax_chain, rmsprop_chain
 from tests.harness import OptaxCase, TorchCase
 
 OPTAX_CASES = [

@@ -2,7 +2,7 @@
 
 import jax
 
-from gradtx.optim.adam_variants import nadam_chain, radam_chain
+from gradtx.optim.chains import nadam_chain, radam_chain
 from tests.harness import OptaxCase, TorchCase
 
 

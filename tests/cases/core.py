@@ -1,7 +1,7 @@
 """Parity cases for the core transforms and aliases (sgd, adam, adamw, amsgrad)."""
 
-from gradtx.optim.adam import adam_chain, adamw_chain
-from gradtx.optim.sgd import sgd_chain
+from gradtx.optim.chains import adam_chain, adamw_chain
+from gradtx.optim.chains import sgd_chain
 from tests.harness import OptaxCase, TorchCase
 
 OPTAX_CASES = [

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.optim.factored import adafactor_chain, muon_chain
+from gradtx.optim.chains import adafactor_chain, muon_chain
 from tests.harness import OptaxCase, TorchCase
 
 

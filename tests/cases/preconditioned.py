@@ -10,7 +10,7 @@ SOAP_QR_CASES, compared in float64 with the float32 tolerance by tests/test_prec
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.optim.preconditioned import laprop_chain, mars_chain, scion_chain, shampoo_chain, soap_chain
+from gradtx.optim.chains import laprop_chain, mars_chain, scion_chain, shampoo_chain, soap_chain
 from tests.harness import TorchCase
 
 PO = "pytorch_optimizer"

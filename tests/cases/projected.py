@@ -9,7 +9,7 @@ on injected probes in tests/test_projected.py instead.
 
 import optax
 
-from gradtx.optim.projected import galore_chain
+from gradtx.optim.chains import galore_chain
 from tests.harness import OptaxCase, TorchCase, loss
 
 

@@ -2,7 +2,7 @@
 
 import jax.numpy as jnp
 
-from gradtx.optim.step_rules import asgd_chain, rprop_chain
+from gradtx.optim.chains import asgd_chain, rprop_chain
 from tests.harness import OptaxCase, TorchCase, loss
 
 
