@@ -139,6 +139,7 @@ class Adagrad(Optimizer):
     """
 
     chain_builder = staticmethod(adagrad_chain)
+    switches = ('weight_decay',)
     state_names = {"sum": "sum_of_squares"}
     elementwise = True
 
@@ -199,6 +200,7 @@ class RMSprop(Optimizer):
     """
 
     chain_builder = staticmethod(rmsprop_chain)
+    switches = ('momentum', 'weight_decay')
     state_names = {"square_avg": "nu", "momentum_buffer": "trace", "grad_avg": "mu"}
     elementwise = True
 
@@ -242,6 +244,7 @@ class Adadelta(Optimizer):
     """
 
     chain_builder = staticmethod(adadelta_chain)
+    switches = ('weight_decay',)
     state_names = {"square_avg": "e_g", "acc_delta": "e_x"}
     elementwise = True
 
@@ -283,6 +286,7 @@ class Adamax(Optimizer):
     """
 
     chain_builder = staticmethod(adamax_chain)
+    switches = ('weight_decay',)
     state_names = {"exp_avg": "mu", "exp_inf": "nu"}
     elementwise = True
 

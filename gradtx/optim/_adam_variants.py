@@ -86,6 +86,7 @@ class NAdam(Optimizer):
     """
 
     chain_builder = staticmethod(nadam_chain)
+    switches = ('weight_decay',)
     state_names = {"mu_product": "mu_product", "exp_avg": "mu", "exp_avg_sq": "nu"}
 
     def __init__(self, params: Any, lr: Any = 2e-3, betas: tuple[Any, Any] = (0.9, 0.999), eps: float = 1e-8,
@@ -135,6 +136,7 @@ class RAdam(Optimizer):
     """
 
     chain_builder = staticmethod(radam_chain)
+    switches = ('weight_decay',)
     state_names = {"exp_avg": "mu", "exp_avg_sq": "nu"}
     elementwise = True
 

@@ -170,6 +170,7 @@ class ADOPT(_GroupStep):
     """
 
     chain_builder = staticmethod(adopt_chain)
+    switches = ('weight_decay',)
     state_names = {"exp_avg": "mu", "exp_avg_sq": "nu"}
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.9999),
@@ -222,6 +223,7 @@ class AdEMAMix(_GroupStep):
     """
 
     chain_builder = staticmethod(ademamix_chain)
+    switches = ('weight_decay',)
     state_names = {"exp_avg": "m1", "exp_avg_sq": "nu", "exp_avg_slow": "m2"}
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float, float] = (0.9, 0.999, 0.9999),
@@ -237,12 +239,6 @@ class AdEMAMix(_GroupStep):
     def check_options(cls, group: dict[str, Any]) -> None:
         _check_common(group)
         _check_non_negative(group, "alpha", "t_alpha_beta3", "weight_decay", "eps")
-
-
-def _whole_tree(**options: Any) -> GradientTransformation:
-    """Prodigy keeps no per-parameter chain: its step runs :func:`gradtx.prodigy` over all parameters at once."""
-    del options
-    return identity()
 
 
 # Options a Prodigy step takes as numbers (traced: editing them does not recompile) and as structure.
@@ -301,7 +297,7 @@ class Prodigy(Optimizer):
       foreach: accepted and ignored (one compiled program steps every parameter).
     """
 
-    chain_builder = staticmethod(_whole_tree)
+    chain_builder = None  # steps itself (its own _step)
     step_name = None
 
     def __init__(self, params: Any, lr: float = 1.0, betas: tuple[float, float] = (0.9, 0.999),

@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import inspect
 import os
 import weakref
 from collections.abc import Callable
@@ -123,33 +122,22 @@ def freeze(value: Any, name: str) -> Any:
     return value
 
 
-@functools.cache
-def builder_parameters(builder: Callable) -> frozenset[str] | None:
-    """The keyword names a chain builder accepts; ``None`` when it takes ``**kwargs``."""
-    params = inspect.signature(builder).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    return frozenset(p.name for p in params)
-
-
-def zero_flags(builder: Callable, group: dict) -> dict[str, bool]:
-    """``use_<option>=(group[option] != 0)`` for each ``use_<option>`` keyword of the builder (see Optimizer.flags)."""
-    accepted = builder_parameters(builder) or frozenset()
+def switch_flags(switches: tuple[str, ...], group: dict) -> dict[str, bool]:
+    """``use_<option> = (group[option] != 0)`` for each option of ``switches`` (see ``Optimizer.flags``)."""
     flags = {}
-    for name in accepted:
-        option = name[4:]
-        if name.startswith("use_") and option in group:
+    for option in switches:
+        if option in group:
             value = group[option]
-            flags[name] = True if callable(value) else bool(np.any(np.asarray(as_float(value)) != 0))
+            flags[f"use_{option}"] = True if callable(value) else bool(np.any(np.asarray(as_float(value)) != 0))
     return flags
 
 
 def split_options(decl: Any, group: dict, where: str = "a param group") -> tuple[tuple, dict]:
     """``(static, dynamic)``: the hashable options (with the declaration's flags) and the numbers."""
-    accepted = builder_parameters(decl.chain_builder)
+    skipped = NOT_OPTIONS.union(decl.chain_excludes)
     static, dynamic = {}, {}
     for name, value in group.items():
-        if name in NOT_OPTIONS or (accepted is not None and name not in accepted):
+        if name in skipped:
             continue
         if name not in decl.static_options and is_dynamic(value):
             dynamic[name] = as_float(value)
@@ -181,7 +169,7 @@ def _torch_name(decl: Any, parts: tuple) -> Any:
         raise TypeError(f"{decl.__name__}.state_names: chain state leaf {'.'.join(parts)!r} matches {match}")
     if match:
         return match[0]
-    if parts and parts[-1] == "count":
+    if parts and parts[-1] == decl.step_field:
         return STEP
     raise TypeError(
         f"{decl.__name__}: the chain's state leaf {'.'.join(parts)!r} has no torch name; add "
@@ -201,8 +189,8 @@ def layout(decl: Any, template: Any) -> list[Any]:
     """For each leaf of one parameter's chain state, its torch name, or ``STEP`` for a step counter.
 
     A leaf takes the name whose declared field path (``state_names``, e.g.
-    ``"mu"`` or ``"2.nu"``) ends its path; an unnamed leaf called ``count`` is the
-    step. Any other unnamed leaf is a declaration error.
+    ``"mu"`` or ``"2.nu"``) ends its path; an unnamed leaf whose field is the
+    declaration's ``step_field`` (``count``) is the step. Any other unnamed leaf is a declaration error.
     """
     result = [_torch_name(decl, path_parts(path)) for path, _ in jax.tree_util.tree_flatten_with_path(template)[0]]
     _check_repeats(decl, result)
@@ -574,7 +562,12 @@ def _entries(decl: Any, static: tuple, dynamic: dict, shape: tuple, dtype: Any) 
 
 
 def state_entries(decl: Any, group: dict, param: Any) -> dict[str, tuple]:
-    """``{torch name: (shape, dtype)}`` of the state the group's chain keeps for ``param``, the step included."""
+    """``{torch name: (shape, dtype)}`` of the state the group's chain keeps for ``param``, the step included.
+
+    Empty for an optimizer that keeps no chain (it checks its own entries).
+    """
+    if decl.chain_builder is None:
+        return {}
     static, dynamic = split_options(decl, group)
     return dict(_entries(decl, static, dynamic, tuple(param.shape), jnp.dtype(param.dtype)))
 

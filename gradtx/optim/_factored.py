@@ -125,6 +125,7 @@ class Adafactor(Optimizer):
     """
 
     chain_builder = staticmethod(adafactor_chain)
+    switches = ('weight_decay',)
     state_names = {"row_var": "v_row", "col_var": "v_col", "variance": "v"}
     complex_as_real = False
 
@@ -194,6 +195,7 @@ class Muon(Optimizer):
     """
 
     chain_builder = staticmethod(muon_chain)
+    switches = ('weight_decay',)
     state_names = {"momentum_buffer": "trace"}
     step_name = None
     static_options = ("ns_steps",)

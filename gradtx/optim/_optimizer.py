@@ -122,9 +122,15 @@ class Optimizer:
     """
 
     # The declaration (see docs/declaring.md).
-    chain_builder: Callable[..., GradientTransformation]
+    # One param group's options -> the chain; None for an optimizer that overrides _step (LBFGS, Kron, Prodigy).
+    chain_builder: Callable[..., GradientTransformation] | None = None
+    # Group options the chain does not take (the optimizer reads them itself); every other option is passed.
+    chain_excludes: tuple[str, ...] = ()
+    # Options whose being zero removes a stage of the chain: the builder gets use_<option> (see flags).
+    switches: tuple[str, ...] = ()
     state_names: dict[str, str] = {}
     step_name: str | None = "step"
+    step_field: str = "count"  # the chain-state field that counts steps (torch's ``step_name`` entry)
     static_options: tuple[str, ...] = ()
     complex_as_real: bool = True
     # The chain treats every element on its own (no norms, no matrix products, no per-tensor scalars): the default
@@ -188,8 +194,12 @@ class Optimizer:
 
     @classmethod
     def flags(cls, group: dict[str, Any]) -> dict[str, Any]:
-        """Static flags derived from option values: ``use_<option> = group[option] != 0`` by default."""
-        return _engine.zero_flags(cls.chain_builder, group)
+        """The chain's structure from concrete option values: ``use_<option> = group[option] != 0`` per ``switches``.
+
+        The flags reach the builder as static arguments, so that a stage that
+        would multiply by zero is not compiled at all (torch's ``if weight_decay != 0``).
+        """
+        return _engine.switch_flags(cls.switches, group)
 
     # --- groups and parameters ------------------------------------------------------------------------------
 
@@ -343,7 +353,7 @@ class Optimizer:
 
     def _update(self) -> None:
         """Runs the compiled update on every parameter that has a gradient (see :mod:`gradtx.optim._step`)."""
-        if getattr(type(self), "chain_builder", None) is None:
+        if type(self).chain_builder is None:
             raise NotImplementedError(f"{type(self).__name__} declares no chain_builder; docs/declaring.md "
                                       "shows how to declare an optimizer (or override _step)")
         units = _step.plan(self)

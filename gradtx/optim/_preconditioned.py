@@ -113,6 +113,7 @@ class SOAP(Optimizer):
     """
 
     chain_builder = staticmethod(soap_chain)
+    switches = ('weight_decay',)
     state_names = {"exp_avg": "mu", "exp_avg_sq": "nu", **_axis_names("GG"), **_axis_names("Q")}
     static_options = ("max_precondition_dim",)
 
@@ -382,6 +383,7 @@ class SCION(Optimizer):
     """
 
     chain_builder = staticmethod(scion_chain)
+    switches = ('weight_decay',)
     state_names = {"d": "d"}
     step_name = None  # the reference keeps its step in the param group only
     static_options = ("norm_type",)
@@ -451,6 +453,7 @@ class Shampoo(Optimizer):
     """
 
     chain_builder = staticmethod(shampoo_chain)
+    switches = ('weight_decay',)
     state_names = {"momentum_buffer": "momentum_buffer",
                    **{f"{name}_{axis}": f"{field}.{axis}" for axis in range(_MAX_AXES)
                       for name, field in (("pre_cond", "preconditioners"), ("inv_pre_cond", "inverse_roots"))}}
@@ -548,6 +551,7 @@ class AdamMini(Optimizer):
     """
 
     chain_builder = staticmethod(adam_mini_chain)
+    switches = ('weight_decay',)
     state_names = {"m": "m", "v": "v", "v_mean": "v_mean", "dimension": "dimension"}
     static_options = ("parameter_per_head", "num_heads", "num_query_groups")
 

@@ -147,6 +147,7 @@ class GaLore(_GroupStep, Optimizer):
     """
 
     chain_builder = staticmethod(galore_chain)
+    switches = ('weight_decay',)
     state_names = {"projector": "projector", "exp_avg": "mu", "exp_avg_sq": "nu"}
     step_name = None  # pytorch-optimizer counts steps per group (group["step"])
     static_options = ("rank",)
@@ -228,6 +229,7 @@ class SophiaH(_GroupStep, Optimizer):
     """
 
     chain_builder = staticmethod(sophia_h_chain)
+    switches = ('weight_decay',)
     state_names = {"momentum": "momentum", "hessian_moment": "hessian_moment", "hessian": "hessian"}
     step_name = None  # pytorch-optimizer counts steps per group (group["step"])
     complex_as_real = False
@@ -354,11 +356,6 @@ def _kron_param_step(param, grad, mu, qs, probe, do_update, balance, lr, momentu
     return (param - lr * direction).astype(param.dtype), mu, qs
 
 
-def _no_chain() -> GradientTransformation:
-    """Kron steps each parameter itself (its state holds lists and strings, as pytorch-optimizer's): no chain."""
-    return identity()
-
-
 class Kron(_GroupStep, Optimizer):
     r"""pytorch-optimizer's ``Kron``: PSGD with Kronecker-factored preconditioners (https://arxiv.org/abs/1512.04202).
 
@@ -397,7 +394,7 @@ class Kron(_GroupStep, Optimizer):
       seed: the seed of the probes and of the balancing draw (beyond pytorch-optimizer).
     """
 
-    chain_builder = staticmethod(_no_chain)
+    chain_builder = None  # steps itself (its own _step)
     step_name = None
     _attributes = ("maximize", "balance_prob", "eps", "probe_key", "_balance_rng")
 

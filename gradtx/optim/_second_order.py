@@ -134,12 +134,6 @@ class SparseAdam(Optimizer):
                 raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
 
 
-def _no_chain(**options: Any) -> GradientTransformation:
-    """LBFGS keeps no per-parameter chain: its one state lives under the first parameter, as torch's."""
-    del options
-    return identity()
-
-
 _LBFGS_ARRAYS = ("d", "t", "H_diag", "prev_flat_grad", "prev_loss")
 _LBFGS_HISTORY = ("old_dirs", "old_stps", "ro")
 
@@ -180,7 +174,7 @@ class LBFGS(Optimizer):
       maximize: maximize the objective instead of minimizing it (keyword only; default False).
     """
 
-    chain_builder = staticmethod(_no_chain)
+    chain_builder = None  # steps itself (its own _step)
     step_name = None
     static_options = ("history_size", "max_iter", "max_eval")
 

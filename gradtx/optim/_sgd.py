@@ -61,6 +61,7 @@ class SGD(Optimizer):
     """
 
     chain_builder = staticmethod(sgd_chain)
+    switches = ('momentum', 'weight_decay')
     state_names = {"momentum_buffer": "trace"}
     elementwise = True
     step_name = None  # torch's SGD keeps no step

@@ -126,6 +126,7 @@ class ASGD(Optimizer):
     """
 
     chain_builder = staticmethod(asgd_chain)
+    switches = ('weight_decay',)
     state_names = {"eta": "eta", "mu": "mu", "ax": "ax"}
 
     def __init__(self, params: Any, lr: Any = 1e-2, lambd: float = 1e-4, alpha: float = 0.75, t0: float = 1e6,

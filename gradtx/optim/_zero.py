@@ -168,16 +168,14 @@ def _zero_class(optimizer_class: type[Optimizer], mesh: Mesh, axis: str) -> type
         raise TypeError(f"optimizer_class must be a gradtx.optim optimizer class, got {optimizer_class!r}")
     if issubclass(optimizer_class, ZeroRedundancyOptimizer):
         raise TypeError("optimizer_class is already a ZeroRedundancyOptimizer")
-    from gradtx.optim._second_order import LBFGS
-
-    if issubclass(optimizer_class, LBFGS) or getattr(optimizer_class, "chain_builder", None) is None:
+    if optimizer_class.chain_builder is None:
         raise TypeError(f"ZeroRedundancyOptimizer shards the state of a per-parameter chain; "
                         f"{optimizer_class.__name__} is not one")
     if axis not in mesh.shape:
         raise ValueError(f"ZeroRedundancyOptimizer: the mesh has axes {tuple(mesh.shape)}, not {axis!r}")
     builder = optimizer_class.chain_builder
 
-    @functools.wraps(builder)  # keeps the signature, which the engine reads for the options to pass
+    @functools.wraps(builder)
     def chain_builder(*args: Any, **options: Any) -> Any:
         return zero_redundancy(builder(*args, **options), mesh, axis)
 
