@@ -20,7 +20,7 @@ import numpy as np
 
 from gradtx._checks import check_range
 from gradtx import (
-    GradientTransformation, LBFGSTorchState, chain, identity, lbfgs_torch_init, lbfgs_torch_step, negate_if,
+    GradientTransformation, LBFGSTorchState, chain, lbfgs_torch_init, lbfgs_torch_step, negate_if,
     scale_by_learning_rate, scale_by_sparse_adam,
 )
 from gradtx.tree import all_finite
