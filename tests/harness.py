@@ -120,6 +120,14 @@ def run_torch(torch_name: str, kwargs: dict, params: Any, steps: int, *, closure
     return trajectory
 
 
+def dtype_rows(cases) -> list:
+    """``pytest.param(case, dtype)`` for every dtype each case names (only the valid combinations), id'd
+    ``<case.id>-<dtype>`` so that test ids stay deterministic."""
+    import pytest
+
+    return [pytest.param(case, dtype, id=f"{case.id}-{dtype}") for case in cases for dtype in case.dtypes]
+
+
 @dataclass(frozen=True)
 class OptaxCase:
     """An alias or transform that optax has too, called with the same arguments in both."""

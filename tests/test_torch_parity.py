@@ -6,12 +6,10 @@ The rows are the optimizer records' option sets that name a chain, in each dtype
 import pytest
 
 from tests.cases import TORCH_CASES
-from tests.harness import assert_trees_close, make_params, run_functional, run_torch
-
-ROWS = [(case, dtype) for case in TORCH_CASES if case.chain is not None for dtype in case.dtypes]
+from tests.harness import assert_trees_close, dtype_rows, make_params, run_functional, run_torch
 
 
-@pytest.mark.parametrize("case,dtype", ROWS, ids=[f"{case.id}-{dtype}" for case, dtype in ROWS])
+@pytest.mark.parametrize("case,dtype", dtype_rows([case for case in TORCH_CASES if case.chain is not None]))
 def test_chain_matches_torch(case, dtype):
     params = case.params(dtype) if case.params else make_params(dtype)
     ours = run_functional(case.chain(**case.kwargs), params, case.steps, extra_args=case.extra_args)

@@ -16,7 +16,6 @@ _FAMILIES = (core, accumulators, adam_variants, step_rules, factored, second_ord
 OPTAX_CASES = [case for family in _FAMILIES for case in family.OPTAX_CASES]
 
 # The facade optimizers' records (tests/cases/optimizers.py); their dense-gradient option sets are the torch rows.
-from tests.cases.optimizers import BY_NAME as OPTIMIZERS_BY_NAME  # noqa: E402
 from tests.cases.optimizers import OPTIMIZERS as OPTIMIZERS  # noqa: E402
 
 TORCH_CASES = [case for info in OPTIMIZERS if info.gradients == "dense" for case in info.cases]

@@ -74,8 +74,9 @@ class OptimizerInfo:
             parity suite does not apply (its sparse comparison is in tests/test_second_order.py).
         complex_options: options for the comparison on a complex parameter against the reference;
             None where complex parameters are not compared.
-        elementwise: the step is elementwise (``cls.elementwise``), so the default tier packs the
-            group's small parameters into one buffer.
+        elementwise: the step is elementwise (``cls.elementwise``).
+        packed: the default tier keeps a group's small parameters in one flat buffer (an elementwise step
+            whose state entries all have the parameter's shape; schedule-free's per-group sums do not).
         sharding: under ZeroRedundancyOptimizer the numbers are "exact" (bit for bit) or agree to
             "rounding" (a reduction over a split axis sums in another order); None where not run sharded.
         state_options: the options that give it the most state (resume, state_dict and packing tests).
@@ -94,6 +95,7 @@ class OptimizerInfo:
     gradients: str = "dense"
     complex_options: dict | None = None
     elementwise: bool = False
+    packed: bool = False
     sharding: str | None = None
     state_options: dict = field(default_factory=dict)
     schedules: tuple[ScheduledOption, ...] = ()
@@ -107,6 +109,11 @@ class OptimizerInfo:
     @property
     def reference(self) -> type:
         return getattr(importlib.import_module(self.module), self.name)
+
+    @property
+    def chain(self) -> Callable[..., Any] | None:
+        """The functional chain its rows name (it takes the class's options), or None."""
+        return next((case.chain for case in self.cases if case.chain is not None), None)
 
 
 def _rows(name: str) -> tuple[TorchCase, ...]:
@@ -128,34 +135,34 @@ _ADAM_SCHEDULES = (
 )
 
 OPTIMIZERS: tuple[OptimizerInfo, ...] = (
-    OptimizerInfo("SGD", cases=_rows("SGD"), elementwise=True, sharding="exact",
+    OptimizerInfo("SGD", cases=_rows("SGD"), elementwise=True, packed=True, sharding="exact",
                   state_options={"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1},
                   error_inputs=_errors(dict(lr=-0.1), dict(momentum=-0.5), dict(weight_decay=-0.1),
                                        dict(lr=0.1, nesterov=True))),
-    OptimizerInfo("Adam", cases=_rows("Adam"), elementwise=True, sharding="exact",
+    OptimizerInfo("Adam", cases=_rows("Adam"), elementwise=True, packed=True, sharding="exact",
                   state_options={"lr": 0.05, "amsgrad": True, "weight_decay": 0.1}, schedules=_ADAM_SCHEDULES,
                   error_inputs=_errors(dict(lr=-0.1), dict(eps=-1.0), dict(betas=(1.0, 0.999)),
                                        dict(betas=(0.9, -0.1)), dict(weight_decay=-0.1))),
-    OptimizerInfo("AdamW", cases=_rows("AdamW"), elementwise=True, sharding="exact",
+    OptimizerInfo("AdamW", cases=_rows("AdamW"), elementwise=True, packed=True, sharding="exact",
                   state_options={"lr": 0.05, "amsgrad": True},
                   schedules=(ScheduledOption("weight_decay", falling(0.3), {"lr": 0.05}, label="weight_decay"),),
                   error_inputs=_errors(dict(lr=-0.1), dict(betas=(0.9, 1.5)))),
-    OptimizerInfo("Adagrad", cases=_rows("Adagrad"), elementwise=True,
+    OptimizerInfo("Adagrad", cases=_rows("Adagrad"), elementwise=True, packed=True,
                   state_options={"lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1},
                   complex_options=dict(lr=0.1, lr_decay=0.1, weight_decay=0.1, initial_accumulator_value=0.5),
                   error_inputs=_errors(dict(lr=-0.1), dict(lr_decay=-1.0), dict(initial_accumulator_value=-1.0),
                                        dict(eps=-1.0))),
-    OptimizerInfo("RMSprop", cases=_rows("RMSprop"), elementwise=True, sharding="exact",
+    OptimizerInfo("RMSprop", cases=_rows("RMSprop"), elementwise=True, packed=True, sharding="exact",
                   state_options={"lr": 0.01, "momentum": 0.9, "centered": True},
                   complex_options=dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.1),
                   schedules=(ScheduledOption("alpha", rising(0.5, 0.99), {"lr": 0.01}, label="alpha"),
                              ScheduledOption("momentum", rising(0.1, 0.9), {"lr": 0.01, "centered": True},
                                              label="momentum-centered")),
                   error_inputs=_errors(dict(momentum=-0.5), dict(alpha=-0.5), dict(weight_decay=-0.5))),
-    OptimizerInfo("Adadelta", cases=_rows("Adadelta"), elementwise=True, state_options={"weight_decay": 0.1},
+    OptimizerInfo("Adadelta", cases=_rows("Adadelta"), elementwise=True, packed=True, state_options={"weight_decay": 0.1},
                   complex_options=dict(lr=0.5, weight_decay=0.1, maximize=True),
                   error_inputs=_errors(dict(rho=1.5), dict(eps=-1.0))),
-    OptimizerInfo("Adamax", cases=_rows("Adamax"), elementwise=True, state_options={"lr": 0.05},
+    OptimizerInfo("Adamax", cases=_rows("Adamax"), elementwise=True, packed=True, state_options={"lr": 0.05},
                   complex_options=dict(lr=0.05, weight_decay=0.1),
                   schedules=(ScheduledOption("betas", rising(0.5, 0.9), {"lr": 0.05}, index=0, label="betas[0]"),),
                   error_inputs=_errors(dict(betas=(0.9, 1.0)), dict(betas=(-0.1, 0.9)), dict(weight_decay=-1.0))),
@@ -163,8 +170,8 @@ OPTIMIZERS: tuple[OptimizerInfo, ...] = (
                   state_options={"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True},
                   schedules=(ScheduledOption("betas", rising(0.5, 0.9), {"lr": 0.05}, index=0, label="betas[0]"),),
                   error_inputs=_errors(dict(momentum_decay=-0.1))),
-    OptimizerInfo("RAdam", cases=_rows("RAdam"), elementwise=True, state_options={"lr": 0.05}),
-    OptimizerInfo("Rprop", cases=_rows("Rprop"), elementwise=True, state_options={"lr": 0.05},
+    OptimizerInfo("RAdam", cases=_rows("RAdam"), elementwise=True, packed=True, state_options={"lr": 0.05}),
+    OptimizerInfo("Rprop", cases=_rows("Rprop"), elementwise=True, packed=True, state_options={"lr": 0.05},
                   error_inputs=_errors(dict(etas=(1.5, 1.2)))),
     OptimizerInfo("ASGD", cases=_rows("ASGD"), state_options={"lr": 0.05, "t0": 2}),
     OptimizerInfo("Adafactor", cases=_rows("Adafactor"), sharding="rounding", state_options={"lr": 0.05}),
@@ -179,7 +186,7 @@ OPTIMIZERS: tuple[OptimizerInfo, ...] = (
     OptimizerInfo("SparseAdam", tiers=("fused",), gradients="sparse", state_options={"lr": 0.05},
                   cases=(TorchCase("SparseAdam", dict(lr=0.05), steps=6),
                          TorchCase("SparseAdam", dict(lr=0.05, betas=(0.8, 0.95), eps=1e-6, maximize=True), steps=6))),
-    OptimizerInfo("ZeroRedundancyOptimizer", needs_mesh=True,
+    OptimizerInfo("ZeroRedundancyOptimizer", module="torch.distributed.optim", needs_mesh=True,
                   state_options={"optimizer_class": optim.Adam, "lr": 0.05, "amsgrad": True}),
     OptimizerInfo("AdamWScheduleFree", module=_SF, cases=_rows("AdamWScheduleFree"), train_mode=True, elementwise=True,
                   state_options={"lr": 0.05, "warmup_steps": 2, "weight_decay": 0.1}),
@@ -187,7 +194,8 @@ OPTIMIZERS: tuple[OptimizerInfo, ...] = (
                   state_options={"lr": 0.05, "momentum": 0.8}),
     OptimizerInfo("RAdamScheduleFree", module=_SF, cases=_rows("RAdamScheduleFree"), train_mode=True,
                   elementwise=True, state_options={"lr": 0.05}),
-    OptimizerInfo("Prodigy", module="prodigyopt", cases=_rows("Prodigy"), state_options={"lr": 1.0, "weight_decay": 0.1}),
+    OptimizerInfo("Prodigy", module="prodigyopt", cases=_rows("Prodigy"),
+                  state_options={"lr": 1.0, "weight_decay": 0.1}),
     OptimizerInfo("ADOPT", module=_PO, cases=_rows("ADOPT"), state_options={"lr": 0.05, "weight_decay": 0.1}),
     OptimizerInfo("AdEMAMix", module=_PO, cases=_rows("AdEMAMix"), state_options={"lr": 0.05, "alpha": 3.0}),
     # GaLore projecting the matrix
