@@ -82,7 +82,7 @@ def run_functional(tx: Any, params: Any, steps: int, *, jit: bool = True,
 
 
 def run_torch(torch_name: str, kwargs: dict, params: Any, steps: int, *, closure_steps: bool = False,
-              module: str = "torch.optim") -> list[Any]:
+              module: str = "torch.optim", train_mode: bool = False) -> list[Any]:
     """Runs ``<module>.<torch_name>(leaves, **kwargs)`` with JAX's gradients; returns params after each step.
 
     ``module`` is torch.optim or a torch-based reference package (``schedulefree``, ``prodigyopt``,
@@ -96,7 +96,7 @@ def run_torch(torch_name: str, kwargs: dict, params: Any, steps: int, *, closure
     tensors = [torch.tensor(np.asarray(x, dtype=np.float64 if x.dtype == jnp.float64 else np.float32),
                             requires_grad=True) for x in leaves]
     opt = getattr(importlib.import_module(module), torch_name)(tensors, **kwargs)
-    if hasattr(opt, "train"):  # schedule-free optimizers step only in train mode
+    if train_mode:
         opt.train()
     dtypes = [x.dtype for x in leaves]
 
@@ -120,6 +120,14 @@ def run_torch(torch_name: str, kwargs: dict, params: Any, steps: int, *, closure
     return trajectory
 
 
+def dtype_rows(cases) -> list:
+    """``pytest.param(case, dtype)`` for every dtype each case names (only the valid combinations), id'd
+    ``<case.id>-<dtype>`` so that test ids stay deterministic."""
+    import pytest
+
+    return [pytest.param(case, dtype, id=f"{case.id}-{dtype}") for case in cases for dtype in case.dtypes]
+
+
 @dataclass(frozen=True)
 class OptaxCase:
     """An alias or transform that optax has too, called with the same arguments in both."""
@@ -141,10 +149,11 @@ class TorchCase:
     """A torch optimizer class with one option set, and the gradtx chain that must reproduce it.
 
     ``chain`` receives ``kwargs`` and returns a GradientTransformation whose
-    updates, applied per parameter, equal torch's steps. The facade suite uses the
-    same table with ``gradtx.optim.<torch_name>``. ``module`` names where the
-    reference class lives: torch.optim, or a torch-based package pinned in the
-    test extra (schedulefree, prodigyopt, pytorch_optimizer).
+    updates, applied per parameter, equal torch's steps. The rows belong to the
+    optimizer records (tests/cases/optimizers.py), which the facade suites iterate
+    with ``gradtx.optim.<torch_name>``. ``module`` names where the reference class
+    lives: torch.optim, or a torch-based package pinned in the test extra
+    (schedulefree, prodigyopt, pytorch_optimizer).
     """
 
     torch_name: str

@@ -8,7 +8,6 @@ import pytest
 
 import gradtx
 from gradtx.optim.chains import adadelta_chain, adagrad_chain, adamax_chain, rmsprop_chain
-from tests import harness
 from tests.harness import assert_trees_close, grad_fn, make_params, run_functional
 
 TRANSFORMS = {
@@ -152,20 +151,8 @@ def test_chain_builders_skip_stages_like_torch():
     assert isinstance(rmsprop_chain(centered=True).init(params)[2], gradtx.ScaleByRStdDevState)
 
 
-# --- the facade classes (their numbers against torch are in tests/test_facade_parity.py) --------------------
-
-FACADE_CASES = [
-    ("Adagrad", dict(lr=0.1, lr_decay=0.1, weight_decay=0.1, initial_accumulator_value=0.5)),
-    ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.1)),
-    ("Adadelta", dict(lr=0.5, weight_decay=0.1, maximize=True)),
-    ("Adamax", dict(lr=0.05, weight_decay=0.1)),
-]
-
-
-@pytest.mark.parametrize("name, kwargs", FACADE_CASES, ids=[n for n, _ in FACADE_CASES])
-def test_facade_complex_parameters_match_torch(name, kwargs):
-    harness.check_complex_facade_against_torch(name, kwargs, steps=4, seed=2)
-
+# --- the facade classes (their numbers, complex parameters and rejected options against torch: the records in
+# tests/cases/optimizers.py, run by tests/test_facade_parity.py and tests/test_optimizer_records.py) -----------
 
 def test_adagrad_state_exists_before_the_first_step_like_torch():
     """torch's Adagrad fills state at construction, from the defaults' initial_accumulator_value (not a group's)."""
@@ -197,22 +184,3 @@ def test_adagrad_state_exists_before_the_first_step_like_torch():
     for t, box in zip((ta, tb, tc), boxes):
         np.testing.assert_allclose(np.asarray(box.data), t.detach().numpy(), rtol=1e-12)
         np.testing.assert_allclose(np.asarray(ours.state[box]["sum"]), theirs.state[t]["sum"].numpy(), rtol=1e-12)
-
-
-@pytest.mark.parametrize("name, kwargs", [
-    ("Adagrad", dict(lr=-0.1)), ("Adagrad", dict(lr_decay=-1.0)), ("Adagrad", dict(initial_accumulator_value=-1.0)),
-    ("Adagrad", dict(eps=-1.0)), ("RMSprop", dict(momentum=-0.5)), ("RMSprop", dict(alpha=-0.5)),
-    ("RMSprop", dict(weight_decay=-0.5)), ("Adadelta", dict(rho=1.5)), ("Adadelta", dict(eps=-1.0)),
-    ("Adamax", dict(betas=(0.9, 1.0))), ("Adamax", dict(betas=(-0.1, 0.9))), ("Adamax", dict(weight_decay=-1.0)),
-])
-def test_facade_validation_matches_torch(name, kwargs):
-    import torch
-
-    import gradtx.optim as optim
-
-    with pytest.raises(ValueError) as theirs:
-        getattr(torch.optim, name)([torch.zeros(2, requires_grad=True)], **kwargs)
-    with pytest.raises(ValueError) as ours:
-        getattr(optim, name)([jnp.zeros(2)], **kwargs)
-    assert str(ours.value) == str(theirs.value)
-    getattr(optim, name)([jnp.zeros(2)], lr=0.5)  # a valid set is accepted

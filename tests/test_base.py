@@ -121,11 +121,17 @@ def test_mu_dtype_and_accumulator_dtype():
 
 
 def test_empty_and_none_and_scalar_trees():
+    """adamw steps empty trees, None leaves and a 0-d tree: structures kept, each leaf moved as optax moves it."""
     for params in ({}, [], {"a": None, "b": jnp.asarray(2.0)}, jnp.asarray(1.0)):
-        tx = gradtx.adamw(0.1)
-        state = tx.init(params)
-        updates, state = jax.jit(tx.update)(params, state, params)
-        gradtx.apply_updates(params, updates)
+        tx, reference = gradtx.adamw(0.1), optax.adamw(0.1)
+        updates, _ = jax.jit(tx.update)(params, tx.init(params), params)
+        expected, _ = reference.update(params, reference.init(params), params)
+        new = gradtx.apply_updates(params, updates)
+        assert jax.tree.structure(new, is_leaf=lambda x: x is None) == jax.tree.structure(
+            params, is_leaf=lambda x: x is None)
+        assert_trees_close(updates, expected, "float64")
+        for moved, start in zip(jax.tree.leaves(new), jax.tree.leaves(params)):
+            assert moved.shape == start.shape and moved.dtype == start.dtype and moved < start  # a positive gradient
 
 
 def test_states_pickle():

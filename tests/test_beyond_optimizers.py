@@ -2,7 +2,6 @@
 reach: ``optax.contrib`` functions, the schedule-free wrapper around any base, train/eval switching, state layouts."""
 
 import functools
-import operator
 
 import jax
 import jax.numpy as jnp
@@ -16,18 +15,17 @@ import torch
 import gradtx
 import gradtx.optim as optim
 from tests.cases.beyond import CONTRIB_CASES
-from tests.harness import assert_trees_close, grad_fn, make_params, run_functional, run_torch
+from tests.cases.optimizers import BY_NAME
+from tests.harness import assert_trees_close, dtype_rows, grad_fn, make_params, run_functional, run_torch
 
 
 def _resolve(module, dotted):
     return functools.reduce(getattr, dotted.split("."), module)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", CONTRIB_CASES, ids=operator.attrgetter("id"))
+# Rows of a transform option run in float64 only (float32 runs the aliases).
+@pytest.mark.parametrize("case,dtype", dtype_rows(CONTRIB_CASES))
 def test_matches_optax_contrib(case, dtype):
-    if dtype not in case.dtypes:
-        pytest.skip(f"{case.id}: the float64 run covers this transform option (float32 runs the aliases)")
     params = make_params(dtype)
     ours = run_functional(_resolve(gradtx, case.name)(**case.kwargs), params, case.steps, extra_args=case.extra_args)
     theirs = run_functional(_resolve(optax.contrib, case.name)(**case.kwargs), params, case.steps,
@@ -122,15 +120,6 @@ def test_train_and_eval_move_parameters_as_the_reference(name, kwargs):
     np.testing.assert_allclose(ours_group["weight_sum"], theirs_group["weight_sum"], rtol=1e-12)
 
 
-def test_sgd_schedule_free_checks_its_options_as_the_reference():
-    for kwargs, message in [(dict(lr=-1.0), "Invalid learning rate"), (dict(momentum=1.0), "Momentum must be"),
-                            (dict(weight_decay=-0.1), "Invalid weight_decay")]:
-        with pytest.raises(ValueError, match=message):
-            schedulefree.SGDScheduleFree([torch.zeros(2, requires_grad=True)], **kwargs)
-        with pytest.raises(ValueError, match=message):
-            optim.SGDScheduleFree([jnp.zeros(2)], **kwargs)
-
-
 @pytest.mark.parametrize("kwargs,dtype", [(dict(lr=0.01), "float64"), (dict(lr=0.01, betas=(0.8, 0.9)), "float32")],
                          ids=["defaults", "betas"])
 def test_cautious_wrapper_matches_pytorch_optimizer_cautious_lion(kwargs, dtype):
@@ -153,13 +142,13 @@ def test_cautious_direction_option_masks_the_same_components():
         assert_trees_close(whole[-1], plain[-1], "float64")
 
 
-# (module, class, kwargs, group keys kept here but not there: pytorch_optimizer keeps these on the optimizer)
+# (record, kwargs, group keys kept here but not there: pytorch_optimizer keeps these on the optimizer)
 STATE_LAYOUTS = [
-    ("pytorch_optimizer", "ADOPT", dict(lr=0.05, cautious=True), {"maximize", "clip"}),
-    ("pytorch_optimizer", "AdEMAMix", dict(lr=0.05, t_alpha_beta3=5), {"maximize"}),
-    ("prodigyopt", "Prodigy", dict(weight_decay=0.1, use_bias_correction=True), set()),
-    ("schedulefree", "AdamWScheduleFree", dict(lr=0.05, warmup_steps=2, weight_decay=0.1), set()),
-    ("schedulefree", "RAdamScheduleFree", dict(lr=0.05), set()),
+    (BY_NAME["ADOPT"], dict(lr=0.05, cautious=True), {"maximize", "clip"}),
+    (BY_NAME["AdEMAMix"], dict(lr=0.05, t_alpha_beta3=5), {"maximize"}),
+    (BY_NAME["Prodigy"], dict(weight_decay=0.1, use_bias_correction=True), set()),
+    (BY_NAME["AdamWScheduleFree"], dict(lr=0.05, warmup_steps=2, weight_decay=0.1), set()),
+    (BY_NAME["RAdamScheduleFree"], dict(lr=0.05), set()),
 ]
 
 
@@ -167,15 +156,16 @@ def _as_numpy(value):
     return value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
 
 
-@pytest.mark.parametrize("module,name,kwargs,extra", STATE_LAYOUTS, ids=[row[1] for row in STATE_LAYOUTS])
-def test_state_and_groups_as_the_reference(module, name, kwargs, extra):
+@pytest.mark.parametrize("info,kwargs,extra", STATE_LAYOUTS, ids=[row[0].name for row in STATE_LAYOUTS])
+def test_state_and_groups_as_the_reference(info, kwargs, extra):
     import importlib
 
+    name = info.name
     params = make_params("float64")
-    tensors, theirs = _reference(name, kwargs, params, importlib.import_module(module))
-    ours = getattr(optim, name)(jax.tree.map(jnp.array, params), **kwargs)
-    for opt in (ours, theirs):
-        if hasattr(opt, "train"):  # schedule-free
+    tensors, theirs = _reference(name, kwargs, params, importlib.import_module(info.module))
+    ours = info.cls(jax.tree.map(jnp.array, params), **kwargs)
+    if info.train_mode:
+        for opt in (ours, theirs):
             opt.train()
     _lockstep(ours, theirs, tensors, 3)
     _assert_same_params(ours, tensors, name)
@@ -186,7 +176,7 @@ def test_state_and_groups_as_the_reference(module, name, kwargs, extra):
     extra = extra | {"param_names"}
     assert set(ours.param_groups[0]) - extra == set(theirs.param_groups[0]) - extra
     # A state dict round trip keeps the group's counters, so the bias corrections continue.
-    again = getattr(optim, name)(jax.tree.map(jnp.array, ours.params), **kwargs)
+    again = info.cls(jax.tree.map(jnp.array, ours.params), **kwargs)
     again.load_state_dict(ours.state_dict())
     for opt in (ours, again):
         opt.step(grad_fn(opt.params))

@@ -2,7 +2,6 @@
 numbers, step by step (jitted), and the wrappers, complex splitting and DP-SGD on their own problems."""
 
 import functools
-import operator
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +12,7 @@ import pytest
 
 import gradtx
 from tests.cases import CONTRIB_CASES, WRAPPER_CASES
-from tests.harness import assert_trees_close, loss, make_params, run_functional
+from tests.harness import assert_trees_close, dtype_rows, loss, make_params, run_functional
 
 
 def _resolve(module, dotted):
@@ -25,11 +24,9 @@ def _assert_same_trajectory(ours, theirs, dtype, context):
         assert_trees_close(a, b, dtype, f"{context} step {step + 1}")
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", CONTRIB_CASES, ids=operator.attrgetter("id"))
+# A row in float64 only: the float32 run of its other option set covers it.
+@pytest.mark.parametrize("case,dtype", dtype_rows(CONTRIB_CASES))
 def test_matches_optax_contrib(case, dtype):
-    if dtype not in case.dtypes:
-        pytest.skip(f"{case.id} is compared in {case.dtypes} only (the float32 run of its other option set covers it)")
     params = make_params(dtype)
     ours = run_functional(_resolve(gradtx, case.name)(**case.kwargs), params, case.steps, extra_args=case.extra_args)
     theirs = run_functional(_resolve(optax.contrib, case.name)(**case.kwargs), params, case.steps,
@@ -37,11 +34,8 @@ def test_matches_optax_contrib(case, dtype):
     _assert_same_trajectory(ours, theirs, dtype, case.id)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", WRAPPER_CASES, ids=operator.attrgetter("id"))
+@pytest.mark.parametrize("case,dtype", dtype_rows(WRAPPER_CASES))
 def test_wrapper_matches_optax_contrib(case, dtype):
-    if dtype not in case.dtypes:
-        pytest.skip(f"{case.id} is compared in {case.dtypes} only")
     params = make_params(dtype)
     ours = run_functional(case.build(gradtx, gradtx), params, case.steps, extra_args=case.extra_args)
     theirs = run_functional(case.build(optax, optax.contrib), params, case.steps, extra_args=case.extra_args)

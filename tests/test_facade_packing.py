@@ -17,19 +17,11 @@ import pytest
 import gradtx
 from gradtx import optim
 from gradtx.optim import _engine
+from tests.cases import OPTIMIZERS
 
 SHAPES = [(3,), (2, 4), (5,), (0,), (1, 1, 3), ()]  # an empty and a 0-d parameter among them
-OPTIONS = {
-    "Adam": {"lr": 0.05, "weight_decay": 0.1, "amsgrad": True},
-    "AdamW": {"lr": 0.05},
-    "SGD": {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
-    "RMSprop": {"lr": 0.01, "momentum": 0.5, "centered": True},
-    "Adagrad": {"lr": 0.1, "lr_decay": 0.01},
-    "Adadelta": {"lr": 0.5},
-    "Adamax": {"lr": 0.05},
-    "RAdam": {"lr": 0.05},
-    "Rprop": {"lr": 0.05},
-}
+PACKED = {info.name: info for info in OPTIMIZERS if info.packed}  # the records whose default tier packs
+UNPACKED = {info.name: info for info in OPTIMIZERS if info.elementwise and not info.packed}
 
 
 def arrays(dtype, seed=0, shapes=SHAPES):
@@ -43,8 +35,13 @@ def gradient(params, step):
 
 
 def make(name, dtype, tier, shapes=SHAPES, **extra):
+    """The record's class with the options that give it the most state, in the default or the foreach tier."""
+    info = PACKED.get(name) or UNPACKED[name]
     flags = {"default": {}, "foreach": {"foreach": True}}[tier]
-    return getattr(optim, name)(arrays(dtype, shapes=shapes), **OPTIONS[name], **flags, **extra)
+    opt = info.cls(arrays(dtype, shapes=shapes), **info.state_options, **flags, **extra)
+    if info.train_mode:
+        opt.train()
+    return opt
 
 
 def state_arrays(opt):
@@ -61,7 +58,7 @@ def is_packed(opt):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("name", sorted(OPTIONS))
+@pytest.mark.parametrize("name", sorted(PACKED))
 def test_packed_default_tier_equals_foreach_bit_for_bit(name, dtype):
     packed, plain = make(name, dtype, "default"), make(name, dtype, "foreach")
     for step in range(4):
@@ -74,6 +71,13 @@ def test_packed_default_tier_equals_foreach_bit_for_bit(name, dtype):
         assert all(p.dtype == dtype for g in packed.param_groups for p in g["params"])
     assert_same(state_arrays(packed), state_arrays(plain))
     assert list(packed.state_dict()["state"][0]) == list(plain.state_dict()["state"][0])  # torch's key order
+
+
+@pytest.mark.parametrize("name", sorted(UNPACKED))
+def test_elementwise_steps_with_other_state_are_not_packed(name):
+    opt = make(name, "float64", "default")
+    opt.step(gradient(opt.params, 0))
+    assert not any(is_packed(opt))
 
 
 def test_reading_state_or_assigning_data_hands_the_pack_back():
@@ -209,6 +213,7 @@ import jax, jax.numpy as jnp, numpy as np
 jax.config.update("jax_enable_x64", True)
 from gradtx import optim
 from gradtx.optim import _engine
+from tests.cases import OPTIMIZERS
 assert _engine.one_loop_requested()
 rng = np.random.default_rng(0)
 start = [rng.normal(size=(64,)), rng.normal(size=(3, 5))]

@@ -6,7 +6,6 @@ the tree and argument errors.
 """
 
 import functools
-import operator
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +19,7 @@ import gradtx
 from gradtx.optim.chains import adafactor_chain, muon_chain
 from gradtx import orthogonalize_via_newton_schulz
 from tests.cases.factored import MUON_CASES, SM3_CASES, matrices, ranks_0_to_3
-from tests.harness import assert_trees_close, make_params, run_functional
+from tests.harness import assert_trees_close, dtype_rows, make_params, run_functional
 
 
 def _resolve(module, dotted):
@@ -28,22 +27,18 @@ def _resolve(module, dotted):
 
 
 def _compare_with_optax(case, ours_module, theirs_module, params, dtype):
-    if dtype not in case.dtypes:
-        pytest.skip(f"{case.id} is compared in {case.dtypes} only")
     ours = run_functional(_resolve(ours_module, case.name)(**case.kwargs), params, case.steps)
     theirs = run_functional(_resolve(theirs_module, case.name)(**case.kwargs), params, case.steps)
     for step, (a, b) in enumerate(zip(ours, theirs)):
         assert_trees_close(a, b, dtype, f"{case.id} step {step + 1}")
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", SM3_CASES, ids=operator.attrgetter("id"))
+@pytest.mark.parametrize("case,dtype", dtype_rows(SM3_CASES))
 def test_sm3_matches_optax(case, dtype):
     _compare_with_optax(case, gradtx, optax, matrices(dtype), dtype)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", MUON_CASES, ids=operator.attrgetter("id"))
+@pytest.mark.parametrize("case,dtype", dtype_rows(MUON_CASES))
 def test_muon_matches_optax_contrib(case, dtype):
     # muon routes non-matrices to AdamW, so it runs on make_params (0-d leaf included).
     _compare_with_optax(case, gradtx, optax.contrib, make_params(dtype), dtype)

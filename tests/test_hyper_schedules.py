@@ -14,16 +14,9 @@ import pytest
 
 import gradtx
 from gradtx import optim
+from tests.cases import OPTIMIZERS
+from tests.cases.optimizers import falling, rising
 from tests.harness import assert_trees_close, grad_fn, make_params
-
-
-def rising(start, stop):
-    """A warm-up from ``start`` towards ``stop``, halving the distance each step."""
-    return lambda count: stop - (stop - start) * 0.5 ** count
-
-
-def falling(start):
-    return lambda count: start / (1 + count)
 
 
 # (alias, fixed arguments, scheduled argument, schedule)
@@ -100,46 +93,31 @@ def test_bias_correction_uses_the_current_beta():
 
 # --- the facade ------------------------------------------------------------------------------------------------
 
-# (class, fixed options, option, position in a tuple option or None, schedule)
-FACADE = [
-    (optim.Adam, {"lr": 0.05}, "betas", 0, rising(0.5, 0.9)),
-    (optim.Adam, {"lr": 0.05, "amsgrad": True}, "betas", 1, rising(0.9, 0.999)),
-    (optim.Adam, {"lr": 0.05}, "eps", None, falling(1e-2)),
-    (optim.Adam, {"lr": 0.05}, "weight_decay", None, falling(0.3)),
-    (optim.AdamW, {"lr": 0.05}, "weight_decay", None, falling(0.3)),
-    (optim.NAdam, {"lr": 0.05}, "betas", 0, rising(0.5, 0.9)),
-    (optim.RMSprop, {"lr": 0.01}, "alpha", None, rising(0.5, 0.99)),
-    (optim.RMSprop, {"lr": 0.01, "centered": True}, "momentum", None, rising(0.1, 0.9)),
-    (optim.Adamax, {"lr": 0.05}, "betas", 0, rising(0.5, 0.9)),
-]
+# (record, scheduled option) for every schedule a record lists
+FACADE = [(info, scheduled) for info in OPTIMIZERS for scheduled in info.schedules]
 
 
-def _value(option, index, fixed, value, defaults):
-    if index is None:
+def _value(scheduled, value, defaults):
+    if scheduled.index is None:
         return value
-    pair = list(fixed.get(option, defaults[option]))
-    pair[index] = value
+    pair = list(scheduled.fixed.get(scheduled.option, defaults[scheduled.option]))
+    pair[scheduled.index] = value
     return tuple(pair)
 
 
-def _facade_id(case):
-    cls, fixed, option, index, _ = case
-    extra = ",".join(f"{k}={v}" for k, v in fixed.items() if k != "lr")
-    return f"{cls.__name__}[{option}{'' if index is None else f'[{index}]'}]" + (f"({extra})" if extra else "")
-
-
-@pytest.mark.parametrize("case", FACADE, ids=_facade_id)
-def test_facade_schedule_equals_editing_param_groups_by_hand(case):
-    cls, fixed, option, index, schedule = case
+@pytest.mark.parametrize("info,scheduled", FACADE, ids=[f"{info.name}-{s.label}" for info, s in FACADE])
+def test_facade_schedule_equals_editing_param_groups_by_hand(info, scheduled):
+    cls, fixed, option, schedule = info.cls, scheduled.fixed, scheduled.option, scheduled.schedule
     defaults = cls([jnp.zeros(1)]).defaults
     params = make_params("float64")
-    scheduled = cls(jax.tree.map(jnp.array, params), **fixed, **{option: _value(option, index, fixed, schedule, defaults)})
-    by_hand = cls(jax.tree.map(jnp.array, params), **fixed, **{option: _value(option, index, fixed, schedule(0), defaults)})
+    scheduled_run = cls(jax.tree.map(jnp.array, params), **fixed, **{option: _value(scheduled, schedule, defaults)})
+    by_hand = cls(jax.tree.map(jnp.array, params), **fixed, **{option: _value(scheduled, schedule(0), defaults)})
     for k in range(5):
-        by_hand.param_groups[0][option] = _value(option, index, fixed, float(schedule(k)), defaults)
-        scheduled.step(grad_fn(scheduled.params))
+        by_hand.param_groups[0][option] = _value(scheduled, float(schedule(k)), defaults)
+        scheduled_run.step(grad_fn(scheduled_run.params))
         by_hand.step(grad_fn(by_hand.params))
-        assert_trees_close(scheduled.params, by_hand.params, "float64", f"{_facade_id(case)} step {k + 1}")
+        assert_trees_close(scheduled_run.params, by_hand.params, "float64",
+                           f"{info.name}-{scheduled.label} step {k + 1}")
 
 
 def test_facade_schedules_are_static_and_betas_accept_one():

@@ -28,7 +28,7 @@ RTOL = 1e-12
 
 
 class StandInOptimizer:
-    """The torch-style surface schedulers use, for when the facade's optimizers are not available."""
+    """The torch-style surface schedulers use (param_groups and defaults), without parameters."""
 
     def __init__(self, groups: list[dict], defaults: dict) -> None:
         self.defaults = dict(defaults)
@@ -57,24 +57,16 @@ class StandInOptimizer:
             group.update(copy.deepcopy(saved))
 
 
-FACADE = hasattr(gradtx.optim, "SGD") and hasattr(gradtx.optim, "Adam")
-SGD_DEFAULTS = dict(lr=0.1, momentum=0.9, dampening=0, weight_decay=0, nesterov=False)
-ADAM_DEFAULTS = dict(lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
-
-
 def make_optimizer(kind: str = "sgd", lrs: tuple = LRS) -> Any:
-    """Our optimizer: the facade's SGD/Adam where they exist, else the stand-in; marked as stepped.
+    """Our optimizer: the facade's SGD or Adam, marked as stepped.
 
     The parity tests drive only the schedulers (``_opt_called`` is set so that they
     do not warn); :func:`test_facade_step_reads_the_scheduled_lr` runs real steps.
     """
-    if FACADE:
-        import jax.numpy as jnp
+    import jax.numpy as jnp
 
-        groups = [{"params": [gradtx.optim.Parameter(jnp.zeros(2))], "lr": lr} for lr in lrs]
-        optimizer = gradtx.optim.SGD(groups, lr=0.1, momentum=0.9) if kind == "sgd" else gradtx.optim.Adam(groups)
-    else:
-        optimizer = StandInOptimizer([{"lr": lr} for lr in lrs], SGD_DEFAULTS if kind == "sgd" else ADAM_DEFAULTS)
+    groups = [{"params": [gradtx.optim.Parameter(jnp.zeros(2))], "lr": lr} for lr in lrs]
+    optimizer = gradtx.optim.SGD(groups, lr=0.1, momentum=0.9) if kind == "sgd" else gradtx.optim.Adam(groups)
     optimizer._opt_called = True
     return optimizer
 
@@ -315,10 +307,9 @@ ADDED_LR = np.float64(0.05)
 
 
 def _add_group(optimizer: Any, **options: Any) -> None:
-    if FACADE:
-        import jax.numpy as jnp
+    import jax.numpy as jnp
 
-        options["params"] = [gradtx.optim.Parameter(jnp.zeros(2))]
+    options["params"] = [gradtx.optim.Parameter(jnp.zeros(2))]
     optimizer.add_param_group({"lr": ADDED_LR, **options})
 
 
@@ -447,7 +438,6 @@ def test_torch_state_dict_loads_into_ours():
         np.testing.assert_allclose(scheduler.get_last_lr(), theirs.get_last_lr(), rtol=RTOL)
 
 
-@pytest.mark.skipif(not FACADE, reason="the facade's SGD is not written yet")
 def test_facade_step_reads_the_scheduled_lr_without_recompiling():
     """The facade's compiled step reads the lr (and cycled momentum / beta1) each scheduler step writes."""
     import jax.numpy as jnp

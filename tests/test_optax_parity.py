@@ -1,7 +1,10 @@
-"""gradtx against the installed optax: same names, same arguments, same numbers, step by step."""
+"""gradtx against the installed optax: same names, same arguments, same numbers, step by step.
+
+Every row runs jitted in each dtype it names; the core rows run without jit too, in float64 (without jit
+every op dispatches on its own, which is slow: the core rows prove no-jit parity once).
+"""
 
 import functools
-import operator
 
 import optax
 import pytest
@@ -10,23 +13,17 @@ import gradtx
 from tests.cases import OPTAX_CASES, core
 from tests.harness import assert_trees_close, make_params, run_functional
 
-
-# Without jit every op dispatches on its own, which is slow: the core cases prove no-jit parity once.
-NO_JIT_CASES = {case.id for case in core.OPTAX_CASES}
+ROWS = [(case, dtype, True) for case in OPTAX_CASES for dtype in case.dtypes]
+ROWS += [(case, "float64", False) for case in core.OPTAX_CASES if "float64" in case.dtypes]
 
 
 def _resolve(module, dotted):
     return functools.reduce(getattr, dotted.split("."), module)
 
 
-@pytest.mark.parametrize("jit", [True, False], ids=["jit", "nojit"])
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", OPTAX_CASES, ids=operator.attrgetter("id"))
+@pytest.mark.parametrize("case,dtype,jit", ROWS,
+                         ids=[f"{case.id}-{dtype}-{'jit' if jit else 'nojit'}" for case, dtype, jit in ROWS])
 def test_matches_optax(case, dtype, jit):
-    if dtype not in case.dtypes:
-        pytest.skip(f"{case.name} is not defined for {dtype}")
-    if not jit and (dtype == "float32" or case.id not in NO_JIT_CASES):
-        pytest.skip("no-jit runs for the core cases, in float64")
     params = make_params(dtype)
     ours = run_functional(_resolve(gradtx, case.name)(**case.kwargs), params, case.steps, jit=jit,
                           extra_args=case.extra_args)

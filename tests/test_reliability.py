@@ -27,13 +27,14 @@ import gradtx
 from gradtx import optim
 from gradtx.optim import lr_scheduler
 from tests import harness
+from tests.cases import OPTIMIZERS
 from tests.test_lr_scheduler import CASES as SCHEDULER_CASES
 
 jit_grad = jax.jit(harness.grad_fn)
 
 
 def make_params(seed: int = 0, matrices_only: bool = False) -> dict:
-    """Tiny parameters of mixed dtypes (Muon takes matrices only)."""
+    """Tiny parameters of mixed dtypes (matrices only for a record whose params are "matrices")."""
     rng = np.random.default_rng(seed)
     if matrices_only:
         return {"v": jnp.asarray(rng.normal(size=(3, 3)), jnp.float64),
@@ -42,71 +43,20 @@ def make_params(seed: int = 0, matrices_only: bool = False) -> dict:
             "w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}
 
 
-# Every facade optimizer, with options that give it the most state.
-OPTIMIZERS = {
-    "SGD": {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1},
-    "Adam": {"lr": 0.05, "amsgrad": True, "weight_decay": 0.1},
-    "AdamW": {"lr": 0.05, "amsgrad": True},
-    "Adagrad": {"lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1},
-    "RMSprop": {"lr": 0.01, "momentum": 0.9, "centered": True},
-    "Adadelta": {"weight_decay": 0.1},
-    "Adamax": {"lr": 0.05},
-    "NAdam": {"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True},
-    "RAdam": {"lr": 0.05},
-    "Rprop": {"lr": 0.05},
-    "ASGD": {"lr": 0.05, "t0": 2},
-    "Adafactor": {"lr": 0.05},
-    "Muon": {"lr": 0.05},
-    "LBFGS": {"lr": 0.5, "max_iter": 3, "history_size": 2},
-    "SparseAdam": {"lr": 0.05},
-    "ZeroRedundancyOptimizer": {"optimizer_class": optim.Adam, "lr": 0.05, "amsgrad": True},  # + a mesh
-    # pytorch-optimizer's: GaLore projecting the matrix; SophiaH estimating its Hessian at step 1 (from the loss);
-    # Kron with its factors (update probability 0: no probes, whose PRNG state no state_dict carries)
-    "GaLore": {"lr": 0.05, "rank": 2, "update_proj_gap": 2, "scale": 1.0, "projection_type": "std"},
-    "SophiaH": {"lr": 0.05, "weight_decay": 0.1},
-    "Kron": {"lr": 0.05, "weight_decay": 0.1, "pre_conditioner_update_probability": 0.0},
-}
-OPTIMIZERS.update({
-    "SOAP": {"lr": 0.05, "precondition_frequency": 2},
-    "MARS": {"lr": 0.05, "ams_bound": True, "weight_decay": 0.1},
-    "LaProp": {"lr": 0.05, "centered": True, "ams_bound": True, "weight_decay": 0.1},
-    "SCION": {"lr": 0.05, "weight_decay": 0.1},
-    "Shampoo": {"lr": 0.05, "momentum": 0.5, "matrix_eps": 0.1},
-    "AdamMini": {"lr": 0.05, "num_embeds": 4, "num_heads": 2},
-    # schedule-free (train mode set by build), Prodigy, and pytorch-optimizer's ADOPT and AdEMAMix
-    "AdamWScheduleFree": {"lr": 0.05, "warmup_steps": 2, "weight_decay": 0.1},
-    "SGDScheduleFree": {"lr": 0.05, "momentum": 0.8},
-    "RAdamScheduleFree": {"lr": 0.05},
-    "Prodigy": {"lr": 1.0, "weight_decay": 0.1},
-    "ADOPT": {"lr": 0.05, "weight_decay": 0.1},
-    "AdEMAMix": {"lr": 0.05, "alpha": 3.0},
-})
-
-
-def facade_classes() -> list[str]:
-    # Wrappers of an optimizer instance (Lookahead) are not Optimizer subclasses, so they are not listed here;
-    # tests/test_lookahead.py covers them, their state_dict round trip included.
-    return [name for name in optim.__all__ if inspect.isclass(getattr(optim, name))
-            and issubclass(getattr(optim, name), optim.Optimizer) and getattr(optim, name) is not optim.Optimizer]
-
-
-def test_every_optimizer_is_covered():
-    assert sorted(facade_classes()) == sorted(OPTIMIZERS)
-
-
-def build(name: str, params: dict) -> optim.Optimizer:
-    kwargs = dict(OPTIMIZERS[name])
-    if name == "ZeroRedundancyOptimizer":  # state split over 2 of the 8 simulated devices (see conftest)
+def build(info, params: dict) -> optim.Optimizer:
+    """The record's class with the options that give it the most state (and the mesh it asks for)."""
+    kwargs = dict(info.state_options)
+    if info.needs_mesh:  # state split over 2 of the 8 simulated devices (see conftest)
         kwargs["mesh"] = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",))
-    opt = getattr(optim, name)({k: jnp.array(v) for k, v in params.items()}, **kwargs)
-    if hasattr(opt, "train"):  # schedule-free optimizers step in train mode only, as their reference's
+    opt = info.cls({k: jnp.array(v) for k, v in params.items()}, **kwargs)
+    if info.train_mode:
         opt.train()
     return opt
 
 
-def take_steps(opt: optim.Optimizer, n: int) -> None:
+def take_steps(info, opt: optim.Optimizer, n: int) -> None:
     for _ in range(n):
-        if isinstance(opt, (optim.LBFGS, optim.SophiaH)):  # they evaluate the loss itself
+        if info.closure:
             opt.step(harness.loss)
         else:
             opt.step(jit_grad(opt.params))
@@ -141,20 +91,20 @@ def assert_identical(actual, expected, where: str = "") -> None:
         assert type(actual) is type(expected) and (actual == expected or _both_nan(actual, expected)), f"{where}: {actual!r}"
 
 
-@pytest.mark.parametrize("name", OPTIMIZERS)
-def test_every_optimizer_resumes_bit_for_bit(name, tmp_path):
+@pytest.mark.parametrize("info", OPTIMIZERS, ids=lambda info: info.name)
+def test_every_optimizer_resumes_bit_for_bit(info, tmp_path):
     """3 steps, save, rebuild, load, 2 more steps == 5 uninterrupted steps: params and every state entry."""
-    start = make_params(matrices_only=name == "Muon")
-    straight = build(name, start)
-    take_steps(straight, 5)
-    first = build(name, start)
-    take_steps(first, 3)
+    start = make_params(matrices_only=info.params == "matrices")
+    straight = build(info, start)
+    take_steps(info, straight, 5)
+    first = build(info, start)
+    take_steps(info, first, 3)
     saved, at = first.state_dict(), {k: np.array(v) for k, v in first.params.items()}
     for kind in ("pickle", "npz"):
-        resumed = build(name, at)
+        resumed = build(info, at)
         resumed.load_state_dict(round_trip(saved, kind, tmp_path / "opt.npz"))
         assert_identical(resumed.state_dict(), saved, kind)
-        take_steps(resumed, 2)
+        take_steps(info, resumed, 2)
         for key, value in straight.params.items():
             np.testing.assert_array_equal(resumed.params[key], value, err_msg=f"{kind}: {key}")
         assert_identical(resumed.state_dict(), straight.state_dict(), kind)

@@ -20,6 +20,7 @@ from jax.flatten_util import ravel_pytree
 import gradtx
 from gradtx.optim._second_order import lbfgs_driver
 from gradtx.optim.chains import sparse_adam_chain
+from tests.cases.optimizers import BY_NAME
 from tests.harness import TOLERANCES, assert_trees_close, grad_fn, loss, make_params
 
 
@@ -131,12 +132,9 @@ def test_lbfgs_validation():
 
 # ----------------------------------------------------------------------------- torch.optim.LBFGS
 
-TORCH_LBFGS = [
-    dict(),
-    dict(lr=0.5, max_iter=5, history_size=3),
-    dict(lr=0.1, max_iter=3, tolerance_change=1e-3, tolerance_grad=1e-2, history_size=3),
-    dict(lr=0.8, max_iter=7, max_eval=9, history_size=3, line_search_fn="strong_wolfe"),
-]
+# torch's configurations, from the LBFGS record (tests/cases/optimizers.py; its facade runs them in
+# tests/test_facade_parity.py): here the functional driver runs them on the flattened parameters.
+TORCH_LBFGS = [case.kwargs for case in BY_NAME["LBFGS"].cases]
 
 
 def _torch_lbfgs(kwargs, params, steps):
@@ -300,7 +298,8 @@ def _gradtx_sparse_adam(kwargs, params, steps, as_bcoo=False, zero_row=False):
     return trajectory, state
 
 
-SPARSE_ADAM = [dict(lr=0.05), dict(lr=0.05, betas=(0.8, 0.95), eps=1e-6, maximize=True)]
+# The SparseAdam record's option sets: its reference takes sparse gradients only, so they run here.
+SPARSE_ADAM = [case.kwargs for case in BY_NAME["SparseAdam"].cases]
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -8,6 +8,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import gradtx
+from tests.cases import OPTIMIZERS
 from tests.harness import assert_trees_close
 
 pytestmark = pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 (simulated) devices")
@@ -46,21 +47,28 @@ def _train(tx, params, steps=6):
     return params, state
 
 
-OPTIMIZERS = {
-    "adam": lambda: gradtx.adam(0.05),
-    "sgd-momentum": lambda: gradtx.sgd(0.05, momentum=0.9, nesterov=True),
-    "clip-adamw": lambda: gradtx.chain(gradtx.clip_by_global_norm(0.5), gradtx.adamw(0.05, weight_decay=0.1)),
-}
+# The records that run sharded, through their functional chain with the options that give them the most state.
+SHARDED = [info for info in OPTIMIZERS if info.sharding is not None]
 
 
-@pytest.mark.parametrize("name", OPTIMIZERS)
-def test_sharded_run_matches_single_device(mesh, name):
-    single, _ = _train(OPTIMIZERS[name](), _params())
-    sharded, state = _train(OPTIMIZERS[name](), _shard(_params(), mesh))
+@pytest.mark.parametrize("info", SHARDED, ids=lambda info: info.name)
+def test_sharded_run_matches_single_device(mesh, info):
+    single, _ = _train(info.chain(**info.state_options), _params())
+    sharded, state = _train(info.chain(**info.state_options), _shard(_params(), mesh))
     assert_trees_close(sharded, single, "float64")
     assert sharded["w"].sharding.spec == P("data", "model")
     mu_like = [x for x in jax.tree.leaves(state) if getattr(x, "shape", ()) == (8, 12)]
-    assert mu_like and all(x.sharding.is_equivalent_to(sharded["w"].sharding, 2) for x in mu_like)
+    assert all(x.sharding.is_equivalent_to(sharded["w"].sharding, 2) for x in mu_like)
+    assert mu_like or not info.elementwise  # an elementwise chain keeps state of the parameter's shape
+
+
+def test_sharded_chain_with_a_global_norm_matches_single_device(mesh):
+    def tx():
+        return gradtx.chain(gradtx.clip_by_global_norm(0.5), gradtx.adamw(0.05, weight_decay=0.1))
+
+    single, _ = _train(tx(), _params())
+    sharded, _ = _train(tx(), _shard(_params(), mesh))
+    assert_trees_close(sharded, single, "float64")
 
 
 @pytest.mark.parametrize("under_jit", [False, True])
@@ -114,16 +122,9 @@ def test_facade_state_dict_gathers_and_load_places_back(mesh):
 
 # --- the facade's ZeroRedundancyOptimizer ---------------------------------------------------------------------
 
-ZERO_CASES = {
-    "Adam": {"lr": 0.05},
-    "AdamW": {"lr": 0.05, "weight_decay": 0.1, "amsgrad": True},
-    "SGD": {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
-    "RMSprop": {"lr": 0.01, "momentum": 0.5, "centered": True},
-    "Adafactor": {"lr": 0.05},
-}
-# Adafactor's factored second moment is a mean over a split dimension: XLA sums the shards' partial sums, a
-# different order than one device's sum, so its numbers agree to float64 rounding instead of bit for bit.
-REORDERED = {"Adafactor"}
+# Records that run under ZeroRedundancyOptimizer: "exact" ones bit for bit (XLA gathers the state, it reorders no
+# arithmetic), "rounding" ones to float64 rounding (Adafactor's factored second moment is a mean over a split
+# dimension: XLA sums the shards' partial sums, a different order than one device's sum).
 
 
 def _assert_same(actual, expected, exact, context=""):
@@ -157,16 +158,16 @@ def _assert_zero_sharded(opt, mesh):
     assert split > 0
 
 
-@pytest.mark.parametrize("name", ZERO_CASES)
-def test_zero_redundancy_optimizer_matches_plain_and_shards_state(mesh, name):
+@pytest.mark.parametrize("info", SHARDED, ids=lambda info: info.name)
+def test_zero_redundancy_optimizer_matches_plain_and_shards_state(mesh, info):
     from gradtx import optim
 
-    cls, options = getattr(optim, name), ZERO_CASES[name]
+    cls, options = info.cls, info.state_options
     plain = cls(_replicated(mesh), **options)
     zero = optim.ZeroRedundancyOptimizer(_replicated(mesh), cls, mesh=mesh, axis="data", **options)
     assert isinstance(zero, cls) and isinstance(zero, optim.ZeroRedundancyOptimizer)
     assert zero.param_groups[0].keys() == plain.param_groups[0].keys()
-    exact = name not in REORDERED  # bit for bit: XLA gathers the state, it reorders no arithmetic
+    exact = info.sharding == "exact"
     _facade_steps(plain, 4)
     _facade_steps(zero, 4)
     for key in plain.params:

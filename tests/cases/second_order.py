@@ -1,5 +1,5 @@
 """Parity cases for the second_order family: optax's L-BFGS and line searches (torch's LBFGS and
-SparseAdam need closures or sparse gradients: see tests/test_second_order.py)."""
+SparseAdam are records in tests/cases/optimizers.py: a closure, and sparse gradients)."""
 
 from tests.harness import OptaxCase, grad_fn, loss
 
@@ -15,7 +15,4 @@ OPTAX_CASES = [
     OptaxCase("lbfgs", {}, steps=5, extra_args=_linesearch_args),
     OptaxCase("lbfgs", dict(learning_rate=0.05, memory_size=2, scale_init_precond=False, linesearch=None), steps=8),
 ]
-# torch.optim.LBFGS and SparseAdam are compared in tests/test_second_order.py: LBFGS's facade takes no tier
-# options (torch's takes none), which the shared facade suite's tier test passes to every class, and
-# SparseAdam needs torch sparse gradients.
-TORCH_CASES: list = []
+TORCH_CASES: list = []  # LBFGS's and SparseAdam's rows are in their records
