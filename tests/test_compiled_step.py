@@ -33,7 +33,7 @@ def _richest_case_per_class():
 
 
 RICHEST = _richest_case_per_class()
-STEPS = 4
+STEPS = 3
 
 
 def batch_loss(params, scale):
@@ -54,10 +54,10 @@ def _make(case, dtype, params=None):
 
 
 def _state_arrays(opt):
-    return [{k: np.asarray(v) for k, v in opt.state[p].items()} for g in opt.param_groups for p in g["params"]]
+    return [dict(opt.state[p]) for g in opt.param_groups for p in g["params"]]
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype", ["float64", pytest.param("float32", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("case", RICHEST, ids=lambda c: c.id)
 def test_compiled_step_matches_the_two_call_loop(case, dtype):
     if dtype not in case.dtypes:
@@ -77,7 +77,11 @@ def test_compiled_step_matches_the_two_call_loop(case, dtype):
     assert ours._step_count == theirs._step_count == STEPS
     for a, b in zip(_state_arrays(ours), _state_arrays(theirs)):
         assert list(a) == list(b)
-        assert_trees_close(a, b, dtype, f"{case.id} state")
+        numeric = [(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)) if not isinstance(x, str)]
+        assert [x for x in jax.tree.leaves(a) if isinstance(x, str)] == [y for y in jax.tree.leaves(b)
+                                                                         if isinstance(y, str)]
+        if numeric:
+            assert_trees_close(*zip(*numeric), dtype, f"{case.id} state")
     for a, b in zip(ours.param_groups, theirs.param_groups):
         assert repr({k: v for k, v in a.items() if k != "params"}) == repr({k: v for k, v in b.items() if k != "params"})
 
