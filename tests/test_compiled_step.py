@@ -15,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import gradtx
-import gradtx.optim as optim
+from gradtx import optim
 from gradtx.optim import _engine
 from tests import harness
 from tests.cases import TORCH_CASES
@@ -327,3 +327,29 @@ def test_functional_twin_reference():
         params, state, expected = step(params, state, x, y)
         np.testing.assert_allclose(loss, expected, rtol=1e-12)
     assert_trees_close(opt.params, params, "float64", "functional")
+
+
+def test_assigned_arrays_loaded_state_and_mixed_steps_are_seen():
+    """The call's cached plan notices what changed since the last call: p.data, the state, step() in between."""
+    ours, theirs = optim.Adam(_mlp(), lr=0.05), optim.Adam(_mlp(), lr=0.05)
+    step_fn = ours.compile_step(mlp_loss)
+    x, y = _batch()
+
+    def reference():
+        theirs.step(jax.grad(mlp_loss)(theirs.params, x, y))
+
+    step_fn(x, y)
+    reference()
+    for opt in (ours, theirs):
+        opt.param_groups[0]["params"][0].data = jnp.zeros((3, 8))
+    step_fn(x, y)
+    reference()
+    ours.step(jax.grad(mlp_loss)(ours.params, x, y))  # the engine's own step (packing small parameters) between
+    reference()
+    saved = theirs.state_dict()
+    ours.load_state_dict(saved)
+    theirs.load_state_dict(saved)
+    step_fn(x, y)
+    reference()
+    assert_trees_close(ours.params, theirs.params, "float64", "after edits")
+    assert_trees_close(_state_arrays(ours), _state_arrays(theirs), "float64", "state after edits")

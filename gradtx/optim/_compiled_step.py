@@ -133,6 +133,132 @@ def _loss_and_aux(out: Any, has_aux: bool) -> tuple[Any, Any]:
     return loss, aux
 
 
+def _fingerprint(group: dict) -> tuple:
+    """A group's options as a comparable tuple: numbers, strings and tuples of them by value, the rest by identity."""
+    simple = (int, float, bool, str, type(None))
+    out = []
+    for k, v in group.items():
+        if k in ("params", "param_names"):
+            continue
+        if type(v) in simple or (type(v) is tuple and all(type(x) in simple for x in v)):
+            out.append((k, type(v), v))
+        else:
+            out.append((k, "id", id(v)))
+    return tuple(out)
+
+
+class _Key:
+    """The static argument of the program: a tuple whose hash is computed once (jit hashes it on every call)."""
+
+    __slots__ = ("_hash", "value")
+
+    def __init__(self, value: tuple) -> None:
+        self.value = value
+        self._hash = hash(value)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or (isinstance(other, _Key) and self._hash == other._hash and self.value == other.value)
+
+
+class _Plan:
+    """What a call gives the program, kept while nothing changes that it was made from (checked cheaply).
+
+    It is remade when a group's options (a scheduler's new ``lr``, say: then checked
+    again), the parameters, their arrays or state entries (assigned by a user, or a
+    ``load_state_dict``), ``skip_nonfinite``, ``donate_params`` or the clipping
+    change. Arrays are recognised by identity (``id``), not held: a held array
+    would be copied rather than donated.
+    """
+
+    def __init__(self) -> None:
+        self.boxes: list = []
+        self.states: list | None = None
+
+    @classmethod
+    def make(cls, opt: Optimizer, step: CompiledStep) -> _Plan:
+        plan = cls()
+        decl = type(opt)
+        keys = set(_engine.order_keys(decl))
+        statics, dynamics, fresh, states, sizes = [], [], [], [], []
+        for index, group in enumerate(opt.param_groups):
+            check_group_options(opt, group, index)
+            static, dynamic = _engine.split_options(decl, group, where=f"param group {index}")
+            group_states = [{k: v if isinstance(v, jax.Array) else jnp.asarray(v)
+                             for k, v in opt._state.get(p, {}).items() if k in keys} for p in group["params"]]
+            flags = [not s for s in group_states]
+            if any(flags):  # torch's lazy initialisation, as step() does it
+                inits = iter(_engine.init_states(decl, static, dynamic,
+                                                 [p.data for p, f in zip(group["params"], flags) if f]))
+                group_states = [next(inits) if f else s for s, f in zip(group_states, flags)]
+            statics.append(static)
+            dynamics.append(dynamic)
+            fresh.append(np.asarray(flags, dtype=bool))
+            states += group_states
+            sizes.append(len(group["params"]))
+        where, static_others, others, treedef = step._tree_parts()
+        plan.boxes = [p for g in opt.param_groups for p in g["params"]]
+        plan.states = states
+        plan.state_names = [tuple(s) for s in states]
+        plan.fresh, plan.dynamics, plan.others, plan.statics = fresh, dynamics, others, statics
+        plan.all_fresh = np.concatenate(fresh) if fresh else np.zeros(0, bool)
+        plan.clip = step.max_grad_norm is not None
+        plan.max_norm = float(step.max_grad_norm) if plan.clip else None
+        plan.donate, plan.skip = bool(opt.donate_params), bool(opt.skip_nonfinite)
+        plan.key = _Key((decl, (where, static_others, treedef), tuple(sizes), tuple(statics), plan.skip, plan.clip,
+                         tuple(_sharding(p._data) for p in plan.boxes),
+                         tuple(tuple(sorted((k, _sharding(v)) for k, v in s.items())) for s in states)))
+        plan.groups = [(group["params"], len(group["params"]), _fingerprint(group)) for group in opt.param_groups]
+        plan.ids = None
+        return plan
+
+    def holds(self, opt: Optimizer, step: CompiledStep) -> bool:
+        """Whether this plan still describes ``opt`` (after :meth:`stored`)."""
+        if self.ids is None or len(opt.param_groups) != len(self.groups):
+            return False
+        if bool(opt.donate_params) != self.donate or bool(opt.skip_nonfinite) != self.skip:
+            return False
+        max_norm = step.max_grad_norm
+        if (max_norm is not None) != self.clip or (self.clip and float(max_norm) != self.max_norm):
+            return False
+        for index, (group, (params, n, fingerprint)) in enumerate(zip(opt.param_groups, self.groups)):
+            if group["params"] is not params or len(params) != n:
+                return False
+            if _fingerprint(group) != fingerprint and not self._new_numbers(opt, index):
+                return False
+        state = opt._state
+        for p, names, ids in zip(self.boxes, self.state_names, self.ids):
+            entry = state.get(p)
+            if entry is None or id(p._data) != ids[0] or p._pack is not None:
+                return False
+            if tuple(id(entry.get(k)) for k in names) != ids[1]:
+                return False
+        return True
+
+    def _new_numbers(self, opt: Optimizer, index: int) -> bool:
+        """Takes group ``index``'s edited options (checked) when only their numbers changed: no new program."""
+        group, decl = opt.param_groups[index], type(opt)
+        check_group_options(opt, group, index)
+        static, dynamic = _engine.split_options(decl, group, where=f"param group {index}")
+        if static != self.statics[index] or dynamic.keys() != self.dynamics[index].keys():
+            return False
+        self.dynamics[index] = dynamic
+        self.groups[index] = (group["params"], len(group["params"]), _fingerprint(group))
+        return True
+
+    def stored(self, opt: Optimizer) -> None:
+        """Records the arrays the step stored; a plan made for fresh parameters is not reused (their state
+        entries now exist)."""
+        if self.all_fresh.any():
+            self.ids = None
+            return
+        state = opt._state
+        self.ids = [(id(p._data), tuple(id(state[p].get(k)) for k in names))
+                    for p, names in zip(self.boxes, self.state_names)]
+
+
 class CompiledStep:
     """What :meth:`Optimizer.compile_step` returns: ``step_fn(*batch, **kw)`` trains one step.
 
@@ -168,6 +294,9 @@ class CompiledStep:
                                       donate_argnums=(1, 2) if donate else (2,)) for donate in (True, False)}
         self._forward = jax.jit(self._evaluate)
         self._closure: tuple = ((), None)
+        self._plan: _Plan | None = None
+        self._pending: tuple = ((), {})
+        self._hooked = _hooks.with_step_hooks(lambda opt: self._step(*self._pending))
 
     def _check_max_grad_norm(self) -> None:
         value = self.max_grad_norm
@@ -188,10 +317,11 @@ class CompiledStep:
         self._check_max_grad_norm()
         if not self.one_program:
             return self._two_programs(args, kwargs)
-        result = []
-        step = _hooks.with_step_hooks(lambda self_: result.append(self._step(args, kwargs)))
-        step(opt)  # hooks see step()'s arguments: none (the gradients are made inside the program)
-        return result[0]
+        self._pending = (args, kwargs)
+        try:
+            return self._hooked(opt)  # hooks see step()'s arguments: none (the gradients are made in the program)
+        finally:
+            self._pending = ((), {})
 
     def _check_batch(self, args: tuple, kwargs: dict) -> None:
         """Refuses tracers and a batch whose tree structure differs from the first call's, before anything runs."""
@@ -247,7 +377,7 @@ class CompiledStep:
 
     def _program(self, key: tuple, params: list, states: list, fresh: list, dynamics: list, others: list,
                  max_norm: Any, args: tuple, kwargs: dict) -> tuple:
-        cls, layout, sizes, statics, skip, clip, shardings, state_shardings = key
+        cls, layout, sizes, statics, skip, clip, shardings, state_shardings = key.value
         (loss, aux), grads = self._loss_and_grads(layout, params, others, args, kwargs)
         norm = None
         if clip:
@@ -291,45 +421,27 @@ class CompiledStep:
     def _update(self, args: tuple, kwargs: dict) -> Any:
         """The engine's update with the gradients made in the same program; returns the loss (and aux)."""
         opt = self.optimizer
-        cls = type(opt)
         _packing.release_packs(opt)  # the program steps separate arrays (the numbers are the packed ones')
-        boxes = [p for g in opt.param_groups for p in g["params"]]
-        keys = set(_engine.order_keys(cls))
-        statics, dynamics, fresh, states, sizes = [], [], [], [], []
-        for index, group in enumerate(opt.param_groups):
-            check_group_options(opt, group, index)
-            static, dynamic = _engine.split_options(cls, group, where=f"param group {index}")
-            group_states = [{k: v if isinstance(v, jax.Array) else jnp.asarray(v)
-                             for k, v in opt._state.get(p, {}).items() if k in keys} for p in group["params"]]
-            flags = [not s for s in group_states]
-            if any(flags):  # torch's lazy initialisation, as step() does it
-                inits = iter(_engine.init_states(cls, static, dynamic,
-                                                 [p.data for p, f in zip(group["params"], flags) if f]))
-                group_states = [next(inits) if f else s for s, f in zip(group_states, flags)]
-            statics.append(static)
-            dynamics.append(dynamic)
-            fresh.append(np.asarray(flags, dtype=bool))
-            states += group_states
-            sizes.append(len(group["params"]))
-        where, static_others, others, treedef = self._tree_parts()
+        plan = self._plan
+        if plan is None or not plan.holds(opt, self):
+            plan = self._plan = _Plan.make(opt, self)
+        boxes = plan.boxes
         params = _step.owned([p._data for p in boxes])
+        states = plan.states if plan.states is not None else [
+            {k: opt._state[p][k] for k in names} for p, names in zip(boxes, plan.state_names)]
+        plan.states = None  # the plan holds no array of the step (a held array would be copied, not donated)
         states = _step._owned_states(states)
-        clip = self.max_grad_norm is not None
-        key = (cls, (where, static_others, treedef), tuple(sizes), tuple(statics), bool(opt.skip_nonfinite), clip,
-               tuple(_sharding(p) for p in params),
-               tuple(tuple(sorted((k, _sharding(v)) for k, v in s.items())) for s in states))
-        program = self._jits[bool(opt.donate_params)]
-        max_norm = float(self.max_grad_norm) if clip else None
+        program = self._jits[plan.donate]
         with _leaked_tracers_explained():
-            new_params, new_states, loss, aux, norm, finite = program(key, params, states, fresh, dynamics, others,
-                                                                      max_norm, args, kwargs)
+            new_params, new_states, loss, aux, norm, finite = program(
+                plan.key, params, states, plan.fresh, plan.dynamics, plan.others, plan.max_norm, args, kwargs)
         del params, states
         self.last_grad_norm = norm
-        all_fresh = np.concatenate(fresh) if fresh else np.zeros(0, bool)
         if finite is not None and not bool(finite):
             opt.skipped_steps += 1
-            new_states = [{} if f else s for s, f in zip(new_states, all_fresh)]
+            new_states = [{} if f else s for s, f in zip(new_states, plan.all_fresh)]
         opt._store(boxes, new_params, new_states)
+        plan.stored(opt)
         return (loss, aux) if self.has_aux else loss
 
     # --- the optimizer's own step, with the compiled loss as its closure ------------------------------------
