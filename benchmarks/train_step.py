@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.step_time import PAUSE_S, RESULTS, interleaved_medians
+from benchmarks.step_time import PAUSE_S, PRIME_ELEMENTS, RESULTS, interleaved_medians
 
 LR, WEIGHT_DECAY = 1e-3, 0.01
 TORCH_IMPLS = ("torch eager (fused AdamW)", "torch.compile (whole step)")
@@ -191,7 +191,7 @@ def torch_loss_fn(spec: dict) -> Callable:
 
     def lm(params, tokens, y):
         heads, seq = spec["heads"], tokens.shape[1]
-        x = params["embed"][tokens] + params["pos"][:seq]
+        x = F.embedding(tokens, params["embed"]) + params["pos"][:seq]
         mask = torch.tril(torch.ones(seq, seq, dtype=torch.bool))
         norm = lambda p, x: F.layer_norm(x, x.shape[-1:], p["scale"], p["bias"], 1e-5)
         for i in range(spec["layers"]):
@@ -322,7 +322,10 @@ class TorchWorker:
 
 
 def _torch_worker(conn: Any) -> None:
+    import torch
+
     fns: dict[str, Callable[[], Any]] = {}
+    prime = torch.zeros(PRIME_ELEMENTS)  # wakes torch's thread pool before each timed step, as step_time does
     while True:
         message = conn.recv()
         if message[0] == "stop":
@@ -345,6 +348,7 @@ def _torch_worker(conn: Any) -> None:
             times = {}
             for name, fn in fns.items():
                 time.sleep(PAUSE_S)
+                prime.add_(1.0)
                 start = time.perf_counter()
                 fn()
                 times[name] = (time.perf_counter() - start) * 1e3
