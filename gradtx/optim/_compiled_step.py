@@ -204,6 +204,7 @@ class _Plan:
         plan.state_names = [tuple(s) for s in states]
         plan.fresh, plan.dynamics, plan.others, plan.statics = fresh, dynamics, others, statics
         plan.all_fresh = np.concatenate(fresh) if fresh else np.zeros(0, bool)
+        plan.any_fresh = bool(plan.all_fresh.any())
         plan.clip = step.max_grad_norm is not None
         plan.max_norm = float(step.max_grad_norm) if plan.clip else None
         plan.donate, plan.skip = bool(opt.donate_params), bool(opt.skip_nonfinite)
@@ -251,7 +252,7 @@ class _Plan:
     def stored(self, opt: Optimizer) -> None:
         """Records the arrays the step stored; a plan made for fresh parameters is not reused (their state
         entries now exist)."""
-        if self.all_fresh.any():
+        if self.any_fresh:
             self.ids = None
             return
         state = opt._state
@@ -440,7 +441,13 @@ class CompiledStep:
         if finite is not None and not bool(finite):
             opt.skipped_steps += 1
             new_states = [{} if f else s for s, f in zip(new_states, plan.all_fresh)]
-        opt._store(boxes, new_params, new_states)
+        if plan.any_fresh:
+            opt._store(boxes, new_params, new_states)  # new entries in torch's key order
+        else:  # every entry exists: its values replaced in place, the order kept
+            state = opt._state
+            for p, data, new in zip(boxes, new_params, new_states):
+                p._data = data
+                state[p].update(new)
         plan.stored(opt)
         return (loss, aux) if self.has_aux else loss
 
