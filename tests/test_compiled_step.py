@@ -353,3 +353,17 @@ def test_assigned_arrays_loaded_state_and_mixed_steps_are_seen():
     reference()
     assert_trees_close(ours.params, theirs.params, "float64", "after edits")
     assert_trees_close(_state_arrays(ours), _state_arrays(theirs), "float64", "state after edits")
+
+
+def test_complex_parameters():
+    target = jnp.asarray([1.0 + 2.0j, -0.5j, 3.0])
+
+    def loss_fn(params, t):
+        return jnp.sum(jnp.abs(params["z"] - t) ** 4)
+
+    ours, theirs = (optim.Adam({"z": jnp.zeros(3, jnp.complex128)}, lr=0.1) for _ in range(2))
+    step_fn = ours.compile_step(loss_fn)
+    for _ in range(3):
+        step_fn(target)
+        theirs.step(jax.grad(loss_fn)(theirs.params, target))
+    np.testing.assert_allclose(ours.params["z"], theirs.params["z"], **harness.TOLERANCES["float64"])

@@ -73,7 +73,8 @@ def _one_program(cls: type) -> bool:
         own = klass.__dict__.get("_step")
         if own is None:
             continue
-        names = set(getattr(own, "__code__", None).co_names if hasattr(own, "__code__") else ())
+        code = getattr(own, "__code__", None)
+        names = set(code.co_names) if code is not None else set()
         if not {"super", "_step"} <= names or names & _OWN_STEP_NAMES:
             return False
     return True
