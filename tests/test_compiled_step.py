@@ -249,6 +249,14 @@ def test_donate_params_off_and_lbfgs_closure():
     assert not step_fn.one_program
     assert_trees_close(ours.params, theirs.params, "float64", "LBFGS")
 
+    # SophiaH estimates its Hessian from the closure: the compiled loss is that closure
+    ours, theirs = optim.SophiaH(_mlp(), lr=0.01, seed=3), optim.SophiaH(_mlp(), lr=0.01, seed=3)
+    step_fn = ours.compile_step(mlp_loss)
+    for _ in range(3):
+        step_fn(x, y)
+        theirs.step(lambda p: mlp_loss(p, x, y))
+    assert_trees_close(ours.params, theirs.params, "float64", "SophiaH")
+
 
 def _rejects(opt, call, error, match):
     before = snapshot(opt)
