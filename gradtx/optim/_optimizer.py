@@ -311,6 +311,20 @@ class Optimizer:
 
     step = with_step_hooks(step)
 
+    def compile_step(self, loss_fn: Callable, has_aux: bool = False, max_grad_norm: float | None = None) -> Any:
+        """A training step, gradients and update, as one compiled program: ``loss = step_fn(x, y)``.
+
+        ``step_fn(*batch, **kw)`` computes ``loss_fn(opt.params, *batch, **kw)``, its
+        gradient, optionally clips it (torch's ``clip_grad_norm_`` with
+        ``max_grad_norm``; the pre-clip norm is ``step_fn.last_grad_norm``) and steps,
+        with the numbers of ``loss, g = jax.value_and_grad(loss_fn)(opt.params, *batch);
+        opt.step(g)``. Returns the loss, or ``(loss, aux)`` when ``has_aux``. See
+        :mod:`gradtx.optim._compiled_step` and docs/facade.md.
+        """
+        from gradtx.optim._compiled_step import CompiledStep
+
+        return CompiledStep(self, loss_fn, has_aux=has_aux, max_grad_norm=max_grad_norm)
+
     def _value_and_grad(self, closure: Callable) -> Callable[[list], tuple[Any, list]]:
         """``closure(params) -> loss`` as ``f(arrays) -> (loss, grads)``, with the parameters' arrays listed
         in ``param_groups`` order (what a driver such as LBFGS evaluates at trial points)."""
