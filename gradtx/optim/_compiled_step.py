@@ -184,6 +184,7 @@ class _Plan:
         decl = type(opt)
         keys = set(_engine.order_keys(decl))
         statics, dynamics, fresh, states, sizes = [], [], [], [], []
+        plan.buckets, plan.shared, plan.shared_names, plan.members, param_fresh = [], [], [], [], []
         for index, group in enumerate(opt.param_groups):
             check_group_options(opt, group, index)
             static, dynamic = _engine.split_options(decl, group, where=f"param group {index}")
@@ -194,22 +195,34 @@ class _Plan:
                 inits = iter(_engine.init_states(decl, static, dynamic,
                                                  [p.data for p, f in zip(group["params"], flags) if f]))
                 group_states = [next(inits) if f else s for s, f in zip(group_states, flags)]
+            first = group["params"][0] if group["params"] else None
+            names, bucketable = ((), True) if first is None else _engine.shared_entries(
+                decl, static, dynamic, tuple(first.shape), jnp.dtype(first.dtype))
+            buckets, shared = _step._buckets(group_states, flags, names, bucketable)  # as step() buckets them
+            plan.members.append([[len(states) + i for i in members] for members in buckets])
+            plan.buckets.append(buckets)
+            plan.shared.append(shared)
+            plan.shared_names.append(names)
             statics.append(static)
             dynamics.append(dynamic)
-            fresh.append(np.asarray(flags, dtype=bool))
+            fresh.append(np.asarray([flags[members[0]] for members in buckets], dtype=bool))
+            param_fresh += flags
             states += group_states
             sizes.append(len(group["params"]))
         where, static_others, others, treedef = step._tree_parts()
         plan.boxes = [p for g in opt.param_groups for p in g["params"]]
         plan.states = states
-        plan.state_names = [tuple(s) for s in states]
+        plan.state_names = [tuple(s) for s in states]  # per-parameter entries (a bucket's shared ones apart)
+        plan.check_names = [names + tuple(shared) for names, shared in
+                            zip(plan.state_names, (n for g, n in zip(sizes, plan.shared_names) for _ in range(g)))]
         plan.fresh, plan.dynamics, plan.others, plan.statics = fresh, dynamics, others, statics
-        plan.all_fresh = np.concatenate(fresh) if fresh else np.zeros(0, bool)
+        plan.all_fresh = np.asarray(param_fresh, dtype=bool)
         plan.any_fresh = bool(plan.all_fresh.any())
         plan.clip = step.max_grad_norm is not None
         plan.max_norm = float(step.max_grad_norm) if plan.clip else None
         plan.donate, plan.skip = bool(opt.donate_params), bool(opt.skip_nonfinite)
-        plan.key = _Key((decl, (where, static_others, treedef), tuple(sizes), tuple(statics), plan.skip, plan.clip,
+        plan.key = _Key((decl, (where, static_others, treedef), tuple(sizes), tuple(statics), tuple(plan.buckets),
+                         plan.skip, plan.clip,
                          tuple(_sharding(p._data) for p in plan.boxes),
                          tuple(tuple(sorted((k, _sharding(v)) for k, v in s.items())) for s in states)))
         plan.groups = [(group["params"], len(group["params"]), _fingerprint(group)) for group in opt.param_groups]
@@ -231,7 +244,7 @@ class _Plan:
             if _fingerprint(group) != fingerprint and not self._new_numbers(opt, index):
                 return False
         state = opt._state
-        for p, names, ids in zip(self.boxes, self.state_names, self.ids):
+        for p, names, ids in zip(self.boxes, self.check_names, self.ids):
             entry = state.get(p)
             if entry is None or id(p._data) != ids[0] or p._pack is not None:
                 return False
@@ -258,7 +271,7 @@ class _Plan:
             return
         state = opt._state
         self.ids = [(id(p._data), tuple(id(state[p].get(k)) for k in names))
-                    for p, names in zip(self.boxes, self.state_names)]
+                    for p, names in zip(self.boxes, self.check_names)]
 
 
 class CompiledStep:
@@ -294,6 +307,7 @@ class CompiledStep:
         self._batch_tree = None
         self._jits = {donate: jax.jit(self._program, static_argnums=(0,),
                                       donate_argnums=(1, 2) if donate else (2,)) for donate in (True, False)}
+        # (the entries a bucket shares, argument 3, are never donated: every member's state holds them)
         self._forward = jax.jit(self._evaluate)
         self._closure: tuple = ((), None)
         self._plan: _Plan | None = None
@@ -377,30 +391,34 @@ class CompiledStep:
 
     # --- one program ----------------------------------------------------------------------------------------
 
-    def _program(self, key: tuple, params: list, states: list, fresh: list, dynamics: list, others: list,
-                 max_norm: Any, args: tuple, kwargs: dict) -> tuple:
-        cls, layout, sizes, statics, skip, clip, shardings, state_shardings = key.value
+    def _program(self, key: tuple, params: list, states: list, shared: list, fresh: list, dynamics: list,
+                 others: list, max_norm: Any, args: tuple, kwargs: dict) -> tuple:
+        cls, layout, sizes, statics, buckets, skip, clip, shardings, state_shardings = key.value
         (loss, aux), grads = self._loss_and_grads(layout, params, others, args, kwargs)
         norm = None
         if clip:
             grads, norm = gradtx.clip_grad_norm(grads, max_norm)
-        new_params, new_states, start = [], [], 0
-        for size, static, dynamic, flags in zip(sizes, statics, dynamics, fresh):
+        new_params, new_states, new_shared, start = [], [], [], 0
+        for size, static, group_buckets, dynamic, group_shared, flags in zip(sizes, statics, buckets, dynamics,
+                                                                           shared, fresh):
             end = start + size
-            ps, ss = _engine.group_update(cls, static, dynamic, params[start:end], grads[start:end],
-                                          states[start:end], flags)
+            ps, ss, sh = _engine.group_update(cls, static, group_buckets, dynamic, params[start:end],
+                                              grads[start:end], states[start:end], group_shared, flags)
             new_params += ps
             new_states += ss
+            new_shared.append(sh)
             start = end
         finite = None
         if skip:  # a non-finite gradient keeps everything as it was (the host then stores no fresh state)
             finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in grads])) if grads else jnp.bool_(True)
             new_params = [jnp.where(finite, n, o) for n, o in zip(new_params, params)]
             new_states = [{k: jnp.where(finite, v, s[k]) for k, v in n.items()} for n, s in zip(new_states, states)]
+            new_shared = [[{k: jnp.where(finite, v, o[k]) if k in o else v for k, v in n.items()}
+                           for n, o in zip(group_new, group_old)] for group_new, group_old in zip(new_shared, shared)]
         new_params = [_constrained(p, s) for p, s in zip(new_params, shardings)]
         new_states = [{k: _constrained(v, dict(s).get(k)) for k, v in n.items()}
                       for n, s in zip(new_states, state_shardings)]
-        return new_params, new_states, loss, aux, norm, finite
+        return new_params, new_states, new_shared, loss, aux, norm, finite
 
     def _step(self, args: tuple, kwargs: dict) -> Any:
         opt = self.optimizer
@@ -431,15 +449,24 @@ class CompiledStep:
         params = _step.owned([p._data for p in boxes])
         states = plan.states if plan.states is not None else [
             {k: opt._state[p][k] for k in names} for p, names in zip(boxes, plan.state_names)]
-        plan.states = None  # the plan holds no array of the step (a held array would be copied, not donated)
+        shared = plan.shared if plan.shared is not None else [
+            [{k: opt._state[boxes[m[0]]][k] for k in names if k in opt._state[boxes[m[0]]]} for m in members]
+            for members, names in zip(plan.members, plan.shared_names)]
+        plan.states = plan.shared = None  # the plan holds no array of the step (a held one would be copied)
         states = _step._owned_states(states)
         program = self._jits[plan.donate]
         with _leaked_tracers_explained():
-            new_params, new_states, loss, aux, norm, finite = program(
-                plan.key, params, states, plan.fresh, plan.dynamics, plan.others, plan.max_norm, args, kwargs)
-        del params, states
+            new_params, new_states, new_shared, loss, aux, norm, finite = program(
+                plan.key, params, states, shared, plan.fresh, plan.dynamics, plan.others, plan.max_norm, args, kwargs)
+        del params, states, shared
+        skipped = finite is not None and not bool(finite)
+        for members, group_shared in zip(plan.members, new_shared):
+            for m, entries in zip(members, group_shared):
+                if not (skipped and plan.all_fresh[m[0]]):
+                    for i in m:  # one array per shared entry in every member's state: the bucket stays one
+                        new_states[i] = {**new_states[i], **entries}
         self.last_grad_norm = norm
-        if finite is not None and not bool(finite):
+        if skipped:
             opt.skipped_steps += 1
             new_states = [{} if f else s for s, f in zip(new_states, plan.all_fresh)]
         if plan.any_fresh:
