@@ -42,10 +42,10 @@ import numpy as np
 import gradtx
 from gradtx.optim import _engine, _hooks, _packing, _step
 from gradtx.optim._options import check_group_options
-from gradtx.optim.parameter import Parameter
+from gradtx.optim._parameter import Parameter
 
 if TYPE_CHECKING:
-    from gradtx.optim.optimizer import Optimizer
+    from gradtx.optim._optimizer import Optimizer
 
 __all__ = ["CompiledStep"]
 
@@ -61,7 +61,7 @@ def _one_program(cls: type) -> bool:
     every ``_step`` override on the way calls ``super()._step`` without touching
     gradients (group bookkeeping in Python, as the schedule-free optimizers do).
     """
-    from gradtx.optim.optimizer import Optimizer
+    from gradtx.optim._optimizer import Optimizer
 
     if getattr(cls, "chain_builder", None) is None:
         return False

@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import inspect
 import os
 import weakref
 from collections.abc import Callable
@@ -122,6 +123,15 @@ def freeze(value: Any, name: str) -> Any:
     return value
 
 
+@functools.cache
+def builder_parameters(builder: Callable) -> frozenset[str] | None:
+    """The keyword names a chain builder accepts; ``None`` when it takes ``**kwargs``."""
+    params = inspect.signature(builder).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params)
+
+
 def switch_flags(switches: tuple[str, ...], group: dict) -> dict[str, bool]:
     """``use_<option> = (group[option] != 0)`` for each option of ``switches`` (see ``Optimizer.flags``)."""
     flags = {}
@@ -134,11 +144,11 @@ def switch_flags(switches: tuple[str, ...], group: dict) -> dict[str, bool]:
 
 def split_options(decl: Any, group: dict, where: str = "a param group") -> tuple[tuple, dict]:
     """``(static, dynamic)``: the hashable options (with the declaration's flags) and the numbers."""
-    skipped = NOT_OPTIONS.union(decl.chain_excludes)
+    accepted = builder_parameters(decl.chain_builder)
     static, dynamic = {}, {}
     for name, value in group.items():
-        if name in skipped:
-            continue
+        if name in NOT_OPTIONS or (accepted is not None and name not in accepted):
+            continue  # a key the chain does not take: a scheduler's initial_lr, a user's own label
         if name not in decl.static_options and is_dynamic(value):
             dynamic[name] = as_float(value)
         elif callable(value) and decl.step_name is None:

@@ -124,8 +124,6 @@ class Optimizer:
     # The declaration (see docs/declaring.md).
     # One param group's options -> the chain; None for an optimizer that overrides _step (LBFGS, Kron, Prodigy).
     chain_builder: Callable[..., GradientTransformation] | None = None
-    # Group options the chain does not take (the optimizer reads them itself); every other option is passed.
-    chain_excludes: tuple[str, ...] = ()
     # Options whose being zero removes a stage of the chain: the builder gets use_<option> (see flags).
     switches: tuple[str, ...] = ()
     state_names: dict[str, str] = {}

@@ -137,7 +137,6 @@ class AdamWScheduleFree(_ScheduleFree):
     """
 
     chain_builder = staticmethod(schedule_free_adamw_chain)
-    chain_excludes = ('lr', 'train_mode', 'warmup_steps')  # the step computes the learning rate itself
 
     def __init__(self, params: Any, lr: float = 0.0025, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0,
@@ -172,7 +171,6 @@ class RAdamScheduleFree(_ScheduleFree):
     """
 
     chain_builder = staticmethod(schedule_free_radam_chain)
-    chain_excludes = ('lr', 'silent_sgd_phase', 'train_mode')  # the step computes the learning rate itself
 
     def __init__(self, params: Any, lr: float = 0.0025, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, r: float = 0.0, weight_lr_power: float = 2.0,
@@ -216,7 +214,6 @@ class SGDScheduleFree(_ScheduleFree):
     """
 
     chain_builder = staticmethod(schedule_free_sgd_chain)
-    chain_excludes = ('lr', 'train_mode', 'warmup_steps')  # the step computes the learning rate itself
 
     def __init__(self, params: Any, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0,
                  warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2,
