@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.optim import _engine
+from gradtx.optim import _engine, _load_checks
 from gradtx.optim._params import positional_order_error
 from gradtx.optim._options import UNKNOWN, is_index, check_option, short
 
@@ -291,6 +291,7 @@ def load_state_dict(opt: Optimizer, state_dict: Mapping, match: str = "position"
             new = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
         else:  # the saved options, in the saved order; names: the saved ones by position, ours by name
             saved = saved_groups[j]
+            _load_checks.check_saved_group(opt, saved, j)
             names = group.get("param_names") if match == "name" else saved.get("param_names")
             names = group.get("param_names") if names is None else names
             new = {} if names is None or "param_names" in saved else {"param_names": names}
@@ -320,6 +321,7 @@ def load_state_dict(opt: Optimizer, state_dict: Mapping, match: str = "position"
         p = id_map[key]
         where = f"state of {opt._describe(p)} (saved index {key})"
         converted = _convert_entry(opt, group_of[p], p, entry, where)
+        _load_checks.check_entry(opt, group_of[p], p, converted, where)
         opt.check_loaded_state(p, converted, where)
         if converted:
             state[p] = converted
