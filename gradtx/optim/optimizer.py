@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx.base import GradientTransformation
-from gradtx.optim import _engine, _grads, _options, _packing, _state_dict, _step
+from gradtx.optim import _engine, _grads, _options, _packing, _pickling, _state_dict, _step
 from gradtx.optim._hooks import RemovableHandle, register, with_step_hooks
 from gradtx.optim._params import group_params, split_param_groups, tree_values
 from gradtx.optim.groups import ParamGroups
@@ -392,14 +392,16 @@ class Optimizer:
         return _state_dict.load_state_dict(self, state_dict, match=match, strict=strict)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"defaults": self.defaults, "state": self.state, "param_groups": self.param_groups,
-                "_trees": self._trees, "_single": self._single, "_whole_tree": self._whole_tree,
-                "_step_count": self._step_count, "_opt_called": self._opt_called,
-                "donate_params": self.donate_params, "skip_nonfinite": self.skip_nonfinite,
-                "skipped_steps": self.skipped_steps, "pack_max_numel": self.pack_max_numel}
+        """What pickling keeps, with every jax array as NumPy (:mod:`gradtx.optim._pickling`)."""
+        return _pickling.to_host({
+            "defaults": self.defaults, "state": dict(self.state), "param_groups": self.param_groups,
+            "_trees": self._trees, "_single": self._single, "_whole_tree": self._whole_tree,
+            "_step_count": self._step_count, "_opt_called": self._opt_called,
+            "donate_params": self.donate_params, "skip_nonfinite": self.skip_nonfinite,
+            "skipped_steps": self.skipped_steps, "pack_max_numel": self.pack_max_numel})
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state = dict(state)
+        state = _pickling.from_host(dict(state))
         per_param = state.pop("state", {})
         if self.__dict__.get("_packs"):  # loading into a live optimizer: packed parameters get their arrays back
             _packing.release_packs(self)
