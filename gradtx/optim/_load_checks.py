@@ -84,6 +84,8 @@ def check_saved_group(opt: Optimizer, saved: Mapping, index: int) -> None:
         check_step(saved["step"], where, "step")
     needed = [name for name, default in opt.defaults.items()
               if name not in saved and (_engine.is_dynamic(default) or default is required)]
+    # flags the class's step reads from the group, declared as `saved_group_keys` (schedule-free's train_mode)
+    needed += [name for name in getattr(type(opt), "saved_group_keys", ()) if name not in saved]
     if not needed:
         return
     foreign = [k for k in saved if k not in opt.defaults and k not in ("params", "param_names", "initial_lr", "step")]

@@ -12,6 +12,7 @@ arrays. Parameter boxes are left to their own pickling.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 import jax
@@ -67,11 +68,16 @@ def from_host(value: Any) -> Any:
         return type(value)(from_host(v) for v in value)
     if type(value) is dict:
         return {k: from_host(v) for k, v in value.items()}
+    if isinstance(value, defaultdict):  # per-parameter state handed over by load_state_dict: keys are boxes
+        return defaultdict(value.default_factory, {k: from_host(v) for k, v in value.items()})
     if value is None or _is_box(value):
         return value
-    if any(isinstance(x, HostArray) for x in jax.tree.leaves(value, is_leaf=_is_host_or_box)):
-        return jax.tree.map(lambda x: x.restore() if isinstance(x, HostArray) else x, value,
-                            is_leaf=_is_host_or_box)
+    try:
+        if any(isinstance(x, HostArray) for x in jax.tree.leaves(value, is_leaf=_is_host_or_box)):
+            return jax.tree.map(lambda x: x.restore() if isinstance(x, HostArray) else x, value,
+                                is_leaf=_is_host_or_box)
+    except TypeError:  # not a pytree jax can walk (unsortable keys): nothing of ours inside
+        pass
     return value
 
 

@@ -300,8 +300,10 @@ def load_state_dict(opt: Optimizer, state_dict: Mapping, match: str = "position"
                     new[k] = names
                 elif k not in ("params", "param_names"):
                     new[k] = v
+        added = opt.__dict__.get("_added_defaults", ())  # torch's "differentiable", put in the defaults at a load
         for name, default in opt.defaults.items():
-            new.setdefault(name, default)
+            if name not in added:
+                new.setdefault(name, default)
         new_groups.append(_checked_group(opt, {"params": group["params"], **new}, group, gi if j is None else j))
 
     group_of = {p: g for g in new_groups for p in g["params"]}

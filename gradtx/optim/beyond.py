@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx.base import GradientTransformation, chain, identity
 from gradtx.optim.optimizer import Optimizer, number
@@ -338,6 +339,24 @@ class Prodigy(Optimizer):
             if bad:
                 raise ValueError(f"gradtx.optim.Prodigy supports {name} {supported} only (got {group.get(name)}); "
                                  "use gradtx.prodigy in a functional loop for other variants")
+
+    def check_loaded_state(self, p: Any, entry: dict[str, Any], where: str) -> None:
+        """prodigyopt's entries: all five or none (its step reads each), ``step`` a count, arrays of ``p``'s size."""
+        if not entry:
+            return
+        missing = [k for k in ("step", "s", "p0", "exp_avg", "exp_avg_sq") if k not in entry]
+        if missing:
+            raise KeyError(f"{where}: Prodigy keeps 'step', 's', 'p0', 'exp_avg' and 'exp_avg_sq', but the entry "
+                           f"lacks {missing}; prodigyopt's step would raise KeyError. Load a state dict saved by "
+                           "Prodigy, or drop this parameter's entry to start it fresh")
+        step = np.asarray(entry["step"])
+        if step.size != 1 or not np.issubdtype(step.dtype, np.number) or step.reshape(()) < 0 \
+                or step.reshape(()) != np.floor(step.reshape(())):
+            raise ValueError(f"{where}: 'step' must be a non-negative whole number, got {entry['step']!r}")
+        for key, sizes in (("s", (p.size,)), ("p0", (p.size, 1)), ("exp_avg", (p.size,)), ("exp_avg_sq", (p.size,))):
+            if np.size(entry[key]) not in sizes or np.ndim(entry[key]) > max(p.ndim, 1):
+                raise ValueError(f"{where}: {key!r} has shape {np.shape(entry[key])}, but Prodigy keeps it with "
+                                 f"{p.size} elements for a parameter of shape {tuple(p.shape)}")
 
     def _check_groups(self) -> None:
         first = {k: v for k, v in self.param_groups[0].items() if k not in ("params", "param_names")}

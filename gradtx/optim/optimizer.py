@@ -398,7 +398,8 @@ class Optimizer:
             "_trees": self._trees, "_single": self._single, "_whole_tree": self._whole_tree,
             "_step_count": self._step_count, "_opt_called": self._opt_called,
             "donate_params": self.donate_params, "skip_nonfinite": self.skip_nonfinite,
-            "skipped_steps": self.skipped_steps, "pack_max_numel": self.pack_max_numel})
+            "skipped_steps": self.skipped_steps, "pack_max_numel": self.pack_max_numel,
+            "_added_defaults": self.__dict__.get("_added_defaults", ())})
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = _pickling.from_host(dict(state))
@@ -408,8 +409,10 @@ class Optimizer:
         self.__dict__.update(state)
         self._init_attributes()
         self._state = per_param if isinstance(per_param, defaultdict) else defaultdict(dict, per_param)
-        declared = set(self.defaults)
-        self.defaults.setdefault("differentiable", False)  # as torch's __setstate__, in the defaults only
+        declared = set(self.defaults) - set(self.__dict__.get("_added_defaults", ()))
+        if "differentiable" not in self.defaults:  # as torch's __setstate__, in the defaults only
+            self.defaults["differentiable"] = False
+            self._added_defaults = ("differentiable",)  # not declared: a later load must not copy it into groups
         for group in self.param_groups:
             for name, default in self.defaults.items():
                 if default is not required and name in declared:

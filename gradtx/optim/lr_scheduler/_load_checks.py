@@ -6,14 +6,19 @@ unchecked, so ``{"_last_lr": ["abc"]}`` or the state of a 3-group run loads into
 compared with what this scheduler itself would save (:meth:`state_dict`): a list
 with one value per param group must have one per group of this optimizer
 (``ValueError``), and every value must be of the kind of this scheduler's own (a
-number for a number, ``TypeError`` otherwise), before the scheduler or the
+number for a number, ``TypeError`` otherwise; not NaN), before the scheduler or the
 optimizer's param groups change. Keys this scheduler does not save are set as
 given, as torch sets them (except ``optimizer``, which a state dict never holds).
+Last, the state is loaded into a copy of the scheduler, over copies of the param
+groups, and that copy takes its next step: a state it cannot step from is refused.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import inspect
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,7 +26,7 @@ import numpy as np
 
 from gradtx.optim._options import short
 
-__all__ = ["checked_load", "check_state"]
+__all__ = ["check_state", "checked_load", "try_next_step"]
 
 
 def _kind(value: Any) -> str:
@@ -34,21 +39,21 @@ def _kind(value: Any) -> str:
     if isinstance(value, (float, np.floating)):
         return "number"
     if isinstance(value, np.ndarray) or hasattr(value, "__jax_array__") or type(value).__name__ == "ArrayImpl":
-        return "number" if np.size(value) == 1 and np.issubdtype(np.asarray(value).dtype, np.number) else "array"
+        return "number" if np.ndim(value) == 0 and np.issubdtype(np.asarray(value).dtype, np.number) else "array"
     if isinstance(value, str):
         return "string"
     if isinstance(value, (list, tuple)):
         return "sequence"
-    if isinstance(value, Mapping):
-        return "dict"
+    if isinstance(value, Mapping):  # a callable object's saved attributes, or a Counter of milestones
+        return "dict" if type(value) is dict else "mapping"
     if callable(value):
         return "callable"
     return type(value).__name__
 
 
 # For the kind of this scheduler's own value, the kinds a saved value may have (None: any).
-_ALLOWED = {"integer": {"integer"}, "number": {"number", "integer"}, "bool": {"bool"}, "string": {"string"},
-            "dict": {"dict", "None"}, "callable": {"callable", "dict", "None"}}
+_ALLOWED = {"integer": {"integer", "number"}, "number": {"number", "integer"},  # epochs may be fractional "bool": {"bool"}, "string": {"string"},
+            "dict": {"dict", "None"}, "mapping": {"mapping", "dict"}, "callable": {"callable", "dict", "None"}}
 
 
 def _check_value(key: str, value: Any, reference: Any, where: str) -> None:
@@ -64,6 +69,8 @@ def _check_value(key: str, value: Any, reference: Any, where: str) -> None:
     if allowed is not None and kind not in allowed:
         raise TypeError(f"{where}: {key!r} = {short(value)} ({kind}) cannot replace this scheduler's "
                         f"{short(reference)} ({ref_kind})")
+    if kind == "number" and np.isnan(np.asarray(value)):  # would turn every later lr into NaN
+        raise ValueError(f"{where}: {key!r} is NaN")
 
 
 def check_state(scheduler: Any, state_dict: Any, where: str = "the scheduler's state dict") -> None:
@@ -99,6 +106,9 @@ def check_state(scheduler: Any, state_dict: Any, where: str = "the scheduler's s
                                  "optimizer with the same param groups")
             for i, (item, item_ref) in enumerate(zip(value, ref)):
                 _check_value(key, item, item_ref, f"{where}, param group {i}")
+                if _kind(item) == "number" and not np.isfinite(np.asarray(item)):
+                    raise ValueError(f"{where}, param group {i}: {key!r} is {item!r}; a learning rate or momentum "
+                                     "is finite")
         else:
             _check_value(key, value, ref, where)
 
@@ -111,12 +121,50 @@ def _schedulers(scheduler: Any) -> list[Any]:
     return found
 
 
+class _StandIn:
+    """The optimizer as a trial step sees it: copies of its param groups, its other attributes read through."""
+
+    def __init__(self, optimizer: Any) -> None:
+        self.param_groups = [dict(group) for group in optimizer.param_groups]
+        self._optimizer = optimizer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_optimizer"], name)
+
+
+def try_next_step(scheduler: Any, load: Callable, state_dict: Any) -> None:
+    """Loads ``state_dict`` into a copy of ``scheduler`` over a stand-in optimizer and takes the next step there.
+
+    A state whose values pass :func:`check_state` can still break the next step (a
+    period of 0, a mode the scheduler does not know); torch would fail there, so the
+    load is refused now, with the error that step raised.
+    """
+    try:
+        for with_epoch in (False, True):  # step() and the deprecated step(epoch), which compute differently
+            trial = copy.deepcopy(scheduler, {id(scheduler.optimizer): _StandIn(scheduler.optimizer)})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                load(trial, copy.deepcopy(state_dict))
+                parameters = inspect.signature(trial.step).parameters
+                needed = [p for p in parameters.values()
+                          if p.default is inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD]
+                metric = [getattr(trial, "best", 0.0)] * len(needed)  # for ReduceLROnPlateau
+                epoch = {"epoch": getattr(trial, "last_epoch", 0) + 1} if with_epoch and "epoch" in parameters else {}
+                trial.step(*metric, **epoch)
+    except Exception as error:  # noqa: BLE001 - any failure of the next step refuses the load
+        kind = type(error) if isinstance(error, (TypeError, KeyError, ValueError)) else ValueError
+        raise kind(f"the scheduler's state dict: {type(scheduler).__name__} cannot take its next step from it "
+                   f"({type(error).__name__}: {error}); torch would fail there too. Load a state dict this "
+                   "scheduler class saved") from error
+
+
 def checked_load(load: Callable) -> Callable:
     """``load_state_dict`` that checks first, and puts the scheduler(s) and param groups back if it fails."""
 
     @functools.wraps(load)
     def checked(self: Any, state_dict: Any) -> None:
         check_state(self, state_dict)
+        try_next_step(self, load, state_dict)
         schedulers = [(s, dict(s.__dict__)) for s in _schedulers(self)]
         groups = [(g, dict(g)) for g in self.optimizer.param_groups]
         try:
