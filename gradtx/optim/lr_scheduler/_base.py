@@ -204,7 +204,11 @@ class LRScheduler:
         where the scheduler keeps one per group (else ValueError), values of the kinds this scheduler keeps
         (else TypeError); a refused load changes neither the scheduler nor the optimizer.
         """
+        kinds = {k: type(v) for k, v in self.__dict__.items() if isinstance(v, dict) and type(v) is not dict}
         self.__dict__.update(copy.deepcopy(state_dict))
+        for key, kind in kinds.items():  # a Counter of milestones saved as a plain dict (.npz) is a Counter again
+            if type(self.__dict__.get(key)) is dict:
+                self.__dict__[key] = kind(self.__dict__[key])
         self._restore_groups()
 
     load_state_dict = checked_load(load_state_dict)
