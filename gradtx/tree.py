@@ -63,13 +63,13 @@ def _explain_mismatch(error: Exception, apply: Any, trees: tuple, names: tuple[s
     for leaves in zip(*flat):
         values = [leaf for _, leaf in leaves]
         shapes = {name: np.shape(v) for name, v in zip(names, values) if is_array_like(v)}
-        where = f"at '{path_str(leaves[0][0])}' (shapes: " + ", ".join(f"{k} {v}" for k, v in shapes.items()) + ")"
+        place = f"at '{path_str(leaves[0][0])}' (shapes: " + ", ".join(f"{k} {v}" for k, v in shapes.items()) + ")"
         if len(builtins.set(shapes.values())) > 1:  # `set` is the tree function below
-            raise type(error)(f"{error} The trees disagree {where}") from error
+            raise type(error)(f"{error} The trees disagree {place}") from error
         try:
             apply(*values)
         except (TypeError, ValueError):
-            raise type(error)(f"{error} It failed {where}; a hyperparameter given as an array must be a scalar "
+            raise type(error)(f"{error} It failed {place}; a hyperparameter given as an array must be a scalar "
                               "or have every parameter's shape") from error
 
 

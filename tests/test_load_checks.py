@@ -91,8 +91,8 @@ REFUSED = [
     ("an infinite step", ("RMSprop", {}), _entry("step", lambda e, k: e.update({k: np.float64(np.inf)})),
      ValueError, r"'step' is inf"),
     ("a moment of another shape", ("Adam", {}), _entry("exp_avg", lambda e, k: e.update({k: np.ones(7)})),
-     ValueError, r"parameter 'w' \(saved index 0\): 'exp_avg' has shape \(7,\), but this optimizer keeps it with "
-                 r"shape \(3,\)"),
+     ValueError, (r"parameter 'w' \(saved index 0\): 'exp_avg' has shape \(7,\), but this optimizer keeps it with "
+                  r"shape \(3,\)")),
     ("a complex moment for a real parameter", ("Adam", {}),
      _entry("exp_avg_sq", lambda e, k: e.update({k: e[k] + 1j})), ValueError, "'exp_avg_sq' is complex"),
     ("a string moment", ("SGD", dict(momentum=0.9)),
@@ -129,7 +129,7 @@ TORCH_REFUSES = [
 
 @pytest.mark.parametrize("what,name,options,change,error", TORCH_REFUSES, ids=[t[0] for t in TORCH_REFUSES])
 def test_torch_raises_the_same_type_at_its_load_or_next_step(what, name, options, change, error):
-    opt, params = _torch(name, **options)
+    opt, _ = _torch(name, **options)
     sd = copy.deepcopy(opt.state_dict())
     change(sd)
     with pytest.raises(error):

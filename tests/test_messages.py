@@ -79,8 +79,8 @@ def test_apply_updates_names_the_path():
 
 
 @pytest.mark.parametrize("grads,message", [
-    ([jnp.ones((3, 2)), jnp.ones(2)], r"opt.params is a dict with 2 parameter\(s\) at \['b', 'w'\]; grads a list "
-                                      r"with 2 leaf\(s\) at \['0', '1'\]; grads lack \['b', 'w'\]"),
+    ([jnp.ones((3, 2)), jnp.ones(2)], (r"opt.params is a dict with 2 parameter\(s\) at \['b', 'w'\]; grads a list "
+                                       r"with 2 leaf\(s\) at \['0', '1'\]; grads lack \['b', 'w'\]")),
     ({"w": jnp.ones((3, 2))}, r"grads lack \['b'\]"),
     ({"w": jnp.ones((3, 2)), "b": jnp.ones(2), "c": jnp.ones(4)}, r"grads have \['c'\], which opt.params does not"),
 ])

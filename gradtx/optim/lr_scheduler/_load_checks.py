@@ -151,7 +151,7 @@ def try_next_step(scheduler: Any, load: Callable, state_dict: Any) -> None:
                 metric = [getattr(trial, "best", 0.0)] * len(needed)  # for ReduceLROnPlateau
                 epoch = {"epoch": getattr(trial, "last_epoch", 0) + 1} if with_epoch and "epoch" in parameters else {}
                 trial.step(*metric, **epoch)
-    except Exception as error:  # noqa: BLE001 - any failure of the next step refuses the load
+    except Exception as error:  # any failure of the next step refuses the load
         kind = type(error) if isinstance(error, (TypeError, KeyError, ValueError)) else ValueError
         raise kind(f"the scheduler's state dict: {type(scheduler).__name__} cannot take its next step from it "
                    f"({type(error).__name__}: {error}); torch would fail there too. Load a state dict this "
