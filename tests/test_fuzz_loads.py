@@ -174,7 +174,7 @@ def _fuzz_optimizer(name: str, data) -> None:
         warnings.simplefilter("ignore")
         opt.step(closure=_loss)
         fresh.step(closure=_loss)
-    assert _snapshot(opt) == _snapshot(fresh)
+    np.testing.assert_equal(_snapshot(opt), _snapshot(fresh))  # NaN equals NaN (a negative moment gives NaN)
 
 
 @pytest.mark.parametrize("name", sorted(OPTIONS))

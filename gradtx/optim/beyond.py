@@ -332,6 +332,8 @@ class Prodigy(Optimizer):
         for i in (0, 1):
             if not 0.0 <= number(group["betas"][i]) < 1.0:
                 raise ValueError(f"Invalid beta parameter at index {i}: {group['betas'][i]}")
+        if group["beta3"] is not None and not 0.0 <= number(group["beta3"]) < 1.0:  # None: sqrt(beta2)
+            raise ValueError(f"Invalid beta3 value: {group['beta3']} (None, or a number in [0, 1))")
         unsupported = {"growth_rate": (group["growth_rate"] != float("inf"), "inf"),
                        "slice_p": (group["slice_p"] != 1, "1"), "fsdp_in_use": (group["fsdp_in_use"], "False"),
                        "betas[0]": (number(group["betas"][0]) == 0.0, "> 0")}
@@ -353,10 +355,11 @@ class Prodigy(Optimizer):
         if step.size != 1 or not np.issubdtype(step.dtype, np.number) or step.reshape(()) < 0 \
                 or step.reshape(()) != np.floor(step.reshape(())):
             raise ValueError(f"{where}: 'step' must be a non-negative whole number, got {entry['step']!r}")
-        for key, sizes in (("s", (p.size,)), ("p0", (p.size, 1)), ("exp_avg", (p.size,)), ("exp_avg_sq", (p.size,))):
-            if np.size(entry[key]) not in sizes or np.ndim(entry[key]) > max(p.ndim, 1):
+        shapes = {"s": [(p.size,)], "p0": [(p.size,), (1,)], "exp_avg": [tuple(p.shape)], "exp_avg_sq": [tuple(p.shape)]}
+        for key, allowed in shapes.items():  # prodigyopt keeps s and p0 flat, the moments in the parameter's shape
+            if tuple(np.shape(entry[key])) not in allowed:
                 raise ValueError(f"{where}: {key!r} has shape {np.shape(entry[key])}, but Prodigy keeps it with "
-                                 f"{p.size} elements for a parameter of shape {tuple(p.shape)}")
+                                 f"shape {allowed[0]} for a parameter of shape {tuple(p.shape)}")
 
     def _check_groups(self) -> None:
         first = {k: v for k, v in self.param_groups[0].items() if k not in ("params", "param_names")}
