@@ -6,6 +6,7 @@ parameter trees with holes (frozen or missing entries) pass through.
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 import jax
@@ -28,14 +29,48 @@ def is_array_like(x: Any) -> bool:
     return isinstance(x, (int, float, complex)) and not isinstance(x, bool)
 
 
-def tree_map(f, tree: PyTree, *rest: PyTree) -> PyTree:
-    """``jax.tree.map`` over the array leaves of ``tree``; ``None`` and non-array leaves are kept as they are."""
+def tree_map(f, tree: PyTree, *rest: PyTree, names: tuple[str, ...] | None = None) -> PyTree:
+    """``jax.tree.map`` over the array leaves of ``tree``; ``None`` and non-array leaves are kept as they are.
+
+    When the trees differ in structure or shape, or ``f`` fails at a leaf, the
+    error names the tree path, calling the trees by ``names`` (e.g. ``("the
+    state's moments", "the gradients")``) where given.
+    """
     def apply(x, *r):
         if not is_array_like(x):
             return x
         return f(*(jnp.asarray(a) if isinstance(a, (int, float, complex)) else a for a in (x, *r)))
 
-    return jax.tree.map(apply, tree, *rest, is_leaf=_is_none)
+    try:
+        return jax.tree.map(apply, tree, *rest, is_leaf=_is_none)
+    except (TypeError, ValueError) as error:
+        _explain_mismatch(error, apply, (tree, *rest), names or tuple(f"tree {i + 1}" for i in range(len(rest) + 1)))
+        raise
+
+
+def _explain_mismatch(error: Exception, apply: Any, trees: tuple, names: tuple[str, ...]) -> None:
+    """Raises ``error`` again with the tree path where the trees of one ``tree_map`` disagree, or where it failed.
+
+    Without this, a gradient tree of another structure or shape than the state's
+    moments surfaces as jax's "pytree structure error" or an unlocated broadcasting
+    error.
+    """
+    tree = trees[0]
+    for other, name in zip(trees[1:], names[1:]):
+        if jax.tree.structure(tree, is_leaf=_is_none) != jax.tree.structure(other, is_leaf=_is_none):
+            check_matching_trees(tree, other, what=name, against=names[0], check_shapes=False)
+    flat = [jax.tree_util.tree_flatten_with_path(t, is_leaf=_is_none)[0] for t in trees]
+    for leaves in zip(*flat):
+        values = [leaf for _, leaf in leaves]
+        shapes = {name: np.shape(v) for name, v in zip(names, values) if is_array_like(v)}
+        place = f"at '{path_str(leaves[0][0])}' (shapes: " + ", ".join(f"{k} {v}" for k, v in shapes.items()) + ")"
+        if len(builtins.set(shapes.values())) > 1:  # `set` is the tree function below
+            raise type(error)(f"{error} The trees disagree {place}") from error
+        try:
+            apply(*values)
+        except (TypeError, ValueError):
+            raise type(error)(f"{error} It failed {place}; a hyperparameter given as an array must be a scalar "
+                              "or have every parameter's shape") from error
 
 
 def array_leaves(tree: PyTree) -> list:
@@ -148,9 +183,14 @@ def zero_count() -> jax.Array:
     return jnp.zeros([], jnp.int32)
 
 
+# Names of the trees of a transform's tree_map, for its error messages.
+STATE_ROLE = "the state (built by init for other params?)"
+_MOMENT_ROLES = (STATE_ROLE, "the gradients")
+
+
 def update_moment(updates: PyTree, moments: PyTree, decay: Any, order: int) -> PyTree:
     """The exponential moving average ``decay * m + (1 - decay) * g**order``."""
-    return tree_map(lambda m, g: decay * m + (1 - decay) * (g**order), moments, updates)
+    return tree_map(lambda m, g: decay * m + (1 - decay) * (g**order), moments, updates, names=_MOMENT_ROLES)
 
 
 def update_moment_per_elem_norm(updates: PyTree, moments: PyTree, decay: Any, order: int) -> PyTree:
@@ -161,7 +201,7 @@ def update_moment_per_elem_norm(updates: PyTree, moments: PyTree, decay: Any, or
             return jnp.abs(g) ** order if order != 2 else jnp.real(g * jnp.conj(g))
         return g**order
 
-    return tree_map(lambda m, g: decay * m + (1 - decay) * norm(g), moments, updates)
+    return tree_map(lambda m, g: decay * m + (1 - decay) * norm(g), moments, updates, names=_MOMENT_ROLES)
 
 
 def bias_correction(moments: PyTree, decay: Any, count: jax.Array) -> PyTree:

@@ -31,9 +31,11 @@ def _common_real(g: Any, s: Any) -> Any:
 
 def widen_updates(updates: Any, slots: Any) -> Any:
     """Each gradient leaf in the wider precision of itself and its slot (complex stays complex)."""
-    return gt.tree_map(lambda g, s: g.astype(jnp.promote_types(g.dtype, _common_real(g, s))), updates, slots)
+    return gt.tree_map(lambda g, s: g.astype(jnp.promote_types(g.dtype, _common_real(g, s))), updates, slots,
+                       names=("the gradients", gt.STATE_ROLE))
 
 
 def widen_slots(slots: Any, updates: Any) -> Any:
     """Each slot leaf in the wider precision of itself and its gradient (a real slot stays real)."""
-    return gt.tree_map(lambda s, g: s.astype(jnp.promote_types(s.dtype, _common_real(g, s))), slots, updates)
+    return gt.tree_map(lambda s, g: s.astype(jnp.promote_types(s.dtype, _common_real(g, s))), slots, updates,
+                       names=(gt.STATE_ROLE, "the gradients"))

@@ -58,7 +58,7 @@ def trace(decay: Any, nesterov: bool = False, accumulator_dtype: Any = None, *,
             return moved
 
         # The step uses the buffer at full precision; only the stored copy is cast to accumulator_dtype (as optax).
-        moved = gt.tree_map(new_buffer, updates, state.trace)
+        moved = gt.tree_map(new_buffer, updates, state.trace, names=("the gradients", gt.STATE_ROLE))
         if nesterov:
             out = gt.tree_map(lambda g, b: (g + mu * b).astype(g.dtype), updates, moved)
         else:

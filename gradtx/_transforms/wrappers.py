@@ -45,7 +45,11 @@ def _has_no_leaves(tree: Any) -> bool:
 
 
 def _mask_tree(tree: Any, mask_tree: Any) -> Any:
-    return jax.tree.map(lambda m, t: t if m else MaskedNode(), mask_tree, tree)
+    try:
+        return jax.tree.map(lambda m, t: t if m else MaskedNode(), mask_tree, tree)
+    except ValueError as error:  # jax's message prints neither tree's paths
+        raise ValueError(f"the mask (or labels) must have the params' structure or a prefix of it: the mask has "
+                         f"paths {gt.tree_paths(mask_tree)[:8]}, the params {gt.tree_paths(tree)[:8]}") from error
 
 
 def masked(inner: Any, mask: Any, *, mask_compatible_extra_args: bool = False) -> GradientTransformationExtraArgs:

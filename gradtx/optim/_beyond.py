@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx import (
     GradientTransformation, ProdigyState, add_decayed_weights, chain, identity, negate_if, prodigy,
@@ -325,6 +326,8 @@ class Prodigy(Optimizer):
         for i in (0, 1):
             if not 0.0 <= number(group["betas"][i]) < 1.0:
                 raise ValueError(f"Invalid beta parameter at index {i}: {group['betas'][i]}")
+        if group["beta3"] is not None and not 0.0 <= number(group["beta3"]) < 1.0:  # None: sqrt(beta2)
+            raise ValueError(f"Invalid beta3 value: {group['beta3']} (None, or a number in [0, 1))")
         unsupported = {"growth_rate": (group["growth_rate"] != float("inf"), "inf"),
                        "slice_p": (group["slice_p"] != 1, "1"), "fsdp_in_use": (group["fsdp_in_use"], "False"),
                        "betas[0]": (number(group["betas"][0]) == 0.0, "> 0")}
@@ -332,6 +335,25 @@ class Prodigy(Optimizer):
             if bad:
                 raise ValueError(f"gradtx.optim.Prodigy supports {name} {supported} only (got {group.get(name)}); "
                                  "use gradtx.prodigy in a functional loop for other variants")
+
+    def check_loaded_state(self, p: Any, entry: dict[str, Any], where: str) -> None:
+        """prodigyopt's entries: all five or none (its step reads each), ``step`` a count, arrays of ``p``'s size."""
+        if not entry:
+            return
+        missing = [k for k in ("step", "s", "p0", "exp_avg", "exp_avg_sq") if k not in entry]
+        if missing:
+            raise KeyError(f"{where}: Prodigy keeps 'step', 's', 'p0', 'exp_avg' and 'exp_avg_sq', but the entry "
+                           f"lacks {missing}; prodigyopt's step would raise KeyError. Load a state dict saved by "
+                           "Prodigy, or drop this parameter's entry to start it fresh")
+        step = np.asarray(entry["step"])
+        if step.size != 1 or not np.issubdtype(step.dtype, np.number) or step.reshape(()) < 0 \
+                or step.reshape(()) != np.floor(step.reshape(())):
+            raise ValueError(f"{where}: 'step' must be a non-negative whole number, got {entry['step']!r}")
+        shapes = {"s": [(p.size,)], "p0": [(p.size,), (1,)], "exp_avg": [tuple(p.shape)], "exp_avg_sq": [tuple(p.shape)]}
+        for key, allowed in shapes.items():  # prodigyopt keeps s and p0 flat, the moments in the parameter's shape
+            if tuple(np.shape(entry[key])) not in allowed:
+                raise ValueError(f"{where}: {key!r} has shape {np.shape(entry[key])}, but Prodigy keeps it with "
+                                 f"shape {allowed[0]} for a parameter of shape {tuple(p.shape)}")
 
     def _check_groups(self) -> None:
         first = {k: v for k, v in self.param_groups[0].items() if k not in ("params", "param_names")}

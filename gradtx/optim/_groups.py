@@ -160,7 +160,11 @@ def path_groups(params: Any, rules: Mapping[Rule, Any] | Sequence[tuple[Rule, An
                          + "; add a rule, or default={} (the optimizer's defaults) or default=FROZEN")
     unused = [_rule_name(rule) for (rule, _), found in zip(items, members) if not found]
     if strict and unused:
-        raise ValueError(f"path_groups: rules match no parameter: {', '.join(unused)} (pass strict=False to allow it)")
+        paths = [path_str(k) for k, leaf in flat if is_param(leaf) or is_trainable_array(leaf)]
+        sample = ", ".join(repr(p) for p in paths[:8]) + (f" (and {len(paths) - 8} more)" if len(paths) > 8 else "")
+        raise ValueError(f"path_groups: rules match no parameter: {', '.join(unused)}. The parameters' paths are "
+                         f"{sample or 'none'} (flax nnx paths end in '/value': '**/bias/value' or '**/bias/**'); "
+                         "fix the pattern, or pass strict=False to allow it")
 
     wrap = _Wrapper(())
     leaves = [leaf for _, leaf in flat]

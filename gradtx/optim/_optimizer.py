@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx._base import GradientTransformation
-from gradtx.optim import _engine, _grads, _options, _packing, _state_dict, _step
+from gradtx.optim import _engine, _grads, _options, _packing, _pickling, _state_dict, _step
 from gradtx.optim._hooks import RemovableHandle, register, with_step_hooks
 from gradtx.optim._params import group_params, split_param_groups, tree_values
 from gradtx.optim._groups import ParamGroups
@@ -414,22 +414,27 @@ class Optimizer:
         return _state_dict.load_state_dict(self, state_dict, match=match, strict=strict)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"defaults": self.defaults, "state": self.state, "param_groups": self.param_groups,
-                "_trees": self._trees, "_single": self._single, "_whole_tree": self._whole_tree,
-                "_step_count": self._step_count, "_opt_called": self._opt_called,
-                "donate_params": self.donate_params, "skip_nonfinite": self.skip_nonfinite,
-                "skipped_steps": self.skipped_steps, "pack_max_numel": self.pack_max_numel}
+        """What pickling keeps, with every jax array as NumPy (:mod:`gradtx.optim._pickling`)."""
+        return _pickling.to_host({
+            "defaults": self.defaults, "state": dict(self.state), "param_groups": self.param_groups,
+            "_trees": self._trees, "_single": self._single, "_whole_tree": self._whole_tree,
+            "_step_count": self._step_count, "_opt_called": self._opt_called,
+            "donate_params": self.donate_params, "skip_nonfinite": self.skip_nonfinite,
+            "skipped_steps": self.skipped_steps, "pack_max_numel": self.pack_max_numel,
+            "_added_defaults": self.__dict__.get("_added_defaults", ())})
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state = dict(state)
+        state = _pickling.from_host(dict(state))
         per_param = state.pop("state", {})
         if self.__dict__.get("_packs"):  # loading into a live optimizer: packed parameters get their arrays back
             _packing.release_packs(self)
         self.__dict__.update(state)
         self._init_attributes()
         self._state = per_param if isinstance(per_param, defaultdict) else defaultdict(dict, per_param)
-        declared = set(self.defaults)
-        self.defaults.setdefault("differentiable", False)  # as torch's __setstate__, in the defaults only
+        declared = set(self.defaults) - set(self.__dict__.get("_added_defaults", ()))
+        if "differentiable" not in self.defaults:  # as torch's __setstate__, in the defaults only
+            self.defaults["differentiable"] = False
+            self._added_defaults = ("differentiable",)  # not declared: a later load must not copy it into groups
         for group in self.param_groups:
             for name, default in self.defaults.items():
                 if default is not required and name in declared:

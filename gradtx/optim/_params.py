@@ -12,6 +12,7 @@ import numpy as np
 from jax.tree_util import DictKey, SequenceKey
 
 from gradtx.optim._parameter import Parameter
+from gradtx.tree import path_str
 
 __all__ = ["GroupParams", "split_param_groups", "group_params", "is_param", "path_parts", "tree_values", "grads_for",
            "ordered_flatten"]
@@ -283,15 +284,32 @@ def tree_values(tree: Any) -> Any:
     return _ordered_map(lambda x: x.data if is_param(x) else x, tree)
 
 
+def _structure_difference(tree: Any, grads: Any) -> str:
+    """Where ``grads`` departs from the parameters' ``tree``, by tree paths (never the arrays themselves)."""
+    ours = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_param)[0]]
+    theirs = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(grads, is_leaf=lambda x: x is None)[0]]
+    missing = [p for p in ours if p not in theirs]
+    extra = [p for p in theirs if p not in ours]
+    parts = [f"opt.params is a {type(tree).__name__} with {len(ours)} parameter(s) at {ours[:8]}",
+             f"grads a {type(grads).__name__} with {len(theirs)} leaf(s) at {theirs[:8]}"]
+    if missing:
+        parts.append(f"grads lack {missing[:8]}")
+    if extra:
+        parts.append(f"grads have {extra[:8]}, which opt.params does not")
+    if not missing and not extra:
+        parts.append("the paths agree but the containers differ (a list for a tuple, a dict for another mapping)")
+    return "; ".join(parts)
+
+
 def grads_for(tree: Any, grads: Any) -> list[tuple[Parameter, Any]]:
     """Pairs each box of ``tree`` with the leaf of ``grads`` at the same place (``None`` allowed)."""
     leaves, treedef = jax.tree.flatten(tree, is_leaf=is_param)
     try:
         flat = treedef.flatten_up_to(grads)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError):
         raise ValueError(
             "grads must have the structure of `opt.params` (the structure the parameters were given in), "
-            f"with None where a parameter has no gradient: {error}"
+            f"with None where a parameter has no gradient: {_structure_difference(tree, grads)}"
         ) from None
     return [(leaf, g) for leaf, g in zip(leaves, flat) if is_param(leaf)]
 

@@ -57,6 +57,7 @@ class _ScheduleFree(Optimizer):
 
     state_names = {"z": "z", "exp_avg_sq": "nu"}
     step_name = None  # the package keeps its step k in the param group
+    saved_group_keys = ("train_mode",)  # a loaded group without it: the package's step raises KeyError
     elementwise = True
 
     @classmethod

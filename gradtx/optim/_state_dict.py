@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.optim import _engine
+from gradtx.optim import _engine, _load_checks
 from gradtx.optim._params import positional_order_error
 from gradtx.optim._options import UNKNOWN, is_index, check_option, short
 
@@ -291,6 +291,7 @@ def load_state_dict(opt: Optimizer, state_dict: Mapping, match: str = "position"
             new = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
         else:  # the saved options, in the saved order; names: the saved ones by position, ours by name
             saved = saved_groups[j]
+            _load_checks.check_saved_group(opt, saved, j)
             names = group.get("param_names") if match == "name" else saved.get("param_names")
             names = group.get("param_names") if names is None else names
             new = {} if names is None or "param_names" in saved else {"param_names": names}
@@ -299,8 +300,10 @@ def load_state_dict(opt: Optimizer, state_dict: Mapping, match: str = "position"
                     new[k] = names
                 elif k not in ("params", "param_names"):
                     new[k] = v
+        added = opt.__dict__.get("_added_defaults", ())  # torch's "differentiable", put in the defaults at a load
         for name, default in opt.defaults.items():
-            new.setdefault(name, default)
+            if name not in added:
+                new.setdefault(name, default)
         new_groups.append(_checked_group(opt, {"params": group["params"], **new}, group, gi if j is None else j))
 
     group_of = {p: g for g in new_groups for p in g["params"]}
@@ -320,6 +323,7 @@ def load_state_dict(opt: Optimizer, state_dict: Mapping, match: str = "position"
         p = id_map[key]
         where = f"state of {opt._describe(p)} (saved index {key})"
         converted = _convert_entry(opt, group_of[p], p, entry, where)
+        _load_checks.check_entry(opt, group_of[p], p, converted, where)
         opt.check_loaded_state(p, converted, where)
         if converted:
             state[p] = converted

@@ -8,6 +8,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from gradtx.optim.lr_scheduler._load_checks import checked_load
+
 __all__ = ["LRScheduler"]
 
 
@@ -77,6 +79,12 @@ class LRScheduler:
     _get_lr_called_within_step: bool = False
     _is_initial: bool = False
     _unsaved: tuple[str, ...] = ("optimizer",)  # attributes that state_dict leaves out (or saves its own way)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("load_state_dict")
+        if own is not None and not getattr(own, "_checked_load", False):  # every class's load checks first
+            cls.load_state_dict = checked_load(own)
 
     def __init__(self, optimizer: Any, last_epoch: int = -1) -> None:
         _check_optimizer(optimizer)
@@ -190,9 +198,20 @@ class LRScheduler:
         return copy.deepcopy({key: value for key, value in self.__dict__.items() if key not in self._unsaved})
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restores the state and writes the saved lrs back into the param groups, so the next step resumes exactly."""
+        """Restores the state and writes the saved lrs back into the param groups, so the next step resumes exactly.
+
+        The dict is checked first (:mod:`gradtx.optim.lr_scheduler._load_checks`): one value per param group
+        where the scheduler keeps one per group (else ValueError), values of the kinds this scheduler keeps
+        (else TypeError); a refused load changes neither the scheduler nor the optimizer.
+        """
+        kinds = {k: type(v) for k, v in self.__dict__.items() if isinstance(v, dict) and type(v) is not dict}
         self.__dict__.update(copy.deepcopy(state_dict))
+        for key, kind in kinds.items():  # a Counter of milestones saved as a plain dict (.npz) is a Counter again
+            if type(self.__dict__.get(key)) is dict:
+                self.__dict__[key] = kind(self.__dict__[key])
         self._restore_groups()
+
+    load_state_dict = checked_load(load_state_dict)
 
     def _restore_groups(self) -> None:
         for group, lr in zip(self.optimizer.param_groups, getattr(self, "_last_lr", [])):

@@ -1,0 +1,85 @@
+"""An optimizer's arrays as NumPy in its pickle, so that the pickle names no private jax function.
+
+A ``jax.Array`` pickles through ``jax._src.array._reconstruct_array``: a private
+name that a later jax may move, which would make old checkpoints unloadable.
+``Optimizer.__getstate__`` passes everything it pickles through :func:`to_host`,
+which replaces each jax array (in the per-parameter state, the param groups'
+options, the defaults and the parameter trees' other leaves) by a
+:class:`HostArray` holding a NumPy copy; ``__setstate__`` turns them back into
+jax arrays with :func:`from_host`. NumPy arrays given by the user stay NumPy
+arrays. Parameter boxes are left to their own pickling.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["HostArray", "from_host", "to_host"]
+
+
+class HostArray:
+    """A jax array's value, kept as NumPy in a pickle (made a jax array again on unpickling); not a pytree node."""
+
+    __slots__ = ("value", "weak")
+
+    def __init__(self, array: jax.Array) -> None:
+        self.value = np.asarray(jax.device_get(array))  # the array's contents, same shape and dtype
+        self.weak = bool(getattr(array, "weak_type", False))  # a weakly typed scalar (jnp.asarray(0.1)) stays weak
+
+    def restore(self) -> jax.Array:
+        if self.weak and self.value.ndim == 0:  # a Python scalar gives the weak type back, in the same dtype
+            return jnp.asarray(self.value.item())
+        return jnp.asarray(self.value)
+
+
+def _is_box(x: Any) -> bool:
+    from gradtx.optim.parameter import Parameter  # here: parameter.py is imported by the optimizer that uses this
+
+    return isinstance(x, Parameter)
+
+
+def to_host(value: Any) -> Any:
+    """``value`` with every jax array inside (lists, tuples, dicts, pytrees) as a :class:`HostArray`."""
+    if isinstance(value, jax.Array):
+        return HostArray(value)
+    if type(value) in (list, tuple):
+        return type(value)(to_host(v) for v in value)
+    if type(value) is dict:
+        return {k: to_host(v) for k, v in value.items()}
+    if value is None or _is_box(value) or not jax.tree.leaves(value, is_leaf=_is_box):
+        return value
+    try:  # a pytree node (flax, equinox): rebuilt with its leaves converted
+        return jax.tree.map(lambda x: HostArray(x) if isinstance(x, jax.Array) else x,
+                            value, is_leaf=_is_box)
+    except Exception:  # noqa: BLE001 - an object jax cannot rebuild is pickled as it is
+        return value
+
+
+def from_host(value: Any) -> Any:
+    """The inverse of :func:`to_host`: every :class:`HostArray` a jax array again."""
+    if isinstance(value, HostArray):
+        return value.restore()
+    if type(value) in (list, tuple):
+        return type(value)(from_host(v) for v in value)
+    if type(value) is dict:
+        return {k: from_host(v) for k, v in value.items()}
+    if isinstance(value, defaultdict):  # per-parameter state handed over by load_state_dict: keys are boxes
+        return defaultdict(value.default_factory, {k: from_host(v) for k, v in value.items()})
+    if value is None or _is_box(value):
+        return value
+    try:
+        if any(isinstance(x, HostArray) for x in jax.tree.leaves(value, is_leaf=_is_host_or_box)):
+            return jax.tree.map(lambda x: x.restore() if isinstance(x, HostArray) else x, value,
+                                is_leaf=_is_host_or_box)
+    except TypeError:  # not a pytree jax can walk (unsortable keys): nothing of ours inside
+        pass
+    return value
+
+
+def _is_host_or_box(x: Any) -> bool:
+    return isinstance(x, HostArray) or _is_box(x)
