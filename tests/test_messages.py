@@ -132,8 +132,6 @@ def test_an_optimizers_own_pickled_arrays_are_numpy(name, options):
     assert _private_jax_names(buffer.getvalue()) == set()
 
 
-@pytest.mark.xfail(strict=True, reason="Parameter.__getstate__ (gradtx/optim/parameter.py) pickles its data and "
-                                       "grad as jax arrays; it should store them as NumPy too")
 def test_a_whole_optimizer_pickle_names_no_private_jax_function():
     assert _private_jax_names(pickle.dumps(_stepped("Adam"))) == set()
 

@@ -46,7 +46,7 @@ def _as_hyperparam(value: Any, dtype: Any) -> jax.Array:
 
 
 class InjectStatefulHyperparamsState(NamedTuple):
-    """State of :func:`inject_hyperparams` when some argument is a :class:`gradtx.StatefulSchedule`."""
+    """State of :func:`inject_hyperparams` when some argument is a :class:`gradtx.schedules.StatefulSchedule`."""
 
     count: jax.Array  # shape=(), int32: steps taken so far
     hyperparams: dict[str, jax.Array]  # name -> current value (scalar arrays); edit to change them
@@ -61,7 +61,7 @@ class WrappedScheduleState(NamedTuple):
 
 
 class WrappedSchedule:
-    """A plain schedule ``count -> value`` as a :class:`gradtx.StatefulSchedule` (``optax.WrappedSchedule``)."""
+    """A plain schedule ``count -> value`` as a :class:`gradtx.schedules.StatefulSchedule` (``optax.WrappedSchedule``)."""
 
     def __init__(self, schedule_fn: Callable[[Any], Any]):
         self.schedule_fn = schedule_fn
@@ -98,7 +98,7 @@ def inject_hyperparams(inner_factory: Callable[..., Any], static_args: str | Ite
     builds Adam whose ``state.hyperparams["learning_rate"]`` can be edited between
     steps without recompiling a jitted update. A schedule given for any numeric
     argument is evaluated at the step count each update, and its value stored.
-    A :class:`gradtx.StatefulSchedule` (``init``/``update``/``__call__``) is
+    A :class:`gradtx.schedules.StatefulSchedule` (``init``/``update``/``__call__``) is
     evaluated with its own state, kept in ``state.hyperparams_states`` (the state is
     then an :class:`InjectStatefulHyperparamsState`). A float array given with a
     fixed dtype (a non-weak ``jax.Array``) keeps that dtype; Python numbers and
@@ -119,7 +119,7 @@ def inject_stateful_hyperparams(inner_factory: Callable[..., Any], static_args: 
     """:func:`inject_hyperparams` with every schedule held as a stateful one (``optax.inject_stateful_hyperparams``).
 
     Plain schedules are wrapped in :class:`WrappedSchedule`; the state is always
-    an :class:`InjectStatefulHyperparamsState`. A :class:`gradtx.StatefulSchedule`
+    an :class:`InjectStatefulHyperparamsState`. A :class:`gradtx.schedules.StatefulSchedule`
     is called as ``schedule(state, **extra_args)`` and advanced with
     ``schedule.update(state, **extra_args)`` at each step, so it may depend on the
     update's extra arguments (e.g. ``value=``).

@@ -1,6 +1,6 @@
 """The compiled step behind every facade optimizer, and the translation between chain state and torch's state.
 
-A declaration (see :mod:`gradtx.optim.optimizer`) turns one param group's
+A declaration (see :mod:`gradtx.optim._optimizer`) turns one param group's
 options into a chain. Here that chain runs inside a jitted function: one
 program for all groups (``fused``), one per group (``foreach``), or one per
 parameter (for-loop). Options that are numbers reach the program as arguments

@@ -33,8 +33,8 @@ from gradtx.optim import _engine
 from gradtx.optim._options import short
 
 if TYPE_CHECKING:
-    from gradtx.optim.optimizer import Optimizer
-    from gradtx.optim.parameter import Parameter
+    from gradtx.optim._optimizer import Optimizer
+    from gradtx.optim._parameter import Parameter
 
 __all__ = ["check_entry", "check_saved_group", "check_step"]
 
@@ -77,7 +77,7 @@ def check_saved_group(opt: Optimizer, saved: Mapping, index: int) -> None:
     A group saved by another optimizer (SGD's ``momentum`` and no ``betas``, loaded
     into Adam) is named as such in the message.
     """
-    from gradtx.optim.optimizer import required  # imported here: optimizer.py imports this module's caller
+    from gradtx.optim._optimizer import required  # imported here: optimizer.py imports this module's caller
 
     where = f"param group {index} of the state dict"
     if "step" in saved and not callable(saved["step"]):

@@ -59,7 +59,7 @@ _all_finite = jax.jit(all_finite)
 
 
 def _is_param_groups(x: Any) -> bool:
-    """Whether ``x`` is a :class:`gradtx.optim.groups.ParamGroups` (groups built from path patterns)."""
+    """Whether ``x`` is a :class:`gradtx.optim.ParamGroups` (groups built from path patterns)."""
     return isinstance(x, ParamGroups)
 
 

@@ -100,11 +100,13 @@ class Parameter:
         return self is other
 
     def __getstate__(self) -> dict:
-        return {"data": self.data, "grad": self.grad, "name": self.name}
+        """The parameter's arrays as NumPy arrays: a pickle names no private JAX function (it loads across versions)."""
+        as_numpy = lambda x: None if x is None else np.asarray(x)  # noqa: E731
+        return {"data": as_numpy(self.data), "grad": as_numpy(self.grad), "name": self.name}
 
     def __setstate__(self, state: dict) -> None:
         self._pack = None
         self._owners = weakref.WeakSet()
-        self.data = state["data"]
-        self.grad = state["grad"]
+        self.data = jnp.asarray(state["data"])
+        self.grad = None if state["grad"] is None else jnp.asarray(state["grad"])
         self.name = state["name"]

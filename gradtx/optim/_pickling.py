@@ -38,7 +38,7 @@ class HostArray:
 
 
 def _is_box(x: Any) -> bool:
-    from gradtx.optim.parameter import Parameter  # here: parameter.py is imported by the optimizer that uses this
+    from gradtx.optim._parameter import Parameter  # here: parameter.py is imported by the optimizer that uses this
 
     return isinstance(x, Parameter)
 
