@@ -6,6 +6,8 @@ the reference's message, and each record with complex options matches its refere
 """
 
 import inspect
+import re
+from pathlib import Path
 
 import jax.numpy as jnp
 import pytest
@@ -62,3 +64,11 @@ COMPLEX = [info for info in OPTIMIZERS if info.complex_options is not None]
 @pytest.mark.parametrize("info", COMPLEX, ids=lambda info: info.name)
 def test_complex_parameters_match_the_reference(info):
     harness.check_complex_facade_against_torch(info.name, info.complex_options, steps=4, seed=2)
+
+
+def test_the_docs_list_the_optimizers_whose_default_tier_packs():
+    """docs/facade.md names the packed optimizers; the records say which pack (test_facade_packing checks them)."""
+    text = " ".join((Path(__file__).parent.parent / "docs" / "facade.md").read_text().split())
+    listed = re.search(r"\(packed: ([A-Za-z, ]+)\)", text)
+    assert listed, "docs/facade.md no longer lists the packed optimizers as '(packed: A, B, ...)'"
+    assert set(listed.group(1).split(", ")) == {info.name for info in OPTIMIZERS if info.packed}
