@@ -19,8 +19,8 @@ from gradtx.optim import _engine
 jax.config.update("jax_enable_x64", True)
 
 TIERS = {"fused": {}, "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
-# Large enough not to be packed in the default tier; a 2-D, a 1-D and a 3-D parameter.
-SHAPES = {"w": (70, 30), "b": (2100,), "k": (3, 20, 35)}
+# Large enough not to be packed in the default tier (pack_max_numel: 8192); a 2-D, a 1-D and a 3-D parameter.
+SHAPES = {"w": (100, 90), "b": (9000,), "k": (3, 50, 60)}
 
 
 def _params(seed=0):

@@ -86,6 +86,7 @@ class NAdam(Optimizer):
     """
 
     chain_builder = staticmethod(nadam_chain)
+    elementwise = True
     switches = ('weight_decay',)
     state_names = {"mu_product": "mu_product", "exp_avg": "mu", "exp_avg_sq": "nu"}
 

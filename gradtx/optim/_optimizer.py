@@ -98,8 +98,8 @@ class Optimizer:
     group; steps from several threads are serialized.
 
     Packing: in the default (fused) tier, an optimizer whose step is elementwise
-    (``elementwise = True``) and whose state entries all have the parameter's shape
-    (docs/facade.md lists them) keeps each group's small parameters of one dtype (at most
+    (``elementwise = True``), and whose state entries have the parameter's shape or
+    are kept once for all parameters (docs/facade.md lists them), keeps each group's small parameters of one dtype (at most
     ``opt.pack_max_numel`` elements each, 8192 by default; not 0-d, not complex,
     on one device) and their state in one flat buffer per entry, so that thousands
     of small tensors cost one update rather than thousands, and compile in about a

@@ -58,7 +58,8 @@ class Pack:
         puts each parameter's entries back.
       params: the boxes, in their group's order.
       flat: the concatenated parameters.
-      state: ``{torch name: flat array}``, the step a scalar shared by all (empty before the first step).
+      state: ``{torch name: flat array}``; the entries a chain keeps once for a tree (the step) one for all
+        (empty before the first step).
       order: torch's key order of a state entry.
     """
 
@@ -91,29 +92,31 @@ class Pack:
             p._pack = self
 
     @classmethod
-    def build(cls, owner_state: dict, params: list[Parameter], step_names: frozenset, order: list[str]) -> Pack:
-        """Packs ``params`` and the entries they have in ``owner_state`` (equal steps, same keys: see :meth:`can_pack`)."""
+    def build(cls, owner_state: dict, params: list[Parameter], shared: frozenset, order: list[str]) -> Pack:
+        """Packs ``params`` and the entries they have in ``owner_state`` (equal shared entries, same keys: see
+        :meth:`can_pack`)."""
         states = [owner_state.pop(p, {}) for p in params]
         flat = _concatenate([p.data for p in params])
         state = {}
         for key in states[0]:
-            if key in step_names:
+            if key in shared:
                 state[key] = jnp.array(states[0][key], copy=True)
             else:
                 state[key] = _concatenate([s[key] for s in states])
         return cls(owner_state, params, flat, state, order)
 
     @staticmethod
-    def can_pack(owner_state: dict, params: list[Parameter], step_names: frozenset) -> bool:
-        """Whether the parameters' existing states line up: the same keys, param-shaped entries, equal steps."""
+    def can_pack(owner_state: dict, params: list[Parameter], shared: frozenset) -> bool:
+        """Whether the parameters' existing states line up: the same keys, param-shaped entries, equal shared
+        entries (the steps)."""
         states = [owner_state.get(p, {}) for p in params]
         keys = set(states[0])
         if any(set(s) != keys for s in states):
             return False
         for key in keys:
-            if key in step_names:
-                steps = {float(np.asarray(s[key])) for s in states}
-                if len(steps) != 1:
+            if key in shared:
+                values = {np.asarray(s[key]).tobytes() for s in states}
+                if len(values) != 1:
                     return False
             elif any(tuple(np.shape(s[key])) != p.shape for s, p in zip(states, params)):
                 return False
@@ -151,14 +154,17 @@ class Pack:
         """Hands every parameter and its state back as separate arrays; the pack is empty afterwards."""
         params, self.params = self.params, []
         keys = sorted(self.state, key=lambda k: self.order.index(k) if k in self.order else len(self.order))
+        per_element = [key for key in keys if self.state[key].shape == self.flat.shape]
+        # one array for an entry the parameters share (the step), as a bucket keeps it
+        shared = {key: jnp.array(self.state[key], copy=True) for key in keys if key not in per_element}
         for b, batch in enumerate(self.batches):
             data = self._cut(self.flat, b)
-            cut = {key: self._cut(self.state[key], b) for key in keys if self.state[key].ndim}
+            cut = {key: self._cut(self.state[key], b) for key in per_element}
             for j, i in enumerate(batch):
                 p = params[i]
                 p._data = self._views.get(i, data[j])
                 p._pack = None
-                entry = {key: cut[key][j] if key in cut else jnp.array(self.state[key], copy=True) for key in keys}
+                entry = {key: cut[key][j] if key in cut else shared[key] for key in keys}
                 if entry:
                     self.owner_state[p] = entry
         self.flat, self.state, self._views = None, {}, {}
@@ -221,7 +227,6 @@ def _plan_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
             if _packable(opt, p):
                 data = p._pack.flat if p._pack is not None else p._data
                 wanted.setdefault((p.dtype, tuple(data.sharding.device_set)), []).append(p)
-    step_names = frozenset([cls.step_name] if cls.step_name else [])
     order = _engine.order_keys(cls)
     result = []
     for params in wanted.values():
@@ -230,13 +235,14 @@ def _plan_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
             result.append(pack)
             current.pop(id(pack), None)
             continue
-        if len(params) < 2 or not _flat_state_ok(opt, group, params):
+        shared = _flat_state_shared(opt, group, params) if len(params) > 1 else None
+        if shared is None:
             continue
         for p in params:
             if p._pack is not None:
                 p._pack.release()
-        if Pack.can_pack(opt._state, params, step_names):
-            pack = Pack.build(opt._state, params, step_names, order)
+        if Pack.can_pack(opt._state, params, shared):
+            pack = Pack.build(opt._state, params, shared, order)
             opt._packs.append(pack)
             result.append(pack)
     for pack in current.values():
@@ -245,10 +251,21 @@ def _plan_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
     return result
 
 
-def _flat_state_ok(opt, group: dict[str, Any], params: list[Parameter]) -> bool:
-    """Whether every state entry of the group's chain is elementwise (has the parameter's shape)."""
+def _flat_state_shared(opt, group: dict[str, Any], params: list[Parameter]) -> frozenset | None:
+    """The entries a pack shares (its step...), or None when some state entry is not elementwise.
+
+    Every entry of the group's chain must have the parameter's shape, or be one
+    the chain keeps once for a whole tree (the step, NAdam's ``mu_product``):
+    the pack then keeps one of it, as a bucket does.
+    """
+    cls = type(opt)
     size = sum(p.size for p in params)
     flat = jax.ShapeDtypeStruct((size,), params[0].dtype)
-    entries = _engine.state_entries(type(opt), group, flat)
-    return size < 2**31 and all(shape == (size,) or key == type(opt).step_name
-                                for key, (shape, _) in entries.items())
+    static, dynamic = _engine.split_options(cls, group)
+    shared, bucketable = _engine.shared_entries(cls, static, dynamic, (size,), flat.dtype)
+    entries = _engine.state_entries(cls, group, flat)
+    if size >= 2**31 or not bucketable:
+        return None
+    if all(shape == (size,) or key in shared for key, (shape, _) in entries.items()):
+        return frozenset(shared)
+    return None

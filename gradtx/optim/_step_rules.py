@@ -126,6 +126,7 @@ class ASGD(Optimizer):
     """
 
     chain_builder = staticmethod(asgd_chain)
+    elementwise = True
     switches = ('weight_decay',)
     state_names = {"eta": "eta", "mu": "mu", "ax": "ax"}
 
