@@ -4,7 +4,9 @@ The default tier of an elementwise optimizer keeps a group's small parameters in
 one flat buffer (gradtx.optim._packing). Every test here runs the same problem
 in the default tier and in the ``foreach`` tier (never packed) and demands the
 same bits, whatever the user does between steps: reading ``opt.state``,
-assigning ``p.data``, leaving a gradient out, saving and loading, pickling.
+assigning ``p.data`` or state entries (written through, or releasing the pack
+when its layout cannot hold them), leaving a gradient out, saving and loading,
+pickling.
 """
 
 import pickle
@@ -16,7 +18,7 @@ import pytest
 
 import gradtx
 from gradtx import optim
-from gradtx.optim import _engine
+from gradtx.optim import _engine, _packing
 from tests.cases import OPTIMIZERS
 
 SHAPES = [(3,), (2, 4), (5,), (0,), (1, 1, 3), ()]  # an empty and a 0-d parameter among them
@@ -54,7 +56,11 @@ def assert_same(a, b):
 
 
 def is_packed(opt):
-    return [p._pack is not None for g in opt.param_groups for p in g["params"]]
+    return [_packing.pack_of(p) is not None for g in opt.param_groups for p in g["params"]]
+
+
+def packs(opt):
+    return [_packing.pack_of(p) for g in opt.param_groups for p in g["params"]]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -80,20 +86,80 @@ def test_elementwise_steps_with_other_state_are_not_packed(name):
     assert not any(is_packed(opt))
 
 
-def test_reading_state_or_assigning_data_hands_the_pack_back():
+def test_reading_state_and_params_every_step_keeps_the_pack():
+    opt = make("Adam", "float32", "default")
+    opt.step(gradient(opt.params, 0))
+    first = packs(opt)
+    count = _engine.trace_count()
+    logged = []
+    for step in range(1, 4):  # a loop that logs the state and the parameters every step
+        logged.append([np.asarray(v) for p in opt.state for v in opt.state[p].values()])
+        logged.append([np.asarray(x) for x in opt.params])
+        opt.step(gradient(opt.params, step))
+    assert packs(opt) == first and all(pack.alive for pack in first[:-1])
+    assert _engine.trace_count() == count
+    assert len(opt.state) == len(SHAPES) and all(p in opt.state for p in opt.param_groups[0]["params"])
+
+
+def test_writes_through_state_and_data_keep_the_numbers_and_the_pack():
     packed, plain = make("Adam", "float64", "default"), make("Adam", "float64", "foreach")
     for step in range(6):
         for opt in (packed, plain):
             if step == 2:
                 first = opt.param_groups[0]["params"][0]
-                opt.state[first]["exp_avg"] = opt.state[first]["exp_avg"] * 0.5  # an edit through opt.state
+                halved = opt.state[first]["exp_avg"] * 0.5
+                opt.state[first]["exp_avg"] = halved  # an edit through opt.state, read back as written
+                assert_same(opt.state[first]["exp_avg"], halved)
             if step == 4:
                 second = opt.param_groups[0]["params"][1]
-                second.data = second.data + 1.0  # an edit through p.data
+                moved = second.data + 1.0
+                second.data = moved  # an edit through p.data
+                assert second.data is moved
             opt.step(gradient(opt.params, step))
         assert_same(packed.params, plain.params)
-    assert all(is_packed(packed)[:-1])  # packed again after each edit
+    assert all(is_packed(packed)[:-1]) and len(set(packs(packed)[:-1])) == 1  # the same pack all along
     assert_same(state_arrays(packed), state_arrays(plain))
+
+
+WRITES_THE_PACK_CANNOT_HOLD = {
+    "state entry of another dtype": lambda opt, p: opt.state[p].__setitem__(
+        "exp_avg", opt.state[p]["exp_avg"].astype(jnp.float32)),
+    "a step of its own": lambda opt, p: opt.state[p].__setitem__("step", opt.state[p]["step"] + 1),
+    "a new entry": lambda opt, p: opt.state[p].__setitem__("note", jnp.zeros(())),
+    "an entry deleted": lambda opt, p: opt.state[p].__delitem__("exp_avg_sq"),
+    "the whole entry replaced": lambda opt, p: opt.state.__setitem__(
+        p, {k: v * 1.0 for k, v in opt.state[p].items()}),
+    "the parameter's state deleted": lambda opt, p: opt.state.__delitem__(p),
+    "data of another dtype": lambda opt, p: setattr(p, "data", p.data.astype(jnp.float32)),
+}
+
+
+@pytest.mark.parametrize("write", sorted(WRITES_THE_PACK_CANNOT_HOLD))
+def test_a_write_the_pack_cannot_hold_releases_it_with_the_numbers_of_the_other_tier(write):
+    packed, plain = make("Adam", "float64", "default"), make("Adam", "float64", "foreach")
+    for opt in (packed, plain):
+        opt.step(gradient(opt.params, 0))
+        WRITES_THE_PACK_CANNOT_HOLD[write](opt, opt.param_groups[0]["params"][1])
+    assert_same(state_arrays(packed), state_arrays(plain))
+    assert_same(packed.params, plain.params)
+    assert [p.dtype for p in packed.param_groups[0]["params"]] == [p.dtype for p in plain.param_groups[0]["params"]]
+    if write != "data of another dtype":  # its state no longer matches its dtype: the step refuses it in every tier
+        for step in range(1, 3):
+            for opt in (packed, plain):
+                opt.step(gradient(opt.params, step))
+            assert_same(packed.params, plain.params)
+        assert_same(state_arrays(packed), state_arrays(plain))
+
+
+def test_replacing_the_whole_state_releases_the_packs():
+    opt = make("Adam", "float64", "default")
+    opt.step(gradient(opt.params, 0))
+    saved = {p: dict(entry) for p, entry in opt.state.items()}
+    opt.state = {}
+    assert not any(is_packed(opt)) and len(opt.state) == 0
+    opt.state = saved
+    assert_same(state_arrays(opt), [{k: np.asarray(v) for k, v in saved[p].items()}
+                                    for p in opt.param_groups[0]["params"]])
 
 
 def test_a_missing_gradient_steps_the_others_as_torch_does():
@@ -124,8 +190,8 @@ def test_mixed_dtypes_pack_separately_and_large_parameters_stay_apart():
     packed, plain = run(), run(foreach=True)
     assert_same(packed.params, plain.params)
     boxes = packed.param_groups[0]["params"]
-    assert boxes[0]._pack is boxes[1]._pack and boxes[2]._pack is boxes[3]._pack
-    assert boxes[0]._pack is not boxes[2]._pack and boxes[4]._pack is None
+    of = [_packing.pack_of(p) for p in boxes]
+    assert of[0] is of[1] and of[2] is of[3] and of[0] is not of[2] and of[4] is None
     assert [p.dtype for p in boxes] == [jnp.float32, jnp.float32, jnp.float64, jnp.float64, jnp.float32]
 
 
@@ -212,7 +278,7 @@ ONE_LOOP_SCRIPT = """
 import jax, jax.numpy as jnp, numpy as np
 jax.config.update("jax_enable_x64", True)
 from gradtx import optim
-from gradtx.optim import _engine
+from gradtx.optim import _engine, _packing
 from tests.cases import OPTIMIZERS
 assert _engine.one_loop_requested()
 rng = np.random.default_rng(0)

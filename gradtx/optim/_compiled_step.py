@@ -246,7 +246,7 @@ class _Plan:
         state = opt._state
         for p, names, ids in zip(self.boxes, self.check_names, self.ids):
             entry = state.get(p)
-            if entry is None or id(p._data) != ids[0] or p._pack is not None:
+            if entry is None or id(p._data) != ids[0] or _packing.pack_of(p) is not None:
                 return False
             if tuple(id(entry.get(k)) for k in names) != ids[1]:
                 return False

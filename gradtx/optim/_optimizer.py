@@ -103,10 +103,9 @@ class Optimizer:
     ``opt.pack_max_numel`` elements each, 8192 by default; not 0-d, not complex,
     on one device) and their state in one flat buffer per entry, so that thousands
     of small tensors cost one update rather than thousands, and compile in about a
-    second. The numbers are the other tiers' bit for bit. ``p.data`` then returns
-    a copy of the parameter's slice (made once per step); assigning ``p.data`` or
-    reading ``opt.state`` hands the pack back to separate arrays, and the next step
-    packs again. The step concatenates the gradients of a pack in a temporary
+    second. The numbers are the other tiers' bit for bit. ``p.data`` and
+    ``opt.state[p]`` then return copies of the parameter's slices (cut when read,
+    once per step); assigning either writes through before the next step. The step concatenates the gradients of a pack in a temporary
     buffer (peak memory of a step: + the packed gradients' size); set
     ``opt.pack_max_numel = 0`` to keep every parameter apart.
 
@@ -238,8 +237,8 @@ class Optimizer:
         self.check_options(group)
         for p in params:
             p._owners.add(self)
-            if len(p._owners) > 1 and p._pack is not None:  # stepped by two optimizers: never packed
-                p._pack.release()
+            if len(p._owners) > 1 and _packing.pack_of(p) is not None:  # stepped by two optimizers: never packed
+                _packing.pack_of(p).release()
         self.param_groups.append(group)
         self._trees.append(boxed.tree)
 
@@ -271,20 +270,20 @@ class Optimizer:
         return _options.current_hyperparams(self)
 
     @property
-    def state(self) -> defaultdict[Parameter, dict[str, Any]]:
+    def state(self) -> _packing.StateView:
         """Per-parameter state, ``{Parameter: {torch name: array}}``, as torch's ``optimizer.state``.
 
-        Reading it hands packed parameters back to separate arrays (see
-        :mod:`gradtx.optim._packing`), so that every entry is a plain array the
-        caller may keep or replace; the next step packs them again.
+        A live view over the optimizer's storage: reading never changes it (a
+        packed parameter's entries are cut from the pack's buffers when read), and
+        assigning ``opt.state[p][name] = array`` writes through to the next step
+        (see :mod:`gradtx.optim._packing`).
         """
-        _packing.release_packs(self)
-        return self._state
+        return _packing.StateView(self)
 
     @state.setter
     def state(self, value: Any) -> None:
         _packing.release_packs(self)
-        self._state = value if isinstance(value, defaultdict) else defaultdict(dict, value)
+        self._state = defaultdict(dict, {p: dict(entry) for p, entry in dict(value).items()})
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clears every ``p.grad``: to None (the default), or to zeros."""
@@ -416,7 +415,7 @@ class Optimizer:
     def __getstate__(self) -> dict[str, Any]:
         """What pickling keeps, with every jax array as NumPy (:mod:`gradtx.optim._pickling`)."""
         return _pickling.to_host({
-            "defaults": self.defaults, "state": dict(self.state), "param_groups": self.param_groups,
+            "defaults": self.defaults, "state": {p: dict(entry) for p, entry in self.state.items()}, "param_groups": self.param_groups,
             "_trees": self._trees, "_single": self._single, "_whole_tree": self._whole_tree,
             "_step_count": self._step_count, "_opt_called": self._opt_called,
             "donate_params": self.donate_params, "skip_nonfinite": self.skip_nonfinite,

@@ -142,7 +142,7 @@ def _group_count(opt, group: dict[str, Any]) -> int:
     """The step count of the group's first parameter with state (0 before the first step)."""
     name = type(opt).step_name
     for p in group["params"]:
-        state = p._pack.state if p._pack is not None and p._pack in opt._packs else opt._state.get(p, {})
+        state = opt.state.get(p, {})
         if name is not None and name in state:
             return int(np.asarray(state[name]))
         if name is None and state:

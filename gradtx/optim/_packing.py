@@ -1,4 +1,4 @@
-"""Packed storage: a param group's small parameters, and their state, held in one flat buffer each.
+"""Packed storage: a layer under the default tier that keeps a group's small parameters, and their state, flat.
 
 Many small tensors cost per tensor, not per byte: on a CPU each array crossing
 a compiled program's boundary costs microseconds, and each parameter's update is
@@ -10,15 +10,26 @@ one step count. The compiled step then updates the pack as if it were one
 parameter (an elementwise chain gives each element the numbers it would give it
 in its own tensor), concatenating the gradients inside the program.
 
-What users see does not change: ``p.data`` returns the parameter's slice (a
-copy, made once per step and cached), ``p.shape`` and ``p.dtype`` read the
-layout, and assigning ``p.data`` or reading ``opt.state`` first hands the pack
-back to separate arrays (:meth:`Pack.release`); the next step packs again.
+What users see does not change, and nothing they do releases a pack by reading:
+
+* a packed parameter's box holds a :class:`Slot` (a :class:`LazyArray`), so
+  ``p.shape`` and ``p.dtype`` read the layout and ``p.data`` cuts the
+  parameter's slice when read (a copy, made once per step, in batches of one
+  shape);
+* ``opt.state`` is a :class:`StateView`: ``opt.state[p]`` of a packed parameter
+  is a :class:`StateEntry` whose arrays are cut when read;
+* writes go through: ``p.data = x`` and ``opt.state[p]["exp_avg"] = x`` are
+  written into the flat buffers before the next step (:meth:`Pack.sync`). Only
+  a write the layout cannot hold (another shape or dtype, a step count of its
+  own, a whole entry replaced or deleted) hands the pack back to separate
+  arrays (:meth:`Pack.release`); the next step packs again.
 """
 
 from __future__ import annotations
 
 import functools
+import weakref
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import jax
@@ -26,9 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx.optim import _engine
-from gradtx.optim._parameter import Parameter
+from gradtx.optim._parameter import LazyArray, Parameter
 
-__all__ = ["Pack", "group_packs", "release_packs"]
+__all__ = ["Pack", "StateEntry", "StateView", "group_packs", "pack_of", "packed_at", "release_packs"]
 
 
 VIEW_BATCH = 32  # parameters of one shape cut by one program (0.4 s to compile per shape; ~7 us per view)
@@ -48,6 +59,37 @@ def _cut_one(flat: jax.Array, offset: Any, size: int, shape: tuple) -> jax.Array
 @jax.jit
 def _concatenate(arrays: list) -> jax.Array:
     return jnp.concatenate([jnp.ravel(a) for a in arrays])
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _write(flat: jax.Array, offsets: jax.Array, values: list) -> jax.Array:
+    """``flat`` with each of ``values`` written (flattened) at its offset: the pack's buffer, updated in place."""
+    for j, value in enumerate(values):
+        flat = jax.lax.dynamic_update_slice_in_dim(flat, jnp.ravel(value), offsets[j], 0)
+    return flat
+
+
+_PACK_OF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a packed parameter -> its pack
+
+
+class Slot(LazyArray):
+    """A packed parameter's value: its slice of the pack's flat buffer, cut when read."""
+
+    __slots__ = ("index", "pack")
+
+    def __init__(self, pack: Pack, index: int) -> None:
+        self.pack, self.index = pack, index
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.pack.shapes[self.index]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.pack.dtype
+
+    def value(self) -> jax.Array:
+        return self.pack.view(self.index)
 
 
 class Pack:
@@ -86,10 +128,12 @@ class Pack:
                                else np.int32(self.offsets[batch[0]]) for batch in self.batches]
         self.flat = flat
         self.state = state
-        self._views: dict[int, jax.Array] = {}
-        for p in params:
-            p._data = None
-            p._pack = self
+        self._views: dict[tuple, jax.Array] = {}  # (entry or None for the parameter, index) -> cut array
+        self._pending: dict[str, dict[int, jax.Array]] = {}  # state writes made through opt.state, not yet synced
+        self.slots = [Slot(self, i) for i in range(len(params))]
+        for p, slot in zip(params, self.slots):
+            p.data = slot
+            _PACK_OF[p] = self
 
     @classmethod
     def build(cls, owner_state: dict, params: list[Parameter], shared: frozenset, order: list[str]) -> Pack:
@@ -118,7 +162,8 @@ class Pack:
                 values = {np.asarray(s[key]).tobytes() for s in states}
                 if len(values) != 1:
                     return False
-            elif any(tuple(np.shape(s[key])) != p.shape for s, p in zip(states, params)):
+            elif (any(tuple(np.shape(s[key])) != p.shape for s, p in zip(states, params))
+                  or len({jnp.asarray(s[key]).dtype for s in states}) != 1):
                 return False
         return True
 
@@ -127,9 +172,6 @@ class Pack:
         """False once :meth:`release` has handed the parameters back."""
         return self.flat is not None
 
-    def shape_of(self, p: Parameter) -> tuple[int, ...]:
-        return self.shapes[self.slot[id(p)]]
-
     def _cut(self, flat: jax.Array, b: int) -> list[jax.Array]:
         batch = self.batches[b]
         size, shape = self.sizes[batch[0]], self.shapes[batch[0]]
@@ -137,13 +179,66 @@ class Pack:
             return [_cut_one(flat, self._batch_offsets[b], size, shape)]
         return _cut_many(flat, self._batch_offsets[b], size, shape)
 
-    def view(self, p: Parameter) -> jax.Array:
-        """``p``'s current value: its slice of the flat buffer (cut with its batch's, once per step)."""
-        i = self.slot[id(p)]
-        if i not in self._views:
+    def _cached(self, key: str | None, i: int) -> jax.Array:
+        if (key, i) not in self._views:
             b = self.batch_of[i]
-            self._views.update(zip(self.batches[b], self._cut(self.flat, b)))
-        return self._views[i]
+            source = self.flat if key is None else self.state[key]
+            self._views.update({(key, j): v for j, v in zip(self.batches[b], self._cut(source, b))})
+            for j in self.batches[b]:  # a write made since the last step wins over the buffer's old value
+                if key in self._pending and j in self._pending[key]:
+                    self._views[(key, j)] = self._pending[key][j]
+        return self._views[(key, i)]
+
+    def view(self, i: int) -> jax.Array:
+        """Parameter ``i``'s current value: its slice of the flat buffer (cut with its batch's, once per step)."""
+        return self._cached(None, i)
+
+    def is_per_element(self, key: str) -> bool:
+        """Whether entry ``key`` holds one value per element (else it is kept once for all: the step)."""
+        return self.state[key].shape == self.flat.shape
+
+    def entry(self, key: str, i: int) -> jax.Array:
+        """State entry ``key`` of parameter ``i``: its slice, or the one array the pack keeps (the step)."""
+        if not self.is_per_element(key):
+            return self.state[key]
+        return self._cached(key, i)
+
+    def entry_keys(self) -> list[str]:
+        """The state's keys in torch's order."""
+        return sorted(self.state, key=lambda k: self.order.index(k) if k in self.order else len(self.order))
+
+    def write(self, key: str, i: int, value: Any) -> bool:
+        """Records ``opt.state[p][key] = value`` for the next :meth:`sync`; False if the layout cannot hold it."""
+        value = value if isinstance(value, jax.Array) else jnp.asarray(value)
+        if (key not in self.state or not self.is_per_element(key) or tuple(value.shape) != self.shapes[i]
+                or value.dtype != self.state[key].dtype):
+            return False
+        self._pending.setdefault(key, {})[i] = value
+        self._views[(key, i)] = value
+        return True
+
+    def sync(self) -> bool:
+        """Writes into the flat buffers what was assigned since the last step (``p.data``, ``opt.state`` entries).
+
+        Returns False, changing nothing, when an assigned ``p.data`` has another
+        shape or dtype than its slice: the caller then releases the pack.
+        """
+        changed = [i for i, p in enumerate(self.params) if p._data is not self.slots[i]]
+        values = [self.params[i].data for i in changed]
+        if any(tuple(v.shape) != self.shapes[i] or v.dtype != self.dtype for i, v in zip(changed, values)):
+            return False
+        if changed:
+            self.flat = _write(self.flat, self._offsets(changed), values)
+            for i in changed:
+                self.params[i].data = self.slots[i]
+        for key, writes in self._pending.items():
+            self.state[key] = _write(self.state[key], self._offsets(list(writes)), list(writes.values()))
+        if changed or self._pending:
+            self._pending, self._views = {}, {}
+        return True
+
+    def _offsets(self, indices: list[int]) -> jax.Array:
+        return jnp.asarray([self.offsets[i] for i in indices], jnp.int32)
 
     def updated(self, flat: jax.Array, state: dict) -> None:
         """Takes the buffers a step returned (the old ones were donated to it)."""
@@ -151,33 +246,144 @@ class Pack:
         self._views.clear()
 
     def release(self) -> None:
-        """Hands every parameter and its state back as separate arrays; the pack is empty afterwards."""
-        params, self.params = self.params, []
-        keys = sorted(self.state, key=lambda k: self.order.index(k) if k in self.order else len(self.order))
-        per_element = [key for key in keys if self.state[key].shape == self.flat.shape]
-        # one array for an entry the parameters share (the step), as a bucket keeps it
-        shared = {key: jnp.array(self.state[key], copy=True) for key in keys if key not in per_element}
-        for b, batch in enumerate(self.batches):
-            data = self._cut(self.flat, b)
-            cut = {key: self._cut(self.state[key], b) for key in per_element}
-            for j, i in enumerate(batch):
-                p = params[i]
-                p._data = self._views.get(i, data[j])
-                p._pack = None
-                entry = {key: cut[key][j] if key in cut else shared[key] for key in keys}
-                if entry:
-                    self.owner_state[p] = entry
-        self.flat, self.state, self._views = None, {}, {}
+        """Hands every parameter and its state back as separate arrays; the pack is empty afterwards.
+
+        A parameter whose ``p.data`` was assigned since the last step keeps the
+        assigned array; state written through ``opt.state`` is kept.
+        """
+        keys = self.entry_keys()
+        shared = {key: jnp.array(self.state[key], copy=True) for key in keys if not self.is_per_element(key)}
+        for i, p in enumerate(self.params):
+            if p._data is self.slots[i]:
+                p.data = self.view(i)
+            entry = {key: shared[key] if key in shared else self.entry(key, i) for key in keys}
+            if entry:
+                self.owner_state[p] = entry
+            _PACK_OF.pop(p, None)
+        self.params, self.flat, self.state, self._views, self._pending = [], None, {}, {}, {}
+
+
+class StateEntry(MutableMapping):
+    """``opt.state[p]`` of a packed parameter: reads cut its slices, writes go through to the pack.
+
+    A write the pack cannot hold (another shape or dtype, a step of its own, a
+    new or deleted key) hands the pack back to separate arrays first; the entry
+    then reads and writes ``p``'s own dict.
+    """
+
+    def __init__(self, opt: Any, p: Parameter) -> None:
+        self._opt, self._p = opt, p
+
+    def _where(self) -> tuple[Pack | None, int | None]:
+        return packed_at(self._opt, self._p)
+
+    def __getitem__(self, key: str) -> Any:
+        pack, i = self._where()
+        if pack is None:
+            return self._opt._state[self._p][key]
+        if key not in pack.state:
+            raise KeyError(key)
+        return pack.entry(key, i)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        pack, i = self._where()
+        if pack is not None and pack.write(key, i, value):
+            return
+        if pack is not None:
+            pack.release()
+        self._opt._state[self._p][key] = value
+
+    def __delitem__(self, key: str) -> None:
+        pack, _ = self._where()
+        if pack is not None:
+            pack.release()
+        del self._opt._state[self._p][key]
+
+    def __iter__(self) -> Iterator[str]:
+        pack, _ = self._where()
+        return iter(pack.entry_keys() if pack is not None else list(self._opt._state.get(self._p, {})))
+
+    def __len__(self) -> int:
+        pack, _ = self._where()
+        return len(pack.state) if pack is not None else len(self._opt._state.get(self._p, {}))
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+class StateView(MutableMapping):
+    """``opt.state``: ``{Parameter: {torch name: array}}``, live over the optimizer's storage.
+
+    A parameter stepped apart maps to its own dict; a packed one to a
+    :class:`StateEntry` over the pack. Reading never changes the storage.
+    Like torch's ``defaultdict(dict)``, ``opt.state[p]`` of a parameter without
+    state is an empty dict, added on first access.
+    """
+
+    def __init__(self, opt: Any) -> None:
+        self._opt = opt
+
+    def __getitem__(self, p: Any) -> Any:
+        pack, _ = packed_at(self._opt, p)
+        return StateEntry(self._opt, p) if pack is not None else self._opt._state[p]
+
+    def __setitem__(self, p: Any, entry: Any) -> None:
+        pack, _ = packed_at(self._opt, p)
+        if pack is not None:
+            pack.release()
+        self._opt._state[p] = entry
+
+    def __delitem__(self, p: Any) -> None:
+        pack, _ = packed_at(self._opt, p)
+        if pack is not None:
+            pack.release()
+        del self._opt._state[p]
+
+    def get(self, p: Any, default: Any = None) -> Any:
+        """``opt.state[p]`` if ``p`` has state, else ``default`` (adds no entry, as ``dict.get``)."""
+        pack, _ = packed_at(self._opt, p)
+        return StateEntry(self._opt, p) if pack is not None else self._opt._state.get(p, default)
+
+    def __contains__(self, p: object) -> bool:
+        pack, _ = packed_at(self._opt, p)
+        return bool(pack.state) if pack is not None else p in self._opt._state
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from list(self._opt._state)
+        for pack in list(self._opt._packs):
+            if pack.alive and pack.state:
+                yield from list(pack.params)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return repr({p: dict(entry) for p, entry in self.items()})
+
+
+def packed_at(opt: Any, p: Any) -> tuple[Pack | None, int | None]:
+    """The pack of ``opt`` that holds ``p``'s state (and its value, unless ``p.data`` was assigned since the last
+    step), and ``p``'s place in it; ``(None, None)`` if none."""
+    pack = _PACK_OF.get(p) if isinstance(p, Parameter) else None
+    if pack is not None and pack.alive and pack in opt._packs:
+        return pack, pack.slot[id(p)]
+    return None, None
 
 
 # --- which parameters an optimizer packs -------------------------------------------------------------------
 
 
 def release_packs(opt) -> None:
-    """Hands every pack of ``opt`` back to separate arrays (before ``opt.state`` is read or replaced)."""
+    """Hands every pack of ``opt`` back to separate arrays (before its state is replaced or stepped otherwise)."""
     packs, opt._packs = opt._packs, []
     for pack in packs:
         pack.release()
+
+
+def pack_of(p: Parameter) -> Pack | None:
+    """The live pack that holds ``p`` (of whichever optimizer), or None."""
+    pack = _PACK_OF.get(p)
+    return pack if pack is not None and pack.alive else None
 
 
 def _packable(opt, p: Parameter) -> bool:
@@ -188,11 +394,20 @@ def _packable(opt, p: Parameter) -> bool:
     """
     if len(p._owners) > 1:  # another optimizer steps it too: each keeps its own state, apart
         return False
-    if p._pack is not None:
-        return p._pack in opt._packs and p.size <= opt.pack_max_numel
+    pack = pack_of(p)
+    if pack is not None:
+        return pack in opt._packs and p.size <= opt.pack_max_numel
     data = p._data
     return (isinstance(data, jax.Array) and jnp.issubdtype(data.dtype, jnp.floating) and data.ndim >= 1
             and data.size <= opt.pack_max_numel and len(data.sharding.device_set) == 1)
+
+
+def _synced(opt) -> None:
+    """Writes what users assigned since the last step into the packs; releases a pack that cannot take it."""
+    for pack in opt._packs:
+        if pack.alive and not pack.sync():
+            pack.release()
+    opt._packs = [pack for pack in opt._packs if pack.alive]
 
 
 def group_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]:
@@ -201,10 +416,15 @@ def group_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
     Packing needs an elementwise chain whose state entries all have the
     parameter's shape, every parameter of the group with a gradient (torch
     leaves the others untouched), and states that line up (equal steps).
-    Otherwise the group's packs are released and its parameters stepped one by one.
+    Otherwise, and in the other tiers, the group's packs are released and its
+    parameters stepped one by one.
     """
     params = group["params"]
-    opt._packs = [pack for pack in opt._packs if pack.alive]  # a p.data assignment released its pack
+    _synced(opt)
+    if opt._tier(group) != "fused":
+        for pack in {pack_of(p) for p in params} - {None}:
+            pack.release()
+        return []
     plan = opt._plans.get(id(group))
     if (plan is not None and len(work) == len(params) and all(pack in opt._packs for pack in plan[1])
             and plan[0] == (opt.pack_max_numel, *map(id, params))):
@@ -216,7 +436,7 @@ def group_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
 
 def _plan_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]:
     cls = type(opt)
-    mine = [p._pack for p in group["params"] if p._pack is not None]
+    mine = [pack for pack in map(pack_of, group["params"]) if pack is not None]
     for pack in set(mine):
         if pack not in opt._packs:  # a pack of another optimizer (or orphaned): hand it back first
             pack.release()
@@ -225,12 +445,13 @@ def _plan_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
     if cls.elementwise and len(work) == len(group["params"]):
         for p in group["params"]:
             if _packable(opt, p):
-                data = p._pack.flat if p._pack is not None else p._data
+                pack = pack_of(p)
+                data = pack.flat if pack is not None else p._data
                 wanted.setdefault((p.dtype, tuple(data.sharding.device_set)), []).append(p)
     order = _engine.order_keys(cls)
     result = []
     for params in wanted.values():
-        pack = params[0]._pack
+        pack = pack_of(params[0])
         if pack is not None and pack.params == params:
             result.append(pack)
             current.pop(id(pack), None)
@@ -239,8 +460,8 @@ def _plan_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
         if shared is None:
             continue
         for p in params:
-            if p._pack is not None:
-                p._pack.release()
+            if pack_of(p) is not None:
+                pack_of(p).release()
         if Pack.can_pack(opt._state, params, shared):
             pack = Pack.build(opt._state, params, shared, order)
             opt._packs.append(pack)

@@ -9,7 +9,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Parameter"]
+__all__ = ["LazyArray", "Parameter"]
+
+
+class LazyArray:
+    """An array computed when first read: what a :class:`Parameter` may hold instead of a ready one.
+
+    A subclass knows its ``shape`` and ``dtype`` without computing anything, and
+    returns the array from :meth:`value` (the facade's packing layer uses one to
+    stand for a parameter's slice of a flat buffer, cut only if someone reads it).
+    """
+
+    __slots__ = ()
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    def value(self) -> jax.Array:
+        raise NotImplementedError
 
 
 class Parameter:
@@ -34,11 +51,10 @@ class Parameter:
         and in error messages.
     """
 
-    __slots__ = ("__weakref__", "_data", "_owners", "_pack", "grad", "name")
+    __slots__ = ("__weakref__", "_data", "_owners", "grad", "name")
 
     def __init__(self, data: Any, name: str | None = None) -> None:
-        self._pack: Any = None
-        self._owners: weakref.WeakSet = weakref.WeakSet()  # the optimizers stepping it (packed only with one)
+        self._owners: weakref.WeakSet = weakref.WeakSet()  # the optimizers stepping it
         self.data = data
         self.grad: jax.Array | None = None
         self.name = name
@@ -47,34 +63,25 @@ class Parameter:
     def data(self) -> jax.Array:
         """The current value; assigning converts with ``jnp.asarray``.
 
-        While an optimizer keeps this parameter packed with others in one flat
-        buffer (see :mod:`gradtx.optim._packing`), reading returns a copy of its
-        slice (made once per step), and assigning first hands the whole pack back
-        to separate arrays.
+        The box may hold a :class:`LazyArray` (a packed parameter's slice of its
+        optimizer's flat buffer, see :mod:`gradtx.optim._packing`): reading
+        computes it then.
         """
-        if self._pack is not None:
-            return self._pack.view(self)
-        return self._data
+        data = self._data
+        return data if isinstance(data, jax.Array) else data.value()
 
     @data.setter
     def data(self, value: Any) -> None:
         if isinstance(value, Parameter):
             value = value.data
-        value = value if isinstance(value, jax.Array) else jnp.asarray(value)
-        if self._pack is not None:
-            self._pack.release()
-        self._data = value
+        self._data = value if isinstance(value, (jax.Array, LazyArray)) else jnp.asarray(value)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        if self._pack is not None:
-            return self._pack.shape_of(self)
         return tuple(self._data.shape)
 
     @property
     def dtype(self) -> np.dtype:
-        if self._pack is not None:
-            return self._pack.dtype
         return self._data.dtype
 
     @property
@@ -105,7 +112,6 @@ class Parameter:
         return {"data": as_numpy(self.data), "grad": as_numpy(self.grad), "name": self.name}
 
     def __setstate__(self, state: dict) -> None:
-        self._pack = None
         self._owners = weakref.WeakSet()
         self.data = jnp.asarray(state["data"])
         self.grad = None if state["grad"] is None else jnp.asarray(state["grad"])

@@ -311,7 +311,7 @@ def load_state_dict(opt: Optimizer, state_dict: Mapping, match: str = "position"
     paired = set(id_map.values())
     for p, entry in opt.state.items():  # with match="name", parameters without saved state keep theirs
         if p not in paired and entry:
-            state[p] = entry
+            state[p] = dict(entry)
     for key, entry in state_dict["state"].items():
         if key not in id_map:
             if match == "position" and strict:

@@ -174,7 +174,7 @@ def plan(opt: Optimizer) -> dict[str, list[Unit]]:
         grads = {p: _grads.checked_grad(opt, p, p.grad) for p in work}
         static, dynamic = _engine.split_options(cls, group, where=f"param group {index}")
         tier = opt._tier(group)
-        packs = _packing.group_packs(opt, group, work) if tier == "fused" else []
+        packs = _packing.group_packs(opt, group, work)
         for pack in packs:
             state, fresh = pack.state, not pack.state
             if fresh:
