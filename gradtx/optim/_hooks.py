@@ -136,3 +136,35 @@ def refuse_under_transformation(optimizer: Any, args: tuple, kwargs: dict) -> No
             "write the jitted step with the functional face: tx = gradtx.adam(...); "
             "updates, state = tx.update(grads, state, params); params = gradtx.apply_updates(params, updates)."
         )
+
+
+class HookRegistry:
+    """The optimizer's own hook registries, as torch.optim.Optimizer's ``register_*_hook`` methods.
+
+    The registries (``_optimizer_step_pre_hooks``...) are ordered dicts the
+    optimizer creates; each method returns a handle that removes its hook.
+    """
+
+    def register_step_pre_hook(self, hook: Callable) -> RemovableHandle:
+        """``hook(optimizer, args, kwargs) -> None | (new_args, new_kwargs)``, called before each ``step``."""
+        return register(self._optimizer_step_pre_hooks, hook)
+
+    def register_step_post_hook(self, hook: Callable) -> RemovableHandle:
+        """``hook(optimizer, args, kwargs) -> None``, called after each ``step``."""
+        return register(self._optimizer_step_post_hooks, hook)
+
+    def register_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """``hook(optimizer) -> None``, called before ``state_dict()`` builds the dict."""
+        return register(self._optimizer_state_dict_pre_hooks, hook, prepend)
+
+    def register_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """``hook(optimizer, state_dict) -> None | state_dict``; a returned dict replaces the result."""
+        return register(self._optimizer_state_dict_post_hooks, hook, prepend)
+
+    def register_load_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """``hook(optimizer, state_dict) -> None | state_dict``; a returned dict is loaded instead."""
+        return register(self._optimizer_load_state_dict_pre_hooks, hook, prepend)
+
+    def register_load_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """``hook(optimizer) -> None``, called after ``load_state_dict`` has loaded."""
+        return register(self._optimizer_load_state_dict_post_hooks, hook, prepend)

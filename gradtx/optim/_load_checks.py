@@ -31,6 +31,7 @@ import numpy as np
 
 from gradtx.optim import _engine
 from gradtx.optim._options import short
+from gradtx.optim._required import required
 
 if TYPE_CHECKING:
     from gradtx.optim._optimizer import Optimizer
@@ -77,7 +78,6 @@ def check_saved_group(opt: Optimizer, saved: Mapping, index: int) -> None:
     A group saved by another optimizer (SGD's ``momentum`` and no ``betas``, loaded
     into Adam) is named as such in the message.
     """
-    from gradtx.optim._optimizer import required  # imported here: optimizer.py imports this module's caller
 
     where = f"param group {index} of the state dict"
     if "step" in saved and not callable(saved["step"]):

@@ -20,39 +20,17 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gradtx._base import GradientTransformation
-from gradtx.optim import _engine, _grads, _options, _packing, _pickling, _state_dict, _step
-from gradtx.optim._hooks import RemovableHandle, register, with_step_hooks
-from gradtx.optim._params import group_params, split_param_groups, tree_values
-from gradtx.optim._groups import ParamGroups
-from gradtx.optim._parameter import Parameter
 from gradtx._tree import all_finite
+from gradtx.optim import _engine, _grads, _options, _packing, _pickling, _state_dict, _step
+from gradtx.optim._groups import ParamGroups
+from gradtx.optim._hooks import HookRegistry, with_step_hooks
+from gradtx.optim._parameter import Parameter
+from gradtx.optim._params import group_params, split_param_groups, tree_values
+from gradtx.optim._required import number, required
 
 __all__ = ["Optimizer", "number", "required"]
-
-
-class _RequiredParameter:
-    """Marks an option without a default: every param group must give it."""
-
-    def __repr__(self) -> str:
-        return "<required parameter>"
-
-
-required = _RequiredParameter()
-
-
-def number(value: Any) -> float:
-    """An option as a Python float for validation (floats, ints, 1-element arrays); schedules read as 0."""
-    if callable(value):
-        return 0.0
-    if isinstance(value, (str, bytes)) or not np.issubdtype(np.asarray(value).dtype, np.number):
-        raise TypeError(f"an option must be a number (or a schedule), got {value!r} ({type(value).__name__})")
-    array = np.asarray(value)
-    if array.size != 1:
-        raise ValueError(f"an option given as an array must have 1 element, got shape {array.shape}")
-    return float(array.reshape(()))
 
 
 _all_finite = jax.jit(all_finite)
@@ -63,7 +41,7 @@ def _is_param_groups(x: Any) -> bool:
     return isinstance(x, ParamGroups)
 
 
-class Optimizer:
+class Optimizer(HookRegistry):
     """Base class of the torch-style optimizers (docs/declaring.md shows how to declare one).
 
     ``params`` may be, as in torch 2.13, an iterable of parameters (here
@@ -97,17 +75,12 @@ class Optimizer:
     (jit the functional face instead); a failing step changes nothing in any
     group; steps from several threads are serialized.
 
-    Packing: in the default (fused) tier, an optimizer whose step is elementwise
-    (``elementwise = True``), and whose state entries have the parameter's shape or
-    are kept once for all parameters (docs/facade.md lists them), keeps each group's small parameters of one dtype (at most
-    ``opt.pack_max_numel`` elements each, 8192 by default; not 0-d, not complex,
-    on one device) and their state in one flat buffer per entry, so that thousands
-    of small tensors cost one update rather than thousands, and compile in about a
-    second. The numbers are the other tiers' bit for bit. ``p.data`` and
-    ``opt.state[p]`` then return copies of the parameter's slices (cut when read,
-    once per step); assigning either writes through before the next step. The step concatenates the gradients of a pack in a temporary
-    buffer (peak memory of a step: + the packed gradients' size); set
-    ``opt.pack_max_numel = 0`` to keep every parameter apart.
+    Packing: in the default tier, an elementwise optimizer (docs/facade.md lists
+    them) keeps each group's small parameters of one dtype (at most
+    ``opt.pack_max_numel`` elements, 8192 by default; 0 turns it off) and their
+    state in one flat buffer per entry: thousands of small tensors cost one update.
+    The numbers are the other tiers' bit for bit; ``p.data`` and ``opt.state``
+    read and write as for any parameter (see :mod:`gradtx.optim._packing`).
 
     Other engine attributes: ``opt.skip_nonfinite = True`` checks every gradient
     before a step and skips the whole step (parameters, state and step counts
@@ -385,7 +358,7 @@ class Optimizer:
             if new:  # a program returns dicts with sorted keys; a new entry gets torch's order
                 self._state[p].update({k: new[k] for k in order if k in new})
 
-    # --- state_dict, pickling, repr, hooks ------------------------------------------------------------------
+    # --- state_dict, pickling, repr ------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         """The state in torch's layout, with NumPy copies of the arrays (see :mod:`gradtx.optim._state_dict`)."""
@@ -414,33 +387,10 @@ class Optimizer:
 
     def __getstate__(self) -> dict[str, Any]:
         """What pickling keeps, with every jax array as NumPy (:mod:`gradtx.optim._pickling`)."""
-        return _pickling.to_host({
-            "defaults": self.defaults, "state": {p: dict(entry) for p, entry in self.state.items()}, "param_groups": self.param_groups,
-            "_trees": self._trees, "_single": self._single, "_whole_tree": self._whole_tree,
-            "_step_count": self._step_count, "_opt_called": self._opt_called,
-            "donate_params": self.donate_params, "skip_nonfinite": self.skip_nonfinite,
-            "skipped_steps": self.skipped_steps, "pack_max_numel": self.pack_max_numel,
-            "_added_defaults": self.__dict__.get("_added_defaults", ())})
+        return _pickling.optimizer_state(self)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state = _pickling.from_host(dict(state))
-        per_param = state.pop("state", {})
-        if self.__dict__.get("_packs"):  # loading into a live optimizer: packed parameters get their arrays back
-            _packing.release_packs(self)
-        self.__dict__.update(state)
-        self._init_attributes()
-        self._state = per_param if isinstance(per_param, defaultdict) else defaultdict(dict, per_param)
-        declared = set(self.defaults) - set(self.__dict__.get("_added_defaults", ()))
-        if "differentiable" not in self.defaults:  # as torch's __setstate__, in the defaults only
-            self.defaults["differentiable"] = False
-            self._added_defaults = ("differentiable",)  # not declared: a later load must not copy it into groups
-        for group in self.param_groups:
-            for name, default in self.defaults.items():
-                if default is not required and name in declared:
-                    group.setdefault(name, default)
-            for p in group["params"]:
-                if isinstance(p, Parameter):
-                    p._owners.add(self)
+        _pickling.restore_optimizer(self, state)
 
     def __repr__(self) -> str:
         text = self.__class__.__name__ + " ("
@@ -450,27 +400,3 @@ class Optimizer:
                 if key != "params":
                     text += f"    {key}: {group[key]}\n"
         return text + ")"
-
-    def register_step_pre_hook(self, hook: Callable) -> RemovableHandle:
-        """``hook(optimizer, args, kwargs) -> None | (new_args, new_kwargs)``, called before each ``step``."""
-        return register(self._optimizer_step_pre_hooks, hook)
-
-    def register_step_post_hook(self, hook: Callable) -> RemovableHandle:
-        """``hook(optimizer, args, kwargs) -> None``, called after each ``step``."""
-        return register(self._optimizer_step_post_hooks, hook)
-
-    def register_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
-        """``hook(optimizer) -> None``, called before ``state_dict()`` builds the dict."""
-        return register(self._optimizer_state_dict_pre_hooks, hook, prepend)
-
-    def register_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
-        """``hook(optimizer, state_dict) -> None | state_dict``; a returned dict replaces the result."""
-        return register(self._optimizer_state_dict_post_hooks, hook, prepend)
-
-    def register_load_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
-        """``hook(optimizer, state_dict) -> None | state_dict``; a returned dict is loaded instead."""
-        return register(self._optimizer_load_state_dict_pre_hooks, hook, prepend)
-
-    def register_load_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
-        """``hook(optimizer) -> None``, called after ``load_state_dict`` has loaded."""
-        return register(self._optimizer_load_state_dict_post_hooks, hook, prepend)

@@ -19,7 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["HostArray", "from_host", "to_host"]
+from gradtx.optim import _packing
+from gradtx.optim._parameter import Parameter
+from gradtx.optim._required import required
+
+__all__ = ["HostArray", "from_host", "optimizer_state", "restore_optimizer", "to_host"]
 
 
 class HostArray:
@@ -83,3 +87,41 @@ def from_host(value: Any) -> Any:
 
 def _is_host_or_box(x: Any) -> bool:
     return isinstance(x, HostArray) or _is_box(x)
+
+
+def optimizer_state(opt: Any) -> dict[str, Any]:
+    """What pickling an optimizer keeps (``Optimizer.__getstate__``): options, state and trees, arrays on the host."""
+    return to_host({
+        "defaults": opt.defaults, "state": {p: dict(entry) for p, entry in opt.state.items()},
+        "param_groups": opt.param_groups, "_trees": opt._trees, "_single": opt._single,
+        "_whole_tree": opt._whole_tree, "_step_count": opt._step_count, "_opt_called": opt._opt_called,
+        "donate_params": opt.donate_params, "skip_nonfinite": opt.skip_nonfinite,
+        "skipped_steps": opt.skipped_steps, "pack_max_numel": opt.pack_max_numel,
+        "_added_defaults": opt.__dict__.get("_added_defaults", ())})
+
+
+def restore_optimizer(opt: Any, state: dict[str, Any]) -> None:
+    """``Optimizer.__setstate__``: unpickling, and ``load_state_dict``'s last step (the checked new state).
+
+    As torch's ``__setstate__``, ``differentiable`` is added to the defaults
+    (only there: a later load must not copy it into the groups), and options
+    declared since the pickle was made are filled into every group.
+    """
+    state = from_host(dict(state))
+    per_param = state.pop("state", {})
+    if opt.__dict__.get("_packs"):  # loading into a live optimizer: packed parameters get their arrays back
+        _packing.release_packs(opt)
+    opt.__dict__.update(state)
+    opt._init_attributes()
+    opt._state = per_param if isinstance(per_param, defaultdict) else defaultdict(dict, per_param)
+    declared = set(opt.defaults) - set(opt.__dict__.get("_added_defaults", ()))
+    if "differentiable" not in opt.defaults:
+        opt.defaults["differentiable"] = False
+        opt._added_defaults = ("differentiable",)
+    for group in opt.param_groups:
+        for name, default in opt.defaults.items():
+            if default is not required and name in declared:
+                group.setdefault(name, default)
+        for p in group["params"]:
+            if isinstance(p, Parameter):
+                p._owners.add(opt)

@@ -256,9 +256,9 @@ class LBFGS(Optimizer):
                    for q in self.param_groups[0]["params"])
         for key in ("func_evals", "n_iter"):
             value = np.asarray(entry.get(key, 0))
-            if value.size != 1 or not np.issubdtype(value.dtype, np.number) or value.reshape(()) < 0 \
-                    or value.reshape(()) != np.floor(value.reshape(())):
-                raise ValueError(f"{where}: '{key}' must be a non-negative whole number, got {entry.get(key)!r}")
+            if (value.size != 1 or not np.issubdtype(value.dtype, np.number) or not np.isfinite(value).all()
+                    or not 0 <= value.reshape(()) < 2**31 or value.reshape(()) != np.floor(value.reshape(()))):
+                raise ValueError(f"{where}: '{key}' must be a whole number in [0, 2**31), got {entry.get(key)!r}")
         if "d" not in entry:
             return
         for key in _LBFGS_ARRAYS:
