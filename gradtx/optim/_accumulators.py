@@ -16,10 +16,9 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from gradtx._hyper import value_at
 from gradtx import (
     GradientTransformation, add_decayed_weights, chain, identity, negate_if, scale_by_adadelta, scale_by_adamax,
-    scale_by_learning_rate, scale_by_rms, scale_by_rss, scale_by_stddev, trace,
+    scale_by_learning_rate, scale_by_rms, scale_by_rss, scale_by_stddev, trace, value_at,
 )
 from gradtx.optim._declare import check_tensor_lr
 from gradtx.optim._optimizer import Optimizer, number
@@ -139,6 +138,7 @@ class Adagrad(Optimizer):
     """
 
     chain_builder = staticmethod(adagrad_chain)
+    chain_options = ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps", "maximize")
     switches = ('weight_decay',)
     state_names = {"sum": "sum_of_squares"}
     elementwise = True
@@ -200,6 +200,7 @@ class RMSprop(Optimizer):
     """
 
     chain_builder = staticmethod(rmsprop_chain)
+    chain_options = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
     switches = ('momentum', 'weight_decay')
     state_names = {"square_avg": "nu", "momentum_buffer": "trace", "grad_avg": "mu"}
     elementwise = True
@@ -244,6 +245,7 @@ class Adadelta(Optimizer):
     """
 
     chain_builder = staticmethod(adadelta_chain)
+    chain_options = ("lr", "rho", "eps", "weight_decay", "maximize")
     switches = ('weight_decay',)
     state_names = {"square_avg": "e_g", "acc_delta": "e_x"}
     elementwise = True
@@ -286,6 +288,7 @@ class Adamax(Optimizer):
     """
 
     chain_builder = staticmethod(adamax_chain)
+    chain_options = ("lr", "betas", "eps", "weight_decay", "maximize")
     switches = ('weight_decay',)
     state_names = {"exp_avg": "mu", "exp_inf": "nu"}
     elementwise = True

@@ -131,6 +131,7 @@ class Adam(Optimizer):
     """
 
     chain_builder = staticmethod(adam_chain)
+    chain_options = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay")
     switches = ('weight_decay',)
     state_names = {"exp_avg": "mu", "exp_avg_sq": "nu", "max_exp_avg_sq": "nu_max"}
     elementwise = True

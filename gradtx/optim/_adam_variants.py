@@ -86,6 +86,7 @@ class NAdam(Optimizer):
     """
 
     chain_builder = staticmethod(nadam_chain)
+    chain_options = ("lr", "betas", "eps", "weight_decay", "momentum_decay", "decoupled_weight_decay", "maximize")
     elementwise = True
     switches = ('weight_decay',)
     state_names = {"mu_product": "mu_product", "exp_avg": "mu", "exp_avg_sq": "nu"}
@@ -137,6 +138,7 @@ class RAdam(Optimizer):
     """
 
     chain_builder = staticmethod(radam_chain)
+    chain_options = ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay", "maximize")
     switches = ('weight_decay',)
     state_names = {"exp_avg": "mu", "exp_avg_sq": "nu"}
     elementwise = True

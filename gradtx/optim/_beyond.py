@@ -171,6 +171,8 @@ class ADOPT(_GroupStep):
     """
 
     chain_builder = staticmethod(adopt_chain)
+    chain_options = ("lr", "betas", "eps", "weight_decay", "weight_decouple", "fixed_decay", "maximize")
+    group_options = ("step", "clip", "cautious")
     switches = ('weight_decay',)
     state_names = {"exp_avg": "mu", "exp_avg_sq": "nu"}
 
@@ -224,6 +226,9 @@ class AdEMAMix(_GroupStep):
     """
 
     chain_builder = staticmethod(ademamix_chain)
+    chain_options = ("lr", "betas", "eps", "weight_decay", "alpha", "t_alpha_beta3", "weight_decouple", "fixed_decay",
+                     "maximize")
+    group_options = ("step", "cautious")
     switches = ('weight_decay',)
     state_names = {"exp_avg": "m1", "exp_avg_sq": "nu", "exp_avg_slow": "m2"}
 

@@ -113,6 +113,9 @@ class SOAP(Optimizer):
     """
 
     chain_builder = staticmethod(soap_chain)
+    chain_options = ("lr", "betas", "shampoo_beta", "weight_decay", "precondition_frequency", "max_precondition_dim",
+                     "merge_dims", "precondition_1d", "correct_bias", "normalize_gradient", "data_format", "eps",
+                     "maximize")
     switches = ('weight_decay',)
     state_names = {"exp_avg": "mu", "exp_avg_sq": "nu", **_axis_names("GG"), **_axis_names("Q")}
     static_options = ("max_precondition_dim",)
@@ -246,6 +249,9 @@ class MARS(Optimizer):
     """
 
     chain_builder = staticmethod(mars_chain)
+    chain_options = ("lr", "betas", "gamma", "mars_type", "optimize_1d", "lr_1d", "lr_1d_factor", "betas_1d",
+                     "weight_decay", "weight_decay_1d", "weight_decouple", "fixed_decay", "ams_bound", "cautious",
+                     "eps", "maximize")
     state_names = {**_ADAM_STATE, "last_grad": "last_grad", "max_exp_avg_sq": "nu_max"}
 
     def __init__(self, params: Any, lr: Any = 3e-3, betas: tuple[Any, Any] = (0.95, 0.99), gamma: float = 0.025,
@@ -309,6 +315,8 @@ class LaProp(Optimizer):
     """
 
     chain_builder = staticmethod(laprop_chain)
+    chain_options = ("lr", "betas", "centered", "steps_before_using_centered", "weight_decay", "weight_decouple",
+                     "fixed_decay", "ams_bound", "eps", "cautious", "maximize")
     state_names = {**_ADAM_STATE, "exp_avg_lr_1": "lr_avg", "exp_avg_lr_2": "weight_avg",
                    "exp_mean_avg_beta2": "mean", "max_exp_avg_sq": "nu_max"}
     static_options = ("steps_before_using_centered",)
@@ -383,6 +391,8 @@ class SCION(Optimizer):
     """
 
     chain_builder = staticmethod(scion_chain)
+    chain_options = ("lr", "momentum", "constraint", "norm_type", "norm_kwargs", "scale", "weight_decay",
+                     "weight_decouple", "maximize")
     switches = ('weight_decay',)
     state_names = {"d": "d"}
     step_name = None  # the reference keeps its step in the param group only
@@ -453,6 +463,8 @@ class Shampoo(Optimizer):
     """
 
     chain_builder = staticmethod(shampoo_chain)
+    chain_options = ("lr", "momentum", "weight_decay", "weight_decouple", "fixed_decay",
+                     "preconditioning_compute_steps", "matrix_eps", "maximize")
     switches = ('weight_decay',)
     state_names = {"momentum_buffer": "momentum_buffer",
                    **{f"{name}_{axis}": f"{field}.{axis}" for axis in range(_MAX_AXES)
@@ -551,6 +563,8 @@ class AdamMini(Optimizer):
     """
 
     chain_builder = staticmethod(adam_mini_chain)
+    chain_options = ("lr", "betas", "eps", "weight_decay", "num_heads", "num_query_groups", "maximize")
+    group_options = ("name", "parameter_per_head")
     switches = ('weight_decay',)
     state_names = {"m": "m", "v": "v", "v_mean": "v_mean", "dimension": "dimension"}
     static_options = ("parameter_per_head", "num_heads", "num_query_groups")

@@ -18,17 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import (
-    GradientTransformation, add_decayed_weights, chain, identity, init_kron_factors, kron_update_probability,
-    scale_by_adam, scale_by_galore_projection, scale_by_learning_rate, scale_by_sophia_h, scale_by_step_size_ratio,
-    stateless, decoupled_weight_decay as decay_after_lr,
+    GradientTransformation, add_decayed_weights, chain, galore_side, identity, init_kron_factors, kron_leaf_step,
+    kron_update_probability, scale_by_adam, scale_by_galore_projection, scale_by_learning_rate, scale_by_sophia_h,
+    scale_by_step_size_ratio, stateless, decoupled_weight_decay as decay_after_lr,
 )
 from gradtx.optim._grads import checked_grad, is_closure, takes_argument
 from gradtx.optim._optimizer import Optimizer, number
 
-# Kron is not a chain (the facade runs the reference's per-leaf step itself) and GaLore's groups pick the projected
-# side per matrix: both use these internals of their transforms.
-from gradtx._transforms.galore import galore_side
-from gradtx._transforms.psgd import EPS, kron_leaf_step
+# pytorch-optimizer's Kron.eps: the floor of its factor updates (the smallest normal bfloat16), kept as an attribute
+_KRON_EPS = float(jnp.finfo(jnp.bfloat16).tiny)
 
 __all__ = ["GaLore", "SophiaH", "Kron"]
 
@@ -147,6 +145,8 @@ class GaLore(_GroupStep, Optimizer):
     """
 
     chain_builder = staticmethod(galore_chain)
+    chain_options = ("lr", "betas", "weight_decay", "eps", "rank", "update_proj_gap", "scale", "projection_type")
+    group_options = ("step",)
     switches = ('weight_decay',)
     state_names = {"projector": "projector", "exp_avg": "mu", "exp_avg_sq": "nu"}
     step_name = None  # pytorch-optimizer counts steps per group (group["step"])
@@ -229,6 +229,8 @@ class SophiaH(_GroupStep, Optimizer):
     """
 
     chain_builder = staticmethod(sophia_h_chain)
+    chain_options = ("lr", "betas", "weight_decay", "weight_decouple", "fixed_decay", "p", "eps")
+    group_options = ("update_hessian",)
     switches = ('weight_decay',)
     state_names = {"momentum": "momentum", "hessian_moment": "hessian_moment", "hessian": "hessian"}
     step_name = None  # pytorch-optimizer counts steps per group (group["step"])
@@ -404,7 +406,7 @@ class Kron(_GroupStep, Optimizer):
                  momentum_into_precondition_update: bool = True, mu_dtype: Any = None,
                  precondition_dtype: Any = jnp.float32, balance_prob: float = 0.01, maximize: bool = False, *,
                  seed: int = 0, **kwargs: Any) -> None:
-        self.balance_prob, self.eps, self.maximize = balance_prob, EPS, maximize
+        self.balance_prob, self.eps, self.maximize = balance_prob, _KRON_EPS, maximize
         self.probe_key = np.asarray(jax.random.PRNGKey(seed))
         self._balance_rng = np.random.default_rng(seed)
         defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "weight_decouple": weight_decouple,

@@ -138,6 +138,8 @@ class AdamWScheduleFree(_ScheduleFree):
     """
 
     chain_builder = staticmethod(schedule_free_adamw_chain)
+    chain_options = ("scheduled_lr", "betas", "eps", "weight_decay", "k", "lr_max", "weight_sum", "r",
+                     "weight_lr_power")
 
     def __init__(self, params: Any, lr: float = 0.0025, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0,
@@ -172,6 +174,8 @@ class RAdamScheduleFree(_ScheduleFree):
     """
 
     chain_builder = staticmethod(schedule_free_radam_chain)
+    chain_options = ("scheduled_lr", "betas", "eps", "weight_decay", "k", "lr_max", "weight_sum", "r",
+                     "weight_lr_power")
 
     def __init__(self, params: Any, lr: float = 0.0025, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, r: float = 0.0, weight_lr_power: float = 2.0,
@@ -215,6 +219,7 @@ class SGDScheduleFree(_ScheduleFree):
     """
 
     chain_builder = staticmethod(schedule_free_sgd_chain)
+    chain_options = ("scheduled_lr", "momentum", "weight_decay", "k", "lr_max", "weight_sum", "r", "weight_lr_power")
 
     def __init__(self, params: Any, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0,
                  warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2,

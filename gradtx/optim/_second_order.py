@@ -18,9 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx._checks import check_range
 from gradtx import (
-    GradientTransformation, LBFGSTorchState, chain, lbfgs_torch_init, lbfgs_torch_step, negate_if,
+    GradientTransformation, LBFGSTorchState, chain, check_range, lbfgs_torch_init, lbfgs_torch_step, negate_if,
     scale_by_learning_rate, scale_by_sparse_adam,
 )
 from gradtx.tree import all_finite
@@ -109,6 +108,7 @@ class SparseAdam(Optimizer):
     """
 
     chain_builder = staticmethod(sparse_adam_chain)
+    chain_options = ("lr", "betas", "eps", "maximize")
     state_names = {"exp_avg": "mu", "exp_avg_sq": "nu"}
     complex_as_real = False
 

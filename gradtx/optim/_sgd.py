@@ -61,6 +61,7 @@ class SGD(Optimizer):
     """
 
     chain_builder = staticmethod(sgd_chain)
+    chain_options = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
     switches = ('momentum', 'weight_decay')
     state_names = {"momentum_buffer": "trace"}
     elementwise = True

@@ -80,6 +80,7 @@ class Rprop(Optimizer):
     """
 
     chain_builder = staticmethod(rprop_chain)
+    chain_options = ("lr", "etas", "step_sizes", "maximize")
     state_names = {"prev": "prev_grads", "step_size": "step_sizes"}
     elementwise = True
 
@@ -126,6 +127,7 @@ class ASGD(Optimizer):
     """
 
     chain_builder = staticmethod(asgd_chain)
+    chain_options = ("lr", "lambd", "alpha", "t0", "weight_decay", "maximize")
     elementwise = True
     switches = ('weight_decay',)
     state_names = {"eta": "eta", "mu": "mu", "ax": "ax"}
