@@ -141,3 +141,30 @@ def test_declarations_import_no_private_name_from_outside_the_facade(module):
     path = Path(importlib.import_module(module).__file__)
     assert path.name.startswith("_")
     assert _private_imports(path) == [], f"{path.name} imports private names; import their public paths"
+
+
+# --- torch's range checks: NaN passes where the reference's check lets it through -------------------------
+
+NAN_ROWS = [(name, option) for name, options in (("SGD", ("lr", "momentum", "weight_decay")),
+                                                 ("Adam", ("lr", "eps", "weight_decay")),
+                                                 ("SGDScheduleFree", ("lr", "weight_decay")),
+                                                 ("Adadelta", ("rho",)), ("SparseAdam", ("lr",)))
+            for option in options]
+
+
+@pytest.mark.parametrize("name,option", NAN_ROWS)
+def test_a_nan_option_is_refused_or_accepted_as_by_the_reference(name, option):
+    import torch
+
+    from tests.cases.optimizers import BY_NAME
+
+    info = BY_NAME[name]
+
+    def outcome(make, params):
+        try:
+            make(params, **{option: float("nan")})
+        except ValueError as error:
+            return str(error)
+        return "accepted"
+
+    assert outcome(info.cls, [jnp.zeros(2)]) == outcome(info.reference, [torch.zeros(2, requires_grad=True)])

@@ -20,7 +20,7 @@ from gradtx import (
     GradientTransformation, add_decayed_weights, chain, identity, negate_if, scale_by_adadelta, scale_by_adamax,
     scale_by_learning_rate, scale_by_rms, scale_by_rss, scale_by_stddev, trace, value_at,
 )
-from gradtx.optim._declare import check_tensor_lr
+from gradtx.optim._declare import check_tensor_lr, check_torch_ranges
 from gradtx.optim._optimizer import Optimizer, number
 
 __all__ = ["Adagrad", "RMSprop", "Adadelta", "Adamax"]
@@ -95,21 +95,6 @@ def adamax_chain(lr: Any = 2e-3, betas: Any = (0.9, 0.999), eps: Any = 1e-8, wei
     )
 
 
-def _check(group: dict[str, Any], *checks: tuple) -> None:
-    """torch's checks, in its order: a 1-element lr, then each ``(label, value[, high, closed])``.
-
-    Each value must satisfy ``0 <= value`` and, when ``high`` is given,
-    ``value < high`` (``value <= high`` when ``closed``); the message is torch's
-    ``"Invalid <label>: <value>"``.
-    """
-    lr = group["lr"]
-    check_tensor_lr(lr)
-    for label, value, *bound in (("learning rate", lr), *checks):
-        x, high, closed = number(value), bound[0] if bound else None, len(bound) > 1 and bound[1]
-        if not (0.0 <= x and (high is None or x < high or (closed and x == high))):
-            raise ValueError(f"Invalid {label}: {value}")
-
-
 class Adagrad(Optimizer):
     r"""torch.optim.Adagrad (Duchi et al., 2011, https://jmlr.org/papers/v12/duchi11a.html).
 
@@ -153,9 +138,8 @@ class Adagrad(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        _check(group, ("lr_decay value", group["lr_decay"]), ("weight_decay value", group["weight_decay"]),
-               ("initial_accumulator_value value", group["initial_accumulator_value"]),
-               ("epsilon value", group["eps"]))
+        check_tensor_lr(group["lr"])
+        check_torch_ranges(group, "lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Adds a param group and, as torch's Adagrad does, creates its parameters' state now."""
@@ -215,8 +199,8 @@ class RMSprop(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        _check(group, ("epsilon value", group["eps"]), ("momentum value", group["momentum"]),
-               ("weight_decay value", group["weight_decay"]), ("alpha value", group["alpha"]))
+        check_tensor_lr(group["lr"])
+        check_torch_ranges(group, "lr", "eps", "momentum", "weight_decay", "alpha")
 
 
 class Adadelta(Optimizer):
@@ -259,8 +243,8 @@ class Adadelta(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        _check(group, ("rho value", group["rho"], 1.0, True), ("epsilon value", group["eps"]),
-               ("weight_decay value", group["weight_decay"]))
+        check_tensor_lr(group["lr"])
+        check_torch_ranges(group, "lr", ("rho", "[0, 1]"), "eps", "weight_decay")
 
 
 class Adamax(Optimizer):
@@ -302,6 +286,5 @@ class Adamax(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        betas = group["betas"]
-        _check(group, ("epsilon value", group["eps"]), ("beta parameter at index 0", betas[0], 1.0),
-               ("beta parameter at index 1", betas[1], 1.0), ("weight_decay value", group["weight_decay"]))
+        check_tensor_lr(group["lr"])
+        check_torch_ranges(group, "lr", "eps", "betas", "weight_decay")

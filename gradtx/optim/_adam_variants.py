@@ -6,8 +6,8 @@ from typing import Any
 
 
 from gradtx import GradientTransformation, scale_by_nadam, scale_by_radam
-from gradtx.optim._adam import check_adam_ranges, torch_adam_family
-from gradtx.optim._declare import check_tensor_lr
+from gradtx.optim._adam import torch_adam_family
+from gradtx.optim._declare import check_tensor_lr, check_torch_ranges
 from gradtx.optim._optimizer import Optimizer
 
 __all__ = ["NAdam", "RAdam"]
@@ -50,7 +50,7 @@ def radam_chain(lr: Any = 1e-3, betas: Any = (0.9, 0.999), eps: Any = 1e-8, weig
 def _check_options(group: dict[str, Any], *extra: str) -> None:
     """The checks torch's NAdam and RAdam make, in torch's order and words (``extra``: more non-negative options)."""
     check_tensor_lr(group["lr"])
-    check_adam_ranges(group, *extra)
+    check_torch_ranges(group, "lr", "eps", "betas", "weight_decay", *extra)
 
 
 class NAdam(Optimizer):

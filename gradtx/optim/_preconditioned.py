@@ -12,38 +12,12 @@ from gradtx import (
     scale_by_shampoo, scion, soap,
 )
 from gradtx.optim._groups import ParamGroups, path_groups
+from gradtx.optim._declare import check_betas, check_lr, check_non_negative, check_positive
 from gradtx.optim._optimizer import Optimizer, number
 
 __all__ = ["SOAP", "Shampoo", "MARS", "LaProp", "SCION", "AdamMini"]
 
 _MAX_AXES = 8  # state names for the statistics of up to this many (merged) axes per parameter
-
-
-def check_betas(group: dict[str, Any], key: str = "betas") -> None:
-    """pytorch_optimizer's ``validate_betas`` for ``group[key]`` (each beta in [0, 1))."""
-    for index, beta in enumerate(group[key][:2]):
-        if beta is not None and not 0.0 <= number(beta) < 1.0:
-            raise ValueError(f"beta{index + 1} must be in the range [0.0, 1.0)")
-
-
-def check_lr(value: Any, note: str = "learning rate") -> None:
-    """pytorch_optimizer's ``validate_learning_rate`` (it raises its own NegativeLRError; here a ValueError)."""
-    if value is not None and number(value) < 0.0:
-        raise ValueError(f"{note} must be positive. ({value} > 0)")
-
-
-def check_non_negative(group: dict[str, Any], *keys: str) -> None:
-    """pytorch_optimizer's ``validate_non_negative`` for each of ``keys`` (None passes)."""
-    for key in keys:
-        if group[key] is not None and number(group[key]) < 0.0:
-            raise ValueError(f"{key} must be non-negative")
-
-
-def check_positive(group: dict[str, Any], *keys: str) -> None:
-    """pytorch_optimizer's ``validate_positive`` for each of ``keys``."""
-    for key in keys:
-        if number(group[key]) <= 0:
-            raise ValueError(f"{key} must be positive")
 
 
 def soap_chain(lr: Any = 3e-3, betas: Any = (0.95, 0.95), shampoo_beta: Any = None, weight_decay: Any = 1e-2,

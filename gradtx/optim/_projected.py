@@ -23,6 +23,7 @@ from gradtx import (
     scale_by_step_size_ratio, stateless, decoupled_weight_decay as decay_after_lr,
 )
 from gradtx.optim._grads import checked_grad, is_closure, takes_argument
+from gradtx.optim._declare import check_betas, check_lr, check_non_negative
 from gradtx.optim._optimizer import Optimizer, number
 
 # pytorch-optimizer's Kron.eps: the floor of its factor updates (the smallest normal bfloat16), kept as an attribute
@@ -33,14 +34,9 @@ __all__ = ["GaLore", "SophiaH", "Kron"]
 
 def check_pytorch_optimizer_ranges(group: dict[str, Any], non_negative: tuple[str, ...]) -> None:
     """pytorch-optimizer's checks of ``lr``, ``betas`` and non-negative options, in its words."""
-    if number(group["lr"]) < 0.0:
-        raise ValueError(f"learning rate must be positive. ({group['lr']} > 0)")
-    for i, name in enumerate(("beta1", "beta2")):
-        if not 0.0 <= number(group["betas"][i]) < 1.0:
-            raise ValueError(f"{name} must be in the range [0.0, 1.0)")
-    for name in non_negative:
-        if number(group[name]) < 0.0:
-            raise ValueError(f"{name} must be non-negative")
+    check_lr(group["lr"])
+    check_betas(group)
+    check_non_negative(group, *non_negative)
 
 
 def decay_after_step(factor: Any) -> GradientTransformation:
@@ -420,12 +416,10 @@ class Kron(_GroupStep, Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        if number(group["lr"]) < 0.0:
-            raise ValueError(f"learning rate must be positive. ({group['lr']} > 0)")
+        check_lr(group["lr"])
         if not 0.0 <= number(group["momentum"]) < 1.0:
             raise ValueError("momentum must be in the range [0.0, 1.0)")
-        if number(group["weight_decay"]) < 0.0:
-            raise ValueError("weight_decay must be non-negative")
+        check_non_negative(group, "weight_decay")
 
     def check_loaded_state(self, p: Any, entry: dict[str, Any], where: str) -> None:
         """pytorch-optimizer's Kron entries: the factors' shapes and the einsum strings this parameter needs."""

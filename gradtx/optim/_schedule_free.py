@@ -19,6 +19,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from gradtx import GradientTransformation, schedule_free_step
+from gradtx.optim._declare import check_torch_ranges
 from gradtx.optim._optimizer import Optimizer, number
 
 __all__ = ["AdamWScheduleFree", "RAdamScheduleFree", "SGDScheduleFree"]
@@ -231,10 +232,7 @@ class SGDScheduleFree(_ScheduleFree):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        if number(group["lr"]) < 0.0:
-            raise ValueError(f"Invalid learning rate: {group['lr']}")
-        if number(group["weight_decay"]) < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+        check_torch_ranges(group, "lr", "weight_decay", nan_passes=True)  # schedulefree's `if lr < 0.0`
         if number(group["momentum"]) <= 0 or number(group["momentum"]) >= 1:
             raise ValueError(f"Momentum must be between 0 and 1 exclusive: {group['momentum']}")
 

@@ -24,8 +24,8 @@ from gradtx import (
 )
 from gradtx.tree import all_finite
 from gradtx.optim._grads import is_closure
-from gradtx.optim._declare import check_tensor_lr
-from gradtx.optim._optimizer import Optimizer, number
+from gradtx.optim._declare import check_tensor_lr, check_torch_ranges
+from gradtx.optim._optimizer import Optimizer
 
 __all__ = ["LBFGS", "SparseAdam"]
 
@@ -123,15 +123,8 @@ class SparseAdam(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        lr, betas = group["lr"], group["betas"]
-        check_tensor_lr(lr)
-        if not 0.0 < number(lr):
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 < number(group["eps"]):
-            raise ValueError(f"Invalid epsilon value: {group['eps']}")
-        for i in (0, 1):
-            if not 0.0 <= number(betas[i]) < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
+        check_tensor_lr(group["lr"])
+        check_torch_ranges(group, ("lr", "(0, inf)"), ("eps", "(0, inf)"), "betas")
 
 
 _LBFGS_ARRAYS = ("d", "t", "H_diag", "prev_flat_grad", "prev_loss")
@@ -182,8 +175,7 @@ class LBFGS(Optimizer):
                  tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
                  line_search_fn: str | None = None, *, maximize: bool = False) -> None:
         check_tensor_lr(lr)
-        if not 0.0 <= number(lr):
-            raise ValueError(f"Invalid learning rate: {lr}")
+        check_torch_ranges({"lr": lr}, "lr")
         if max_eval is None:
             max_eval = max_iter * 5 // 4
         defaults = {"lr": lr, "max_iter": max_iter, "max_eval": max_eval, "tolerance_grad": tolerance_grad,

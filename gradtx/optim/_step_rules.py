@@ -8,7 +8,7 @@ from typing import Any
 from gradtx import (
     GradientTransformation, add_decayed_weights, chain, identity, negate_if, scale, scale_by_asgd, scale_by_rprop,
 )
-from gradtx.optim._declare import check_tensor_lr
+from gradtx.optim._declare import check_tensor_lr, check_torch_ranges
 from gradtx.optim._optimizer import Optimizer, number
 
 __all__ = ["Rprop", "ASGD"]
@@ -46,12 +46,6 @@ def asgd_chain(lr: Any = 1e-2, lambd: Any = 1e-4, alpha: Any = 0.75, t0: Any = 1
         add_decayed_weights(weight_decay) if use_weight_decay else identity(),
         scale_by_asgd(lr, lambd, alpha, t0),
     )
-
-
-def _check_lr(lr: Any) -> None:
-    check_tensor_lr(lr)
-    if not 0.0 <= number(lr):
-        raise ValueError(f"Invalid learning rate: {lr}")
 
 
 class Rprop(Optimizer):
@@ -93,7 +87,8 @@ class Rprop(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        _check_lr(group["lr"])
+        check_tensor_lr(group["lr"])
+        check_torch_ranges(group, "lr")
         etas = group["etas"]
         if not 0.0 < number(etas[0]) < 1.0 < number(etas[1]):
             raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]}")
@@ -142,6 +137,5 @@ class ASGD(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        _check_lr(group["lr"])
-        if not 0.0 <= number(group["weight_decay"]):
-            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+        check_tensor_lr(group["lr"])
+        check_torch_ranges(group, "lr", "weight_decay")
