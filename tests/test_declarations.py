@@ -42,7 +42,8 @@ def _routing_problems(cls, defaults: dict, group: dict) -> list[str]:
                  sorted(routed - set(takes))]
     problems += [f"{name}: {builder.__name__} takes {option!r}, which {name} does not route (add it to "
                  "chain_options, or to group_options for a per-group key that is no constructor option)"
-                 for option in sorted(set(takes) - routed - flags) if takes[option].kind is not takes[option].VAR_KEYWORD]
+                 for option in sorted(set(takes) - routed - flags)
+                 if takes[option].kind is not inspect.Parameter.VAR_KEYWORD]
     problems += [f"{name}.chain_options names {option!r}, which is not a key of its defaults (a per-group key "
                  "goes in group_options)" for option in cls.chain_options if option not in defaults]
     problems += [f"{name} routes the facade's key {option!r} to its chain" for option in

@@ -20,7 +20,7 @@ from gradtx import (
     GradientTransformation, add_decayed_weights, chain, identity, negate_if, scale_by_adadelta, scale_by_adamax,
     scale_by_learning_rate, scale_by_rms, scale_by_rss, scale_by_stddev, trace, value_at,
 )
-from gradtx.optim._declare import check_tensor_lr, check_torch_ranges
+from gradtx.optim._declare import check_torch_ranges
 from gradtx.optim._optimizer import Optimizer, number
 
 __all__ = ["Adagrad", "RMSprop", "Adadelta", "Adamax"]
@@ -138,7 +138,6 @@ class Adagrad(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        check_tensor_lr(group["lr"])
         check_torch_ranges(group, "lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -199,7 +198,6 @@ class RMSprop(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        check_tensor_lr(group["lr"])
         check_torch_ranges(group, "lr", "eps", "momentum", "weight_decay", "alpha")
 
 
@@ -243,7 +241,6 @@ class Adadelta(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        check_tensor_lr(group["lr"])
         check_torch_ranges(group, "lr", ("rho", "[0, 1]"), "eps", "weight_decay")
 
 
@@ -286,5 +283,4 @@ class Adamax(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        check_tensor_lr(group["lr"])
         check_torch_ranges(group, "lr", "eps", "betas", "weight_decay")

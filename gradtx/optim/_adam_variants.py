@@ -7,7 +7,7 @@ from typing import Any
 
 from gradtx import GradientTransformation, scale_by_nadam, scale_by_radam
 from gradtx.optim._adam import torch_adam_family
-from gradtx.optim._declare import check_tensor_lr, check_torch_ranges
+from gradtx.optim._declare import check_torch_ranges
 from gradtx.optim._optimizer import Optimizer
 
 __all__ = ["NAdam", "RAdam"]
@@ -45,12 +45,6 @@ def radam_chain(lr: Any = 1e-3, betas: Any = (0.9, 0.999), eps: Any = 1e-8, weig
     b1, b2 = betas
     direction = scale_by_radam(b1, b2, eps, threshold=5.0, eps_on_raw=True, strict_threshold=True)
     return torch_adam_family(direction, lr, weight_decay, decoupled_weight_decay, maximize, use_weight_decay)
-
-
-def _check_options(group: dict[str, Any], *extra: str) -> None:
-    """The checks torch's NAdam and RAdam make, in torch's order and words (``extra``: more non-negative options)."""
-    check_tensor_lr(group["lr"])
-    check_torch_ranges(group, "lr", "eps", "betas", "weight_decay", *extra)
 
 
 class NAdam(Optimizer):
@@ -103,7 +97,7 @@ class NAdam(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        _check_options(group, "momentum_decay")
+        check_torch_ranges(group, "lr", "eps", "betas", "weight_decay", "momentum_decay")
 
 
 class RAdam(Optimizer):
@@ -153,4 +147,4 @@ class RAdam(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        _check_options(group)
+        check_torch_ranges(group, "lr", "eps", "betas", "weight_decay")

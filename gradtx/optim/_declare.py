@@ -28,6 +28,7 @@ def check_tensor_lr(lr: Any) -> None:
 
 # torch's words for an option out of range: "Invalid <label>: <value>"
 _TORCH_LABELS = {"lr": "learning rate", "eps": "epsilon value"}
+_DEFAULT_INTERVALS = {"betas": "[0, 1)"}
 
 
 @functools.cache
@@ -48,8 +49,9 @@ def check_torch_ranges(group: Mapping[str, Any], *options: str | tuple[str, str]
     """torch's range checks of a param group's ``options``, in the order given, in torch's words.
 
     Each option is a name, checked in ``[0, inf)``, or ``(name, interval)`` with the
-    interval written as in mathematics (``"(0, inf)"``, ``"[0, 1]"``). ``betas`` is
-    checked element by element (the first two) in ``[0, 1)`` unless given another
+    interval written as in mathematics (``"(0, inf)"``, ``"[0, 1]"``). ``lr`` is
+    first checked as torch checks a Tensor lr (:func:`check_tensor_lr`); ``betas``
+    element by element (the first two) in ``[0, 1)`` unless given another
     interval. A schedule reads as 0 (see :func:`gradtx.optim.number`).
 
     Args:
@@ -60,11 +62,13 @@ def check_torch_ranges(group: Mapping[str, Any], *options: str | tuple[str, str]
 
     Raises:
       ValueError: torch's message for the first option out of range:
-        ``"Invalid learning rate: <lr>"``, ``"Invalid epsilon value: <eps>"``,
+        ``"Tensor lr must be 1-element"``, ``"Invalid learning rate: <lr>"``, ``"Invalid epsilon value: <eps>"``,
         ``"Invalid beta parameter at index <i>: <beta>"``, or ``"Invalid <name> value: <value>"``.
     """
     for option in options:
-        name, interval = option if isinstance(option, tuple) else (option, "[0, 1)" if option == "betas" else "[0, inf)")
+        name, interval = option if isinstance(option, tuple) else (option, _DEFAULT_INTERVALS.get(option, "[0, inf)"))
+        if name == "lr":
+            check_tensor_lr(group[name])
         if name == "betas":
             checks = [(f"beta parameter at index {i}", beta) for i, beta in enumerate(group[name][:2])]
         else:
@@ -82,7 +86,7 @@ def check_lr(value: Any, note: str = "learning rate") -> None:
 
 
 def check_betas(group: Mapping[str, Any], key: str = "betas") -> None:
-    """pytorch_optimizer's ``validate_betas`` for ``group[key]`` (each of the first two betas in [0, 1); None passes)."""
+    """pytorch_optimizer's ``validate_betas`` for ``group[key]``: each of the first two in [0, 1) (None passes)."""
     for index, beta in enumerate(group[key][:2]):
         if beta is not None and not 0.0 <= number(beta) < 1.0:
             raise ValueError(f"beta{index + 1} must be in the range [0.0, 1.0)")

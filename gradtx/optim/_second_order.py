@@ -24,7 +24,7 @@ from gradtx import (
 )
 from gradtx.tree import all_finite
 from gradtx.optim._grads import is_closure
-from gradtx.optim._declare import check_tensor_lr, check_torch_ranges
+from gradtx.optim._declare import check_torch_ranges
 from gradtx.optim._optimizer import Optimizer
 
 __all__ = ["LBFGS", "SparseAdam"]
@@ -123,7 +123,6 @@ class SparseAdam(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        check_tensor_lr(group["lr"])
         check_torch_ranges(group, ("lr", "(0, inf)"), ("eps", "(0, inf)"), "betas")
 
 
@@ -174,7 +173,6 @@ class LBFGS(Optimizer):
     def __init__(self, params: Any, lr: Any = 1, max_iter: int = 20, max_eval: int | None = None,
                  tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
                  line_search_fn: str | None = None, *, maximize: bool = False) -> None:
-        check_tensor_lr(lr)
         check_torch_ranges({"lr": lr}, "lr")
         if max_eval is None:
             max_eval = max_iter * 5 // 4

@@ -8,7 +8,7 @@ from typing import Any
 from gradtx import (
     GradientTransformation, add_decayed_weights, chain, identity, negate_if, scale_by_learning_rate, trace,
 )
-from gradtx.optim._declare import check_tensor_lr, check_torch_ranges
+from gradtx.optim._declare import check_torch_ranges
 from gradtx.optim._optimizer import Optimizer, number
 
 __all__ = ["SGD"]
@@ -77,7 +77,6 @@ class SGD(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        check_tensor_lr(group["lr"])
         check_torch_ranges(group, "lr", "momentum", "weight_decay", nan_passes=True)  # torch's `if lr < 0.0`
         if group["nesterov"] and (number(group["momentum"]) <= 0 or number(group["dampening"]) != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")

@@ -8,7 +8,7 @@ from typing import Any
 from gradtx import (
     GradientTransformation, add_decayed_weights, chain, identity, negate_if, scale, scale_by_asgd, scale_by_rprop,
 )
-from gradtx.optim._declare import check_tensor_lr, check_torch_ranges
+from gradtx.optim._declare import check_torch_ranges
 from gradtx.optim._optimizer import Optimizer, number
 
 __all__ = ["Rprop", "ASGD"]
@@ -87,7 +87,6 @@ class Rprop(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        check_tensor_lr(group["lr"])
         check_torch_ranges(group, "lr")
         etas = group["etas"]
         if not 0.0 < number(etas[0]) < 1.0 < number(etas[1]):
@@ -137,5 +136,4 @@ class ASGD(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        check_tensor_lr(group["lr"])
         check_torch_ranges(group, "lr", "weight_decay")
