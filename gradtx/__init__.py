@@ -231,6 +231,13 @@ from gradtx._microbatching import microbatch
 from gradtx._tree import safe_increment
 from gradtx._tree import tree_global_norm as global_norm
 
+# Helpers for writing transforms and declarations: a hyperparameter's value at a step, a range check that stands
+# aside for traced values, GaLore's projection side, one array's Kron step
+from gradtx._hyper import value_at
+from gradtx._checks import check_range
+from gradtx._transforms.galore import galore_side
+from gradtx._transforms.psgd import kron_leaf_step
+
 # The subpackages optax has (the torch-style face, gradtx.optim, is imported on its own)
 from gradtx import microbatching, projections, schedules, second_order, transforms, tree
 

@@ -29,7 +29,23 @@ def concrete_float(value: Any) -> float | None:
 
 def check_range(name: str, value: Any, low: float | None = None, high: float | None = None, *,
                 low_open: bool = False, high_open: bool = False, where: str = "") -> None:
-    """Raises ``ValueError`` when a known ``value`` lies outside ``[low, high]`` (or the open ends)."""
+    """Raises ``ValueError`` when a known ``value`` lies outside ``[low, high]`` (or the open ends).
+
+    Factories call it on their arguments. A value that cannot be read in Python
+    (a tracer under ``jax.jit`` or :func:`gradtx.inject_hyperparams`, a schedule,
+    an array of several elements) is not checked, so a factory may call it
+    whatever it is given.
+
+    Args:
+      name: the argument's name, for the message.
+      value: the value to check.
+      low, high: the bounds (``None``: unbounded on that side).
+      low_open, high_open: exclude the bound itself.
+      where: a prefix naming the caller (``"LBFGS"``), for the message.
+
+    Raises:
+      ValueError: ``"<where>: <name> must be in [low, high], got <value>"``, NaN included.
+    """
     x = concrete_float(value)
     if x is None:
         return

@@ -26,7 +26,18 @@ def is_schedule(value: Any) -> bool:
 
 
 def value_at(value: Any, count: Any) -> Any:
-    """The hyperparameter's value at step ``count``: ``value(count)`` for a schedule, else ``value``."""
+    """A hyperparameter's value at step ``count``: ``value(count)`` for a schedule, else ``value`` itself.
+
+    The convention of every transform whose hyperparameters may be numbers,
+    arrays or schedules ``count -> value`` (see the module docstring).
+
+    Args:
+      value: a number, an array or a schedule (a callable of the step count).
+      count: the steps taken before this one (0 at the first step), possibly traced.
+
+    Returns:
+      ``value(count)`` when ``value`` is callable, otherwise ``value``.
+    """
     return value(count) if callable(value) else value
 
 

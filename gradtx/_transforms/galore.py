@@ -204,7 +204,19 @@ _SIDES = {"std": ("right", "left"), "random": ("right", "left"), "reverse_std": 
 
 
 def galore_side(shape: tuple[int, ...], projection_type: str) -> str:
-    """``"left"`` (:math:`P^\\top G`, P of shape (m, r)) or ``"right"`` (:math:`G Q^\\top`, Q of shape (r, n))."""
+    """The side GaLore projects an (m, n) gradient on, as pytorch-optimizer's ``GaLoreProjector`` picks it.
+
+    Args:
+      shape: the gradient's shape ``(m, n)``.
+      projection_type: ``"std"`` or ``"random"`` (right when m >= n, else left),
+        ``"reverse_std"`` (the opposite), ``"right"`` or ``"left"``.
+
+    Returns:
+      ``"left"`` (:math:`P^\\top G`, P of shape (m, r)) or ``"right"`` (:math:`G Q^\\top`, Q of shape (r, n)).
+
+    Raises:
+      NotImplementedError: for another ``projection_type`` (``"full"`` included), naming the supported ones.
+    """
     if projection_type not in _SIDES:
         raise NotImplementedError(f"projection_type {projection_type!r} is not supported; use one of "
                                   f"{sorted(_SIDES)} ('full' keeps two factors per matrix, which gradtx does not)")

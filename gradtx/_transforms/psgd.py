@@ -183,10 +183,29 @@ def kron_precondition(qs: list, expressions: tuple, grad: jax.Array) -> jax.Arra
 def kron_leaf_step(mu: jax.Array, qs: list, grad: jax.Array, probe: jax.Array, do_update: Any, balance: Any,
                    bias_correction: Any, *, b1: Any, expressions: tuple, precondition_lr: Any,
                    momentum_into_precondition_update: bool, precondition_dtype: Any) -> tuple:
-    """One leaf's Kron step: ``(direction, momentum, factors)``, the direction before ``-lr`` and weight decay.
+    """One leaf's Kron step (pytorch-optimizer's ``Kron`` for one parameter), before ``-lr`` and weight decay.
 
-    ``do_update`` and ``balance`` are (traced) booleans; ``probe`` is the Gaussian
-    probe in ``precondition_dtype``; ``bias_correction`` is ``1 - b1**t``.
+    The step of :func:`scale_by_kron` for one array, with the probe and the
+    decisions to move and to rebalance the factors given, for a caller that draws
+    them itself (``gradtx.optim.Kron`` draws them as pytorch-optimizer does).
+
+    Args:
+      mu: the momentum, the leaf's shape.
+      qs: the leaf's factors (:func:`init_kron_factors`).
+      grad: the gradient.
+      probe: the Gaussian probe, the leaf's shape, in ``precondition_dtype``.
+      do_update: a (traced) bool: move the factors this step.
+      balance: a (traced) bool: rebalance the factors first (leaves of 2 or more dimensions).
+      bias_correction: ``1 - b1**t`` at step ``t`` (from 1).
+      b1: the momentum's decay.
+      expressions: the leaf's einsum expressions (:func:`init_kron_factors`).
+      precondition_lr: the factors' step size.
+      momentum_into_precondition_update: fit the factors to the momentum (else the gradient).
+      precondition_dtype: the factors' dtype.
+
+    Returns:
+      ``(direction, mu, qs)``: the preconditioned direction (RMS clipped to 1.1),
+      the new momentum and the new factors.
     """
     mu = (mu * b1 + grad * (1 - b1)).astype(mu.dtype)
     debiased = (mu / bias_correction).astype(precondition_dtype)

@@ -16,12 +16,11 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from gradtx._hyper import value_at
 from gradtx import (
     GradientTransformation, add_decayed_weights, chain, identity, negate_if, scale_by_adadelta, scale_by_adamax,
-    scale_by_learning_rate, scale_by_rms, scale_by_rss, scale_by_stddev, trace,
+    scale_by_learning_rate, scale_by_rms, scale_by_rss, scale_by_stddev, trace, value_at,
 )
-from gradtx.optim._declare import check_tensor_lr
+from gradtx.optim._declare import check_torch_ranges
 from gradtx.optim._optimizer import Optimizer, number
 
 __all__ = ["Adagrad", "RMSprop", "Adadelta", "Adamax"]
@@ -96,21 +95,6 @@ def adamax_chain(lr: Any = 2e-3, betas: Any = (0.9, 0.999), eps: Any = 1e-8, wei
     )
 
 
-def _check(group: dict[str, Any], *checks: tuple) -> None:
-    """torch's checks, in its order: a 1-element lr, then each ``(label, value[, high, closed])``.
-
-    Each value must satisfy ``0 <= value`` and, when ``high`` is given,
-    ``value < high`` (``value <= high`` when ``closed``); the message is torch's
-    ``"Invalid <label>: <value>"``.
-    """
-    lr = group["lr"]
-    check_tensor_lr(lr)
-    for label, value, *bound in (("learning rate", lr), *checks):
-        x, high, closed = number(value), bound[0] if bound else None, len(bound) > 1 and bound[1]
-        if not (0.0 <= x and (high is None or x < high or (closed and x == high))):
-            raise ValueError(f"Invalid {label}: {value}")
-
-
 class Adagrad(Optimizer):
     r"""torch.optim.Adagrad (Duchi et al., 2011, https://jmlr.org/papers/v12/duchi11a.html).
 
@@ -139,6 +123,7 @@ class Adagrad(Optimizer):
     """
 
     chain_builder = staticmethod(adagrad_chain)
+    chain_options = ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps", "maximize")
     switches = ('weight_decay',)
     state_names = {"sum": "sum_of_squares"}
     elementwise = True
@@ -153,9 +138,7 @@ class Adagrad(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        _check(group, ("lr_decay value", group["lr_decay"]), ("weight_decay value", group["weight_decay"]),
-               ("initial_accumulator_value value", group["initial_accumulator_value"]),
-               ("epsilon value", group["eps"]))
+        check_torch_ranges(group, "lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Adds a param group and, as torch's Adagrad does, creates its parameters' state now."""
@@ -200,6 +183,7 @@ class RMSprop(Optimizer):
     """
 
     chain_builder = staticmethod(rmsprop_chain)
+    chain_options = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
     switches = ('momentum', 'weight_decay')
     state_names = {"square_avg": "nu", "momentum_buffer": "trace", "grad_avg": "mu"}
     elementwise = True
@@ -214,8 +198,7 @@ class RMSprop(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        _check(group, ("epsilon value", group["eps"]), ("momentum value", group["momentum"]),
-               ("weight_decay value", group["weight_decay"]), ("alpha value", group["alpha"]))
+        check_torch_ranges(group, "lr", "eps", "momentum", "weight_decay", "alpha")
 
 
 class Adadelta(Optimizer):
@@ -244,6 +227,7 @@ class Adadelta(Optimizer):
     """
 
     chain_builder = staticmethod(adadelta_chain)
+    chain_options = ("lr", "rho", "eps", "weight_decay", "maximize")
     switches = ('weight_decay',)
     state_names = {"square_avg": "e_g", "acc_delta": "e_x"}
     elementwise = True
@@ -257,8 +241,7 @@ class Adadelta(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        _check(group, ("rho value", group["rho"], 1.0, True), ("epsilon value", group["eps"]),
-               ("weight_decay value", group["weight_decay"]))
+        check_torch_ranges(group, "lr", ("rho", "[0, 1]"), "eps", "weight_decay")
 
 
 class Adamax(Optimizer):
@@ -286,6 +269,7 @@ class Adamax(Optimizer):
     """
 
     chain_builder = staticmethod(adamax_chain)
+    chain_options = ("lr", "betas", "eps", "weight_decay", "maximize")
     switches = ('weight_decay',)
     state_names = {"exp_avg": "mu", "exp_inf": "nu"}
     elementwise = True
@@ -299,6 +283,4 @@ class Adamax(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        betas = group["betas"]
-        _check(group, ("epsilon value", group["eps"]), ("beta parameter at index 0", betas[0], 1.0),
-               ("beta parameter at index 1", betas[1], 1.0), ("weight_decay value", group["weight_decay"]))
+        check_torch_ranges(group, "lr", "eps", "betas", "weight_decay")

@@ -11,8 +11,8 @@ from gradtx import (
     decoupled_weight_decay as decay_after_lr,
 )
 from gradtx.optim._params import is_array
-from gradtx.optim._declare import check_tensor_lr
-from gradtx.optim._optimizer import Optimizer, number
+from gradtx.optim._declare import check_tensor_lr, check_torch_ranges
+from gradtx.optim._optimizer import Optimizer
 
 __all__ = ["Adam", "AdamW"]
 
@@ -58,21 +58,6 @@ def adamw_chain(lr: Any = 1e-3, betas: Any = (0.9, 0.999), eps: Any = 1e-8, weig
     return adam_chain(lr, betas, eps, weight_decay, amsgrad, maximize, True, use_weight_decay)
 
 
-def check_adam_ranges(group: dict[str, Any], *extra: str) -> None:
-    """The range checks of torch's Adam family (lr, eps, betas, weight_decay and ``extra`` non-negative options)."""
-    lr, betas = group["lr"], group["betas"]
-    if not 0.0 <= number(lr):
-        raise ValueError(f"Invalid learning rate: {lr}")
-    if not 0.0 <= number(group["eps"]):
-        raise ValueError(f"Invalid epsilon value: {group['eps']}")
-    for i in (0, 1):
-        if not 0.0 <= number(betas[i]) < 1.0:
-            raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
-    for name in ("weight_decay", *extra):
-        if not 0.0 <= number(group[name]):
-            raise ValueError(f"Invalid {name} value: {group[name]}")
-
-
 def _check_adam(group: dict[str, Any]) -> None:
     """torch.optim.Adam's checks, in torch's order and words."""
     lr, betas, foreach, capturable = group["lr"], group["betas"], group["foreach"], group["capturable"]
@@ -80,7 +65,7 @@ def _check_adam(group: dict[str, Any]) -> None:
         if foreach and not capturable:
             raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
         check_tensor_lr(lr)
-    check_adam_ranges(group)
+    check_torch_ranges(group, "lr", "eps", "betas", "weight_decay")
     # torch's rule, with schedules (gradtx's extension) allowed beside either kind.
     numbers = [b for b in betas[:2] if not callable(b)]
     if not (all(isinstance(b, float) for b in numbers) or all(is_array(b) for b in numbers)):
@@ -131,6 +116,7 @@ class Adam(Optimizer):
     """
 
     chain_builder = staticmethod(adam_chain)
+    chain_options = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay")
     switches = ('weight_decay',)
     state_names = {"exp_avg": "mu", "exp_avg_sq": "nu", "max_exp_avg_sq": "nu_max"}
     elementwise = True

@@ -6,8 +6,8 @@ from typing import Any
 
 
 from gradtx import GradientTransformation, scale_by_nadam, scale_by_radam
-from gradtx.optim._adam import check_adam_ranges, torch_adam_family
-from gradtx.optim._declare import check_tensor_lr
+from gradtx.optim._adam import torch_adam_family
+from gradtx.optim._declare import check_torch_ranges
 from gradtx.optim._optimizer import Optimizer
 
 __all__ = ["NAdam", "RAdam"]
@@ -47,12 +47,6 @@ def radam_chain(lr: Any = 1e-3, betas: Any = (0.9, 0.999), eps: Any = 1e-8, weig
     return torch_adam_family(direction, lr, weight_decay, decoupled_weight_decay, maximize, use_weight_decay)
 
 
-def _check_options(group: dict[str, Any], *extra: str) -> None:
-    """The checks torch's NAdam and RAdam make, in torch's order and words (``extra``: more non-negative options)."""
-    check_tensor_lr(group["lr"])
-    check_adam_ranges(group, *extra)
-
-
 class NAdam(Optimizer):
     r"""torch.optim.NAdam: Adam with Nesterov momentum.
 
@@ -86,6 +80,7 @@ class NAdam(Optimizer):
     """
 
     chain_builder = staticmethod(nadam_chain)
+    chain_options = ("lr", "betas", "eps", "weight_decay", "momentum_decay", "decoupled_weight_decay", "maximize")
     elementwise = True
     switches = ('weight_decay',)
     state_names = {"mu_product": "mu_product", "exp_avg": "mu", "exp_avg_sq": "nu"}
@@ -102,7 +97,7 @@ class NAdam(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        _check_options(group, "momentum_decay")
+        check_torch_ranges(group, "lr", "eps", "betas", "weight_decay", "momentum_decay")
 
 
 class RAdam(Optimizer):
@@ -137,6 +132,7 @@ class RAdam(Optimizer):
     """
 
     chain_builder = staticmethod(radam_chain)
+    chain_options = ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay", "maximize")
     switches = ('weight_decay',)
     state_names = {"exp_avg": "mu", "exp_avg_sq": "nu"}
     elementwise = True
@@ -151,4 +147,4 @@ class RAdam(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        _check_options(group)
+        check_torch_ranges(group, "lr", "eps", "betas", "weight_decay")

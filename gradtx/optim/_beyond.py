@@ -26,6 +26,7 @@ from gradtx import (
     GradientTransformation, ProdigyState, add_decayed_weights, chain, identity, negate_if, prodigy,
     scale_by_ademamix, scale_by_adopt, scale_by_learning_rate, decoupled_weight_decay as decay_after_lr,
 )
+from gradtx.optim._declare import check_betas, check_non_negative, check_torch_ranges
 from gradtx.optim._optimizer import Optimizer, number
 
 __all__ = ["ADOPT", "AdEMAMix", "NegativeLRError", "Prodigy"]
@@ -105,17 +106,9 @@ def _check_common(group: dict[str, Any]) -> None:
     if number(group["lr"]) < 0.0:
         raise NegativeLRError(group["lr"])
     betas = group["betas"]
-    for i, name in enumerate(("beta1", "beta2")):
-        if not 0.0 <= number(betas[i]) < 1.0:
-            raise ValueError(f"{name} must be in the range [0.0, 1.0)")
+    check_betas(group)
     if len(betas) > 2 and not 0.0 <= number(betas[2]) <= 1.0:
         raise ValueError("beta3 must be in the range [0.0, 1.0]")
-
-
-def _check_non_negative(group: dict[str, Any], *names: str) -> None:
-    for name in names:
-        if group[name] is not None and number(group[name]) < 0.0:
-            raise ValueError(f"{name} must be non-negative")
 
 
 class _GroupStep(Optimizer):
@@ -171,6 +164,8 @@ class ADOPT(_GroupStep):
     """
 
     chain_builder = staticmethod(adopt_chain)
+    chain_options = ("lr", "betas", "eps", "weight_decay", "weight_decouple", "fixed_decay", "maximize")
+    group_options = ("step", "clip", "cautious")
     switches = ('weight_decay',)
     state_names = {"exp_avg": "mu", "exp_avg_sq": "nu"}
 
@@ -186,7 +181,7 @@ class ADOPT(_GroupStep):
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
         _check_common(group)
-        _check_non_negative(group, "weight_decay", "eps")
+        check_non_negative(group, "weight_decay", "eps")
 
     def _advance(self, group: dict[str, Any]) -> None:
         group["clip"] = None if self.clip_lambda is None else float(self.clip_lambda(group["step"]))
@@ -224,6 +219,9 @@ class AdEMAMix(_GroupStep):
     """
 
     chain_builder = staticmethod(ademamix_chain)
+    chain_options = ("lr", "betas", "eps", "weight_decay", "alpha", "t_alpha_beta3", "weight_decouple", "fixed_decay",
+                     "maximize")
+    group_options = ("step", "cautious")
     switches = ('weight_decay',)
     state_names = {"exp_avg": "m1", "exp_avg_sq": "nu", "exp_avg_slow": "m2"}
 
@@ -239,7 +237,7 @@ class AdEMAMix(_GroupStep):
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
         _check_common(group)
-        _check_non_negative(group, "alpha", "t_alpha_beta3", "weight_decay", "eps")
+        check_non_negative(group, "alpha", "t_alpha_beta3", "weight_decay", "eps")
 
 
 # Options a Prodigy step takes as numbers (traced: editing them does not recompile) and as structure.
@@ -317,15 +315,7 @@ class Prodigy(Optimizer):
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
         """prodigyopt's checks, in its order and words, then what this class does not reproduce."""
-        if not 0.0 < number(group["d0"]):
-            raise ValueError(f"Invalid d0 value: {group['d0']}")
-        if not 0.0 < number(group["lr"]):
-            raise ValueError(f"Invalid learning rate: {group['lr']}")
-        if not 0.0 < number(group["eps"]):
-            raise ValueError(f"Invalid epsilon value: {group['eps']}")
-        for i in (0, 1):
-            if not 0.0 <= number(group["betas"][i]) < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {i}: {group['betas'][i]}")
+        check_torch_ranges(group, ("d0", "(0, inf)"), ("lr", "(0, inf)"), ("eps", "(0, inf)"), "betas")
         if group["beta3"] is not None and not 0.0 <= number(group["beta3"]) < 1.0:  # None: sqrt(beta2)
             raise ValueError(f"Invalid beta3 value: {group['beta3']} (None, or a number in [0, 1))")
         unsupported = {"growth_rate": (group["growth_rate"] != float("inf"), "inf"),

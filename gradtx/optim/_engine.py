@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import inspect
 import os
 import weakref
 from collections.abc import Callable
@@ -124,12 +123,21 @@ def freeze(value: Any, name: str) -> Any:
 
 
 @functools.cache
-def builder_parameters(builder: Callable) -> frozenset[str] | None:
-    """The keyword names a chain builder accepts; ``None`` when it takes ``**kwargs``."""
-    params = inspect.signature(builder).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    return frozenset(p.name for p in params)
+def routed_options(decl: Any) -> frozenset[str]:
+    """The param-group keys that reach ``decl.chain_builder``: its ``chain_options`` and ``group_options``.
+
+    An explicit list, not the builder's signature: any other key of a group (a
+    scheduler's ``initial_lr``, a user's own ``"name"``, the facade's ``foreach``)
+    never reaches the chain nor the compiled program's cache key
+    (docs/declaring.md, "Which options reach the chain").
+    """
+    try:
+        chain_options = decl.chain_options
+    except AttributeError:
+        raise TypeError(f"{decl.__name__} declares a chain_builder but no chain_options: list the options (keys of "
+                        "its defaults) the builder takes, e.g. chain_options = ('lr', 'betas') (docs/declaring.md)"
+                        ) from None
+    return frozenset(chain_options) | frozenset(getattr(decl, "group_options", ()))
 
 
 def switch_flags(switches: tuple[str, ...], group: dict) -> dict[str, bool]:
@@ -144,10 +152,10 @@ def switch_flags(switches: tuple[str, ...], group: dict) -> dict[str, bool]:
 
 def split_options(decl: Any, group: dict, where: str = "a param group") -> tuple[tuple, dict]:
     """``(static, dynamic)``: the hashable options (with the declaration's flags) and the numbers."""
-    accepted = builder_parameters(decl.chain_builder)
+    routed = routed_options(decl)
     static, dynamic = {}, {}
     for name, value in group.items():
-        if name in NOT_OPTIONS or (accepted is not None and name not in accepted):
+        if name not in routed:
             continue  # a key the chain does not take: a scheduler's initial_lr, a user's own label
         if name not in decl.static_options and is_dynamic(value):
             dynamic[name] = as_float(value)

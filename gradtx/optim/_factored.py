@@ -125,6 +125,7 @@ class Adafactor(Optimizer):
     """
 
     chain_builder = staticmethod(adafactor_chain)
+    chain_options = ("lr", "beta2_decay", "eps", "d", "weight_decay", "maximize")
     switches = ('weight_decay',)
     state_names = {"row_var": "v_row", "col_var": "v_col", "variance": "v"}
     complex_as_real = False
@@ -195,6 +196,8 @@ class Muon(Optimizer):
     """
 
     chain_builder = staticmethod(muon_chain)
+    chain_options = ("lr", "weight_decay", "momentum", "nesterov", "ns_coefficients", "eps", "ns_steps",
+                     "adjust_lr_fn")
     switches = ('weight_decay',)
     state_names = {"momentum_buffer": "trace"}
     step_name = None

@@ -12,38 +12,12 @@ from gradtx import (
     scale_by_shampoo, scion, soap,
 )
 from gradtx.optim._groups import ParamGroups, path_groups
+from gradtx.optim._declare import check_betas, check_lr, check_non_negative, check_positive
 from gradtx.optim._optimizer import Optimizer, number
 
 __all__ = ["SOAP", "Shampoo", "MARS", "LaProp", "SCION", "AdamMini"]
 
 _MAX_AXES = 8  # state names for the statistics of up to this many (merged) axes per parameter
-
-
-def check_betas(group: dict[str, Any], key: str = "betas") -> None:
-    """pytorch_optimizer's ``validate_betas`` for ``group[key]`` (each beta in [0, 1))."""
-    for index, beta in enumerate(group[key][:2]):
-        if beta is not None and not 0.0 <= number(beta) < 1.0:
-            raise ValueError(f"beta{index + 1} must be in the range [0.0, 1.0)")
-
-
-def check_lr(value: Any, note: str = "learning rate") -> None:
-    """pytorch_optimizer's ``validate_learning_rate`` (it raises its own NegativeLRError; here a ValueError)."""
-    if value is not None and number(value) < 0.0:
-        raise ValueError(f"{note} must be positive. ({value} > 0)")
-
-
-def check_non_negative(group: dict[str, Any], *keys: str) -> None:
-    """pytorch_optimizer's ``validate_non_negative`` for each of ``keys`` (None passes)."""
-    for key in keys:
-        if group[key] is not None and number(group[key]) < 0.0:
-            raise ValueError(f"{key} must be non-negative")
-
-
-def check_positive(group: dict[str, Any], *keys: str) -> None:
-    """pytorch_optimizer's ``validate_positive`` for each of ``keys``."""
-    for key in keys:
-        if number(group[key]) <= 0:
-            raise ValueError(f"{key} must be positive")
 
 
 def soap_chain(lr: Any = 3e-3, betas: Any = (0.95, 0.95), shampoo_beta: Any = None, weight_decay: Any = 1e-2,
@@ -113,6 +87,9 @@ class SOAP(Optimizer):
     """
 
     chain_builder = staticmethod(soap_chain)
+    chain_options = ("lr", "betas", "shampoo_beta", "weight_decay", "precondition_frequency", "max_precondition_dim",
+                     "merge_dims", "precondition_1d", "correct_bias", "normalize_gradient", "data_format", "eps",
+                     "maximize")
     switches = ('weight_decay',)
     state_names = {"exp_avg": "mu", "exp_avg_sq": "nu", **_axis_names("GG"), **_axis_names("Q")}
     static_options = ("max_precondition_dim",)
@@ -246,6 +223,9 @@ class MARS(Optimizer):
     """
 
     chain_builder = staticmethod(mars_chain)
+    chain_options = ("lr", "betas", "gamma", "mars_type", "optimize_1d", "lr_1d", "lr_1d_factor", "betas_1d",
+                     "weight_decay", "weight_decay_1d", "weight_decouple", "fixed_decay", "ams_bound", "cautious",
+                     "eps", "maximize")
     state_names = {**_ADAM_STATE, "last_grad": "last_grad", "max_exp_avg_sq": "nu_max"}
 
     def __init__(self, params: Any, lr: Any = 3e-3, betas: tuple[Any, Any] = (0.95, 0.99), gamma: float = 0.025,
@@ -309,6 +289,8 @@ class LaProp(Optimizer):
     """
 
     chain_builder = staticmethod(laprop_chain)
+    chain_options = ("lr", "betas", "centered", "steps_before_using_centered", "weight_decay", "weight_decouple",
+                     "fixed_decay", "ams_bound", "eps", "cautious", "maximize")
     state_names = {**_ADAM_STATE, "exp_avg_lr_1": "lr_avg", "exp_avg_lr_2": "weight_avg",
                    "exp_mean_avg_beta2": "mean", "max_exp_avg_sq": "nu_max"}
     static_options = ("steps_before_using_centered",)
@@ -383,6 +365,8 @@ class SCION(Optimizer):
     """
 
     chain_builder = staticmethod(scion_chain)
+    chain_options = ("lr", "momentum", "constraint", "norm_type", "norm_kwargs", "scale", "weight_decay",
+                     "weight_decouple", "maximize")
     switches = ('weight_decay',)
     state_names = {"d": "d"}
     step_name = None  # the reference keeps its step in the param group only
@@ -453,6 +437,8 @@ class Shampoo(Optimizer):
     """
 
     chain_builder = staticmethod(shampoo_chain)
+    chain_options = ("lr", "momentum", "weight_decay", "weight_decouple", "fixed_decay",
+                     "preconditioning_compute_steps", "matrix_eps", "maximize")
     switches = ('weight_decay',)
     state_names = {"momentum_buffer": "momentum_buffer",
                    **{f"{name}_{axis}": f"{field}.{axis}" for axis in range(_MAX_AXES)
@@ -551,6 +537,8 @@ class AdamMini(Optimizer):
     """
 
     chain_builder = staticmethod(adam_mini_chain)
+    chain_options = ("lr", "betas", "eps", "weight_decay", "num_heads", "num_query_groups", "maximize")
+    group_options = ("name", "parameter_per_head")
     switches = ('weight_decay',)
     state_names = {"m": "m", "v": "v", "v_mean": "v_mean", "dimension": "dimension"}
     static_options = ("parameter_per_head", "num_heads", "num_query_groups")

@@ -18,31 +18,25 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import (
-    GradientTransformation, add_decayed_weights, chain, identity, init_kron_factors, kron_update_probability,
-    scale_by_adam, scale_by_galore_projection, scale_by_learning_rate, scale_by_sophia_h, scale_by_step_size_ratio,
-    stateless, decoupled_weight_decay as decay_after_lr,
+    GradientTransformation, add_decayed_weights, chain, galore_side, identity, init_kron_factors, kron_leaf_step,
+    kron_update_probability, scale_by_adam, scale_by_galore_projection, scale_by_learning_rate, scale_by_sophia_h,
+    scale_by_step_size_ratio, stateless, decoupled_weight_decay as decay_after_lr,
 )
 from gradtx.optim._grads import checked_grad, is_closure, takes_argument
+from gradtx.optim._declare import check_betas, check_lr, check_non_negative
 from gradtx.optim._optimizer import Optimizer, number
 
-# Kron is not a chain (the facade runs the reference's per-leaf step itself) and GaLore's groups pick the projected
-# side per matrix: both use these internals of their transforms.
-from gradtx._transforms.galore import galore_side
-from gradtx._transforms.psgd import EPS, kron_leaf_step
+# pytorch-optimizer's Kron.eps: the floor of its factor updates (the smallest normal bfloat16), kept as an attribute
+_KRON_EPS = float(jnp.finfo(jnp.bfloat16).tiny)
 
 __all__ = ["GaLore", "SophiaH", "Kron"]
 
 
 def check_pytorch_optimizer_ranges(group: dict[str, Any], non_negative: tuple[str, ...]) -> None:
     """pytorch-optimizer's checks of ``lr``, ``betas`` and non-negative options, in its words."""
-    if number(group["lr"]) < 0.0:
-        raise ValueError(f"learning rate must be positive. ({group['lr']} > 0)")
-    for i, name in enumerate(("beta1", "beta2")):
-        if not 0.0 <= number(group["betas"][i]) < 1.0:
-            raise ValueError(f"{name} must be in the range [0.0, 1.0)")
-    for name in non_negative:
-        if number(group[name]) < 0.0:
-            raise ValueError(f"{name} must be non-negative")
+    check_lr(group["lr"])
+    check_betas(group)
+    check_non_negative(group, *non_negative)
 
 
 def decay_after_step(factor: Any) -> GradientTransformation:
@@ -147,6 +141,8 @@ class GaLore(_GroupStep, Optimizer):
     """
 
     chain_builder = staticmethod(galore_chain)
+    chain_options = ("lr", "betas", "weight_decay", "eps", "rank", "update_proj_gap", "scale", "projection_type")
+    group_options = ("step",)
     switches = ('weight_decay',)
     state_names = {"projector": "projector", "exp_avg": "mu", "exp_avg_sq": "nu"}
     step_name = None  # pytorch-optimizer counts steps per group (group["step"])
@@ -229,6 +225,8 @@ class SophiaH(_GroupStep, Optimizer):
     """
 
     chain_builder = staticmethod(sophia_h_chain)
+    chain_options = ("lr", "betas", "weight_decay", "weight_decouple", "fixed_decay", "p", "eps")
+    group_options = ("update_hessian",)
     switches = ('weight_decay',)
     state_names = {"momentum": "momentum", "hessian_moment": "hessian_moment", "hessian": "hessian"}
     step_name = None  # pytorch-optimizer counts steps per group (group["step"])
@@ -404,7 +402,7 @@ class Kron(_GroupStep, Optimizer):
                  momentum_into_precondition_update: bool = True, mu_dtype: Any = None,
                  precondition_dtype: Any = jnp.float32, balance_prob: float = 0.01, maximize: bool = False, *,
                  seed: int = 0, **kwargs: Any) -> None:
-        self.balance_prob, self.eps, self.maximize = balance_prob, EPS, maximize
+        self.balance_prob, self.eps, self.maximize = balance_prob, _KRON_EPS, maximize
         self.probe_key = np.asarray(jax.random.PRNGKey(seed))
         self._balance_rng = np.random.default_rng(seed)
         defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "weight_decouple": weight_decouple,
@@ -418,12 +416,10 @@ class Kron(_GroupStep, Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        if number(group["lr"]) < 0.0:
-            raise ValueError(f"learning rate must be positive. ({group['lr']} > 0)")
+        check_lr(group["lr"])
         if not 0.0 <= number(group["momentum"]) < 1.0:
             raise ValueError("momentum must be in the range [0.0, 1.0)")
-        if number(group["weight_decay"]) < 0.0:
-            raise ValueError("weight_decay must be non-negative")
+        check_non_negative(group, "weight_decay")
 
     def check_loaded_state(self, p: Any, entry: dict[str, Any], where: str) -> None:
         """pytorch-optimizer's Kron entries: the factors' shapes and the einsum strings this parameter needs."""

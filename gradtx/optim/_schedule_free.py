@@ -19,6 +19,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from gradtx import GradientTransformation, schedule_free_step
+from gradtx.optim._declare import check_torch_ranges
 from gradtx.optim._optimizer import Optimizer, number
 
 __all__ = ["AdamWScheduleFree", "RAdamScheduleFree", "SGDScheduleFree"]
@@ -138,6 +139,8 @@ class AdamWScheduleFree(_ScheduleFree):
     """
 
     chain_builder = staticmethod(schedule_free_adamw_chain)
+    chain_options = ("scheduled_lr", "betas", "eps", "weight_decay", "k", "lr_max", "weight_sum", "r",
+                     "weight_lr_power")
 
     def __init__(self, params: Any, lr: float = 0.0025, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0,
@@ -172,6 +175,8 @@ class RAdamScheduleFree(_ScheduleFree):
     """
 
     chain_builder = staticmethod(schedule_free_radam_chain)
+    chain_options = ("scheduled_lr", "betas", "eps", "weight_decay", "k", "lr_max", "weight_sum", "r",
+                     "weight_lr_power")
 
     def __init__(self, params: Any, lr: float = 0.0025, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, r: float = 0.0, weight_lr_power: float = 2.0,
@@ -215,6 +220,7 @@ class SGDScheduleFree(_ScheduleFree):
     """
 
     chain_builder = staticmethod(schedule_free_sgd_chain)
+    chain_options = ("scheduled_lr", "momentum", "weight_decay", "k", "lr_max", "weight_sum", "r", "weight_lr_power")
 
     def __init__(self, params: Any, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0,
                  warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2,
@@ -226,10 +232,7 @@ class SGDScheduleFree(_ScheduleFree):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        if number(group["lr"]) < 0.0:
-            raise ValueError(f"Invalid learning rate: {group['lr']}")
-        if number(group["weight_decay"]) < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+        check_torch_ranges(group, "lr", "weight_decay", nan_passes=True)  # schedulefree's `if lr < 0.0`
         if number(group["momentum"]) <= 0 or number(group["momentum"]) >= 1:
             raise ValueError(f"Momentum must be between 0 and 1 exclusive: {group['momentum']}")
 

@@ -18,15 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx._checks import check_range
 from gradtx import (
-    GradientTransformation, LBFGSTorchState, chain, lbfgs_torch_init, lbfgs_torch_step, negate_if,
+    GradientTransformation, LBFGSTorchState, chain, check_range, lbfgs_torch_init, lbfgs_torch_step, negate_if,
     scale_by_learning_rate, scale_by_sparse_adam,
 )
 from gradtx.tree import all_finite
 from gradtx.optim._grads import is_closure
-from gradtx.optim._declare import check_tensor_lr
-from gradtx.optim._optimizer import Optimizer, number
+from gradtx.optim._declare import check_torch_ranges
+from gradtx.optim._optimizer import Optimizer
 
 __all__ = ["LBFGS", "SparseAdam"]
 
@@ -109,6 +108,7 @@ class SparseAdam(Optimizer):
     """
 
     chain_builder = staticmethod(sparse_adam_chain)
+    chain_options = ("lr", "betas", "eps", "maximize")
     state_names = {"exp_avg": "mu", "exp_avg_sq": "nu"}
     complex_as_real = False
 
@@ -123,15 +123,7 @@ class SparseAdam(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        lr, betas = group["lr"], group["betas"]
-        check_tensor_lr(lr)
-        if not 0.0 < number(lr):
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 < number(group["eps"]):
-            raise ValueError(f"Invalid epsilon value: {group['eps']}")
-        for i in (0, 1):
-            if not 0.0 <= number(betas[i]) < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
+        check_torch_ranges(group, ("lr", "(0, inf)"), ("eps", "(0, inf)"), "betas")
 
 
 _LBFGS_ARRAYS = ("d", "t", "H_diag", "prev_flat_grad", "prev_loss")
@@ -181,9 +173,7 @@ class LBFGS(Optimizer):
     def __init__(self, params: Any, lr: Any = 1, max_iter: int = 20, max_eval: int | None = None,
                  tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
                  line_search_fn: str | None = None, *, maximize: bool = False) -> None:
-        check_tensor_lr(lr)
-        if not 0.0 <= number(lr):
-            raise ValueError(f"Invalid learning rate: {lr}")
+        check_torch_ranges({"lr": lr}, "lr")
         if max_eval is None:
             max_eval = max_iter * 5 // 4
         defaults = {"lr": lr, "max_iter": max_iter, "max_eval": max_eval, "tolerance_grad": tolerance_grad,

@@ -8,7 +8,7 @@ from typing import Any
 from gradtx import (
     GradientTransformation, add_decayed_weights, chain, identity, negate_if, scale_by_learning_rate, trace,
 )
-from gradtx.optim._declare import check_tensor_lr
+from gradtx.optim._declare import check_torch_ranges
 from gradtx.optim._optimizer import Optimizer, number
 
 __all__ = ["SGD"]
@@ -61,6 +61,7 @@ class SGD(Optimizer):
     """
 
     chain_builder = staticmethod(sgd_chain)
+    chain_options = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
     switches = ('momentum', 'weight_decay')
     state_names = {"momentum_buffer": "trace"}
     elementwise = True
@@ -76,13 +77,6 @@ class SGD(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        lr = group["lr"]
-        check_tensor_lr(lr)
-        if number(lr) < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if number(group["momentum"]) < 0.0:
-            raise ValueError(f"Invalid momentum value: {group['momentum']}")
-        if number(group["weight_decay"]) < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+        check_torch_ranges(group, "lr", "momentum", "weight_decay", nan_passes=True)  # torch's `if lr < 0.0`
         if group["nesterov"] and (number(group["momentum"]) <= 0 or number(group["dampening"]) != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")

@@ -8,7 +8,7 @@ from typing import Any
 from gradtx import (
     GradientTransformation, add_decayed_weights, chain, identity, negate_if, scale, scale_by_asgd, scale_by_rprop,
 )
-from gradtx.optim._declare import check_tensor_lr
+from gradtx.optim._declare import check_torch_ranges
 from gradtx.optim._optimizer import Optimizer, number
 
 __all__ = ["Rprop", "ASGD"]
@@ -48,12 +48,6 @@ def asgd_chain(lr: Any = 1e-2, lambd: Any = 1e-4, alpha: Any = 0.75, t0: Any = 1
     )
 
 
-def _check_lr(lr: Any) -> None:
-    check_tensor_lr(lr)
-    if not 0.0 <= number(lr):
-        raise ValueError(f"Invalid learning rate: {lr}")
-
-
 class Rprop(Optimizer):
     r"""torch.optim.Rprop: resilient backpropagation (Riedmiller & Braun, 1993, https://doi.org/10.1109/ICNN.1993.298623).
 
@@ -80,6 +74,7 @@ class Rprop(Optimizer):
     """
 
     chain_builder = staticmethod(rprop_chain)
+    chain_options = ("lr", "etas", "step_sizes", "maximize")
     state_names = {"prev": "prev_grads", "step_size": "step_sizes"}
     elementwise = True
 
@@ -92,7 +87,7 @@ class Rprop(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        _check_lr(group["lr"])
+        check_torch_ranges(group, "lr")
         etas = group["etas"]
         if not 0.0 < number(etas[0]) < 1.0 < number(etas[1]):
             raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]}")
@@ -126,6 +121,7 @@ class ASGD(Optimizer):
     """
 
     chain_builder = staticmethod(asgd_chain)
+    chain_options = ("lr", "lambd", "alpha", "t0", "weight_decay", "maximize")
     elementwise = True
     switches = ('weight_decay',)
     state_names = {"eta": "eta", "mu": "mu", "ax": "ax"}
@@ -140,6 +136,4 @@ class ASGD(Optimizer):
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:
-        _check_lr(group["lr"])
-        if not 0.0 <= number(group["weight_decay"]):
-            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+        check_torch_ranges(group, "lr", "weight_decay")
