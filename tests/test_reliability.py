@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 import os
 import pickle
 import warnings
@@ -25,7 +24,7 @@ from hypothesis import strategies as st
 
 import gradtx
 from gradtx import optim
-from gradtx.optim import lr_scheduler
+from gradtx.optim import _engine, lr_scheduler
 from tests import harness
 from tests.cases import OPTIMIZERS
 from tests.test_lr_scheduler import CASES as SCHEDULER_CASES
@@ -393,7 +392,7 @@ def leaves(draw):
 
 def functional_run(cls, options: dict, start: list, steps: int) -> list:
     """The declaration's chain, applied to each leaf with its own state, jitted: what the facade must equal."""
-    accepted = inspect.signature(cls.chain_builder).parameters
+    accepted = _engine.routed_options(cls) | {f"use_{option}" for option in cls.switches}
     tx = cls.chain_builder(**{k: v for k, v in options.items() if k in accepted})
 
     @jax.jit

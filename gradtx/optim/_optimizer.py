@@ -96,6 +96,9 @@ class Optimizer(HookRegistry):
     # The declaration (see docs/declaring.md).
     # One param group's options -> the chain; None for an optimizer that overrides _step (LBFGS, Kron, Prodigy).
     chain_builder: Callable[..., GradientTransformation] | None = None
+    # The options the builder takes: chain_options (keys of the defaults; every declaration with a builder lists
+    # them) and group_options (other per-group keys it takes); no other group key reaches the chain.
+    group_options: tuple[str, ...] = ()
     # Options whose being zero removes a stage of the chain: the builder gets use_<option> (see flags).
     switches: tuple[str, ...] = ()
     state_names: dict[str, str] = {}
