@@ -233,8 +233,9 @@ class Pack:
                 self.params[i].data = self.slots[i]
         for key, writes in self._pending.items():
             self.state[key] = _write(self.state[key], self._offsets(list(writes)), list(writes.values()))
-        if changed or self._pending:
-            self._pending, self._views = {}, {}
+        # the cut views go too, before the step: a step's peak memory holds no second copy of the parameters
+        # (an array a user still holds stays theirs)
+        self._pending, self._views = {}, {}
         return True
 
     def _offsets(self, indices: list[int]) -> jax.Array:
