@@ -213,14 +213,13 @@ class _Layout(NamedTuple):
     fresh: list
     names: tuple
     shared: tuple
-    shared_names: tuple
 
 
 class _Pending:
     """A group's plan while its step runs: what the next step may reuse once the results are stored.
 
     :func:`store` records, per parameter, a weak reference to its array and
-    the ids of its state entries (``checks``); the plan is kept (:func:`run`) only when every
+    the names and ids of its state entries (``checks``); the plan is kept (:func:`run`) only when every
     parameter was stored and each one's state stays as fresh as it was (a
     parameter that got its first state plans again).
     """
@@ -239,6 +238,14 @@ class _Pending:
                     starts_empty = not layout.names[j] and not layout.shared[b]
                     self.fresh[layout.indices[j]] = layout.fresh[b] if starts_empty or not layout.fresh[b] else None
 
+    def again(self) -> _Pending:
+        """The same plan for the next step, with nothing recorded yet."""
+        pending = object.__new__(_Pending)
+        pending.key, pending.params, pending.layouts, pending.slot, pending.fresh = (
+            self.key, self.params, self.layouts, self.slot, self.fresh)
+        pending.checks = [None] * len(self.params)
+        return pending
+
     @property
     def complete(self) -> bool:
         return None not in self.checks
@@ -247,34 +254,30 @@ class _Pending:
 def _reuse(opt: Optimizer, cached: _Pending | None, key: tuple, params: list) -> bool:
     """Whether ``cached`` (the last step's plan of this group) holds for ``params`` (see the module docstring).
 
-    State entries are compared by ``id``: the arrays they name are alive now,
-    so equal ids are the same arrays (parameters whose steps are one array
-    still share one), and the plan reads every value afresh. A parameter's
-    array is compared through a weak reference (its device decides its unit).
+    State entries are compared by name and ``id``: the arrays they name are
+    alive now, so equal ids are the same arrays (parameters whose steps are
+    one array still share one), and the plan reads every value afresh. A
+    parameter's array is compared through a weak reference (its device decides its unit).
     """
     if cached is None or cached.key != key or len(cached.params) != len(params):
         return False
     get = opt._state.get
-    for p, q, (data, length, entries) in zip(params, cached.params, cached.checks):
+    for p, q, (data, names, ids) in zip(params, cached.params, cached.checks):
         if p is not q or p._data is not data():
             return False
         state = get(p)
         if state is None:
-            if length:
+            if names:
                 return False
-            continue
-        if len(state) != length:
+        elif tuple(state) != names or tuple(map(id, state.values())) != ids:
             return False
-        for name, ident in entries:
-            if id(state.get(name)) != ident:
-                return False
     return True
 
 
 def _planned_units(opt: Optimizer, cached: _Pending, static: tuple, dynamic: dict, params: list,
                    grads: dict) -> list[Unit]:
     """The units of a group's unpacked parameters from the last step's plan (:func:`_reuse` said it holds)."""
-    pending = _Pending(cached.key, params, cached.layouts)
+    pending = cached.again()
     units = []
     get = opt._state.get
     for layout in cached.layouts:
@@ -310,7 +313,7 @@ def _planned_anew(opt: Optimizer, key: tuple, static: tuple, dynamic: dict, para
         unit = _unit(same, static, dynamic, [p._data for p in same], [grads[p] for p in same], states, fresh,
                      shared_names)
         layouts.append(_Layout(tuple(indices), unit.buckets, unit.fresh, tuple(tuple(s) for s in unit.states),
-                               tuple(tuple(s) for s in unit.shared), shared_names))
+                               tuple(tuple(s) for s in unit.shared)))
         units.append(unit)
     pending = _Pending(key, params, layouts)
     return [unit._replace(pending=pending) for unit in units]
@@ -445,6 +448,7 @@ def store(opt: Optimizer, params: list, new_params: list, new_states: list, pend
         if pending is not None:
             i = pending.slot[id(p)]
             entry = state.get(p)
-            entries = () if entry is None else tuple([(k, id(v)) for k, v in entry.items() if k in keys])
-            if pending.fresh[i] is not None and bool(entries) != pending.fresh[i]:  # else its first state: plan again
-                pending.checks[i] = (weakref.ref(p._data), 0 if entry is None else len(entry), entries)
+            kept = entry is not None and not keys.isdisjoint(entry)
+            if pending.fresh[i] is not None and kept != pending.fresh[i]:  # else its first state: plan again
+                pending.checks[i] = ((weakref.ref(p._data), (), ()) if entry is None else
+                                     (weakref.ref(p._data), tuple(entry), tuple(map(id, entry.values()))))
