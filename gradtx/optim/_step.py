@@ -20,13 +20,14 @@
 
 A step over many large parameters pays per parameter for planning in Python.
 So the plan of a group's unpacked parameters (their devices, buckets and state
-names) is kept from one step to the next (:class:`_Layout`), with weak
-references to every array the step stored; the next step reuses it when the
-group's parameters, tier and option types are the same and every parameter's
-``data`` and state entries are still the arrays the step stored (a few
+names) is kept from one step to the next (:class:`_Layout`), with a weak
+reference to each parameter's array and the names and ids of its state
+entries as the step stored them; the next step reuses it when the group's
+parameters, tier and option types are the same and those are unchanged (a few
 identity tests per parameter). Anything else (``p.data`` or an ``opt.state``
 entry assigned or deleted, a parameter without a gradient, a group added,
-``load_state_dict``) plans again.
+``load_state_dict``) plans again. Steps that reuse a plan read nothing from
+the device, so they queue behind the running step as the functional step does.
 """
 
 from __future__ import annotations
