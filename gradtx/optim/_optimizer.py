@@ -355,11 +355,7 @@ class Optimizer(HookRegistry):
         return bool(_all_finite(grads))
 
     def _store(self, work: list[Parameter], new_params: list, new_states: list) -> None:
-        order = _engine.order_keys(type(self))
-        for p, data, new in zip(work, new_params, new_states):
-            p.data = data
-            if new:  # a program returns dicts with sorted keys; a new entry gets torch's order
-                self._state[p].update({k: new[k] for k in order if k in new})
+        _step.store(self, work, new_params, new_states)
 
     # --- state_dict, pickling, repr ------------------------------------------------------------------
 

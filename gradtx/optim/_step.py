@@ -17,11 +17,24 @@
    someone besides the optimizer holds (an array from the constructor,
    ``opt.params``, ``p.data`` or ``opt.state``) is copied first (see
    :func:`owned`), so what a user holds is never invalidated and keeps its value.
+
+A step over many large parameters pays per parameter for planning in Python.
+So the plan of a group's unpacked parameters (their devices, buckets and state
+names) is kept from one step to the next (:class:`_Layout`), with a weak
+reference to each parameter's array and the names and ids of its state
+entries as the step stored them; the next step reuses it when the group's
+parameters, tier and option types are the same and those are unchanged (a few
+identity tests per parameter). Anything else (``p.data`` or an ``opt.state``
+entry assigned or deleted, a parameter without a gradient, a group added,
+``load_state_dict``) plans again. Steps that reuse a plan read nothing from
+the device, so they queue behind the running step as the functional step does.
 """
 
 from __future__ import annotations
 
+import collections
 import sys
+import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
@@ -56,6 +69,7 @@ class Unit(NamedTuple):
     shared: list
     fresh: list
     pack: Any
+    pending: Any = None  # the _Pending plan of the group these parameters belong to (unpacked units)
 
 
 class _Holder:
@@ -128,35 +142,186 @@ def _buckets(states: list[dict], fresh: list[bool], names: tuple, bucketable: bo
     return buckets, shared
 
 
-def _value_key(value: Any) -> Any:
-    if value is None:
-        return None
-    value = np.asarray(value)
-    return value.dtype.str, value.shape, value.tobytes()
+_VALUES: collections.OrderedDict = collections.OrderedDict()  # id(array) -> (weak reference, value key)
+_VALUES_LIMIT = 4096
+
+
+def _value_keys(arrays: list) -> list:
+    """Each array's value as a hashable key; arrays read before (still alive) are not read again.
+
+    The shared entries compared are scalars that steps replace rather than
+    change, so a key remembered by identity stays right while the array lives;
+    the rest are read from the device in one transfer.
+    """
+    keys: list = [None] * len(arrays)
+    missing = []
+    for i, array in enumerate(arrays):
+        if array is None:
+            continue
+        found = _VALUES.get(id(array))
+        if found is not None and found[0]() is array:
+            keys[i] = found[1]
+        else:
+            missing.append(i)
+    if missing:
+        for i, value in zip(missing, jax.device_get([arrays[i] for i in missing])):
+            value = np.asarray(value)
+            keys[i] = value.dtype.str, value.shape, value.tobytes()
+            try:
+                _VALUES[id(arrays[i])] = (weakref.ref(arrays[i]), keys[i])
+            except TypeError:  # not weakly referenceable (a NumPy array): read again next time
+                continue
+            if len(_VALUES) > _VALUES_LIMIT:
+                _VALUES.popitem(last=False)
+    return keys
 
 
 def _merge_equal(buckets: tuple, states: list[dict], fresh: list[bool], names: tuple, bucketable: bool) -> tuple:
     """Buckets whose shared entries hold equal values made one (after a load, or a parameter that skipped a step).
 
     Reads the shared entries (scalars: the step) of the buckets that differ by
-    identity only, once: the merged bucket's members then store one array.
+    identity only, once per array (see :func:`_value_keys`): the merged
+    bucket's members then store one array.
     """
     if not bucketable or len(buckets) < 2 or not names:
         return buckets
-    values = jax.device_get([[states[m[0]].get(name) for name in names] for m in buckets])
+    keys = iter(_value_keys([states[m[0]].get(name) for m in buckets for name in names]))
     merged: dict[tuple, list[int]] = {}
-    for members, entries in zip(buckets, values):
-        key = (fresh[members[0]], *(_value_key(v) for v in entries))
+    for members in buckets:
+        key = (fresh[members[0]], *(next(keys) for _ in names))
         merged.setdefault(key, []).extend(members)
     return tuple(tuple(sorted(members)) for members in merged.values())
 
 
 def _unit(params: list, static: tuple, dynamic: dict, arrays: list, grads: list, states: list, fresh: list,
-          shared_names: tuple, pack: Any = None) -> Unit:
+          shared_names: tuple, pack: Any = None, pending: Any = None) -> Unit:
     cls_shared, bucketable = shared_names
     buckets, shared = _buckets(states, fresh, cls_shared, bucketable)
     return Unit(params, static, dynamic, owned(arrays), grads, _owned_states(states), buckets, shared,
-                [fresh[members[0]] for members in buckets], pack)
+                [fresh[members[0]] for members in buckets], pack, pending)
+
+
+class _Layout(NamedTuple):
+    """One device's unit of a group's unpacked parameters, as a step planned it.
+
+    ``indices`` are the unit's parameters among the group's unpacked ones;
+    ``names[j]`` the entries parameter ``j`` of the unit passes on its own, and
+    ``shared[b]`` those bucket ``b`` passes once (read from its first member).
+    """
+
+    indices: tuple
+    buckets: tuple
+    fresh: list
+    names: tuple
+    shared: tuple
+
+
+class _Pending:
+    """A group's plan while its step runs: what the next step may reuse once the results are stored.
+
+    :func:`store` records, per parameter, a weak reference to its array and
+    the names and ids of its state entries (``checks``); the plan is kept (:func:`run`) only when every
+    parameter was stored and each one's state stays as fresh as it was (a
+    parameter that got its first state plans again).
+    """
+
+    __slots__ = ("key", "params", "layouts", "slot", "checks", "fresh")
+
+    def __init__(self, key: tuple, params: list, layouts: list[_Layout]) -> None:
+        self.key, self.params, self.layouts = key, params, layouts
+        self.slot = {id(p): i for i, p in enumerate(params)}
+        self.checks: list = [None] * len(params)
+        self.fresh = [False] * len(params)
+        for layout in layouts:
+            for b, members in enumerate(layout.buckets):
+                for j in members:
+                    # a fresh parameter is planned again unless it starts from no entries at all (no state kept)
+                    starts_empty = not layout.names[j] and not layout.shared[b]
+                    self.fresh[layout.indices[j]] = layout.fresh[b] if starts_empty or not layout.fresh[b] else None
+
+    def again(self) -> _Pending:
+        """The same plan for the next step, with nothing recorded yet."""
+        pending = object.__new__(_Pending)
+        pending.key, pending.params, pending.layouts, pending.slot, pending.fresh = (
+            self.key, self.params, self.layouts, self.slot, self.fresh)
+        pending.checks = [None] * len(self.params)
+        return pending
+
+    @property
+    def complete(self) -> bool:
+        return None not in self.checks
+
+
+def _reuse(opt: Optimizer, cached: _Pending | None, key: tuple, params: list) -> bool:
+    """Whether ``cached`` (the last step's plan of this group) holds for ``params`` (see the module docstring).
+
+    State entries are compared by name and ``id``: the arrays they name are
+    alive now, so equal ids are the same arrays (parameters whose steps are
+    one array still share one), and the plan reads every value afresh. A
+    parameter's array is compared through a weak reference (its device decides its unit).
+    """
+    if cached is None or cached.key != key or len(cached.params) != len(params):
+        return False
+    get = opt._state.get
+    for p, q, (data, names, ids) in zip(params, cached.params, cached.checks):
+        if p is not q or p._data is not data():
+            return False
+        state = get(p)
+        if state is None:
+            if names:
+                return False
+        elif tuple(state) != names or tuple(map(id, state.values())) != ids:
+            return False
+    return True
+
+
+def _planned_units(opt: Optimizer, cached: _Pending, static: tuple, dynamic: dict, params: list,
+                   grads: dict) -> list[Unit]:
+    """The units of a group's unpacked parameters from the last step's plan (:func:`_reuse` said it holds)."""
+    pending = cached.again()
+    units = []
+    get = opt._state.get
+    for layout in cached.layouts:
+        same = [params[i] for i in layout.indices]
+        dicts = [get(p) for p in same]
+        states = [{} if d is None else {k: d[k] for k in names} for d, names in zip(dicts, layout.names)]
+        shared = [{} if dicts[m[0]] is None else {k: dicts[m[0]][k] for k in names}
+                  for m, names in zip(layout.buckets, layout.shared)]
+        del dicts
+        units.append(Unit(same, static, dynamic, owned([p._data for p in same]), [grads[p] for p in same],
+                          _owned_states(states), layout.buckets, shared, layout.fresh, None, pending))
+    return units
+
+
+def _planned_anew(opt: Optimizer, key: tuple, static: tuple, dynamic: dict, params: list,
+                  grads: dict) -> list[Unit]:
+    """The units of a group's unpacked parameters, planned from their arrays and state (see :func:`plan`)."""
+    cls = type(opt)
+    keys = set(_engine.order_keys(cls))
+    by_device: dict[tuple, list[int]] = {}
+    for i, p in enumerate(params):
+        by_device.setdefault(device_key(p._data), []).append(i)
+    units, layouts = [], []
+    for indices in by_device.values():
+        same = [params[i] for i in indices]
+        states = [{k: v if isinstance(v, jax.Array) else jnp.asarray(v)
+                   for k, v in opt._state.get(p, {}).items() if k in keys} for p in same]
+        fresh = [not state for state in states]
+        if any(fresh):  # torch's lazy initialisation, in a small program of its own
+            inits = iter(_engine.init_states(cls, static, dynamic, [p.data for p, f in zip(same, fresh) if f]))
+            states = [next(inits) if f else state for state, f in zip(states, fresh)]
+        shared_names = _engine.shared_entries(cls, static, dynamic, tuple(same[0].shape), jnp.dtype(same[0].dtype))
+        unit = _unit(same, static, dynamic, [p._data for p in same], [grads[p] for p in same], states, fresh,
+                     shared_names)
+        layouts.append(_Layout(tuple(indices), unit.buckets, unit.fresh, tuple(tuple(s) for s in unit.states),
+                               tuple(tuple(s) for s in unit.shared)))
+        units.append(unit)
+    pending = _Pending(key, params, layouts)
+    return [unit._replace(pending=pending) for unit in units]
+
+
+def _cache(opt: Optimizer) -> dict:
+    return opt.__dict__.get("_step_plans") or {}
 
 
 def plan(opt: Optimizer) -> dict[str, list[Unit]]:
@@ -165,7 +330,7 @@ def plan(opt: Optimizer) -> dict[str, list[Unit]]:
     for index, group in enumerate(opt.param_groups):
         if any(p.grad is not None for p in group["params"]):
             check_group_options(opt, group, index)
-    keys = set(_engine.order_keys(cls))
+    cache = _cache(opt)
     units: dict[str, list[Unit]] = {"fused": [], "foreach": [], "for-loop": []}
     for index, group in enumerate(opt.param_groups):
         work = [p for p in group["params"] if p.grad is not None]
@@ -182,21 +347,17 @@ def plan(opt: Optimizer) -> dict[str, list[Unit]]:
             shared = _engine.shared_entries(cls, static, dynamic, tuple(pack.flat.shape), pack.flat.dtype)
             units["fused"].append(_unit(pack.params, static, dynamic, [pack.flat], [grads[p] for p in pack.params],
                                         [dict(state)], [fresh], shared, pack))
-        packed = {p for pack in packs for p in pack.params}
-        by_device: dict[tuple, list] = {}
-        for p in work:
-            if p not in packed:
-                by_device.setdefault(device_key(p._data), []).append(p)
-        for same in by_device.values():
-            states = [{k: v if isinstance(v, jax.Array) else jnp.asarray(v)
-                       for k, v in opt._state.get(p, {}).items() if k in keys} for p in same]
-            fresh = [not state for state in states]
-            if any(fresh):  # torch's lazy initialisation, in a small program of its own
-                inits = iter(_engine.init_states(cls, static, dynamic, [p.data for p, f in zip(same, fresh) if f]))
-                states = [next(inits) if f else state for state, f in zip(states, fresh)]
-            shared = _engine.shared_entries(cls, static, dynamic, tuple(same[0].shape), jnp.dtype(same[0].dtype))
-            units[tier].append(_unit(same, static, dynamic, [p._data for p in same], [grads[p] for p in same],
-                                     states, fresh, shared))
+        if packs:
+            packed = {p for pack in packs for p in pack.params}
+            work = [p for p in work if p not in packed]
+        if not work:
+            continue
+        key = (id(group), tier, static, _engine._dynamic_structure(dynamic))
+        cached = cache.get(id(group))
+        if _reuse(opt, cached, key, work):
+            units[tier].extend(_planned_units(opt, cached, static, dynamic, work, grads))
+        else:
+            units[tier].extend(_planned_anew(opt, key, static, dynamic, work, grads))
     return units
 
 
@@ -230,7 +391,7 @@ def _calls(opt: Optimizer, units: dict[str, list[Unit]]) -> list[_Call]:
         for b, members in enumerate(u.buckets):
             for i in members:
                 one = Unit([u.params[i]], u.static, u.dynamic, [u.arrays[i]], [u.grads[i]], [u.states[i]], ((0,),),
-                           [u.shared[b]], [u.fresh[b]], None)
+                           [u.shared[b]], [u.fresh[b]], None, u.pending)
                 calls.append(_Call("group", _group_args(cls, one), [one]))
     return calls
 
@@ -240,12 +401,16 @@ def _group_args(cls: type, u: Unit) -> tuple:
 
 
 def run(opt: Optimizer, units: dict[str, list[Unit]]) -> None:
-    """Traces every program, then runs each and stores its results (see the module docstring)."""
+    """Traces every program, then runs each and stores its results (see the module docstring).
+
+    The plans of the groups stored completely are kept for the next step (see :func:`_reuse`).
+    """
     calls = _calls(opt, units)
     donate = bool(opt.donate_params)
     for call in calls:
         _engine.trace(call.kind, donate, call.args, call.spread)
     stepped: dict[int, dict] = {}  # a bucket's new shared entries, by its old ones (the for-loop splits buckets)
+    pending: dict[int, _Pending] = {}
     for call in calls:
         new_params, new_states, new_shared = _engine.program(call.kind, donate, call.spread)(*call.args)
         if call.kind == "group":
@@ -258,4 +423,33 @@ def run(opt: Optimizer, units: dict[str, list[Unit]]) -> None:
             if unit.pack is not None:
                 unit.pack.updated(data[0], states[0])
             else:
-                opt._store(unit.params, data, states)
+                store(opt, unit.params, data, states, unit.pending)
+                if unit.pending is not None:
+                    pending[id(unit.pending)] = unit.pending
+    opt.__dict__["_step_plans"] = {plan.key[0]: plan for plan in pending.values() if plan.complete}
+
+
+def store(opt: Optimizer, params: list, new_params: list, new_states: list, pending: _Pending | None = None) -> None:
+    """Puts a program's results in the parameters and ``opt.state`` (a new entry in torch's key order).
+
+    With ``pending``, records what it stored for the next step's plan (see
+    :func:`_reuse`): a parameter whose state is as fresh as it was, and only then.
+    """
+    order = _engine.order_keys(type(opt))
+    keys = frozenset(order)
+    state = opt._state
+    for p, data, new in zip(params, new_params, new_states):
+        p.data = data
+        if new:
+            entry = state[p]
+            if entry and new.keys() <= entry.keys():
+                entry.update(new)
+            else:
+                entry.update({k: new[k] for k in order if k in new})
+        if pending is not None:
+            i = pending.slot[id(p)]
+            entry = state.get(p)
+            kept = entry is not None and not keys.isdisjoint(entry)
+            if pending.fresh[i] is not None and kept != pending.fresh[i]:  # else its first state: plan again
+                pending.checks[i] = ((weakref.ref(p._data), (), ()) if entry is None else
+                                     (weakref.ref(p._data), tuple(entry), tuple(map(id, entry.values()))))

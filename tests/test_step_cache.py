@@ -1,0 +1,174 @@
+"""The step's plan kept between steps: reused while nothing changed, planned again after any change.
+
+A step over large parameters plans their units (devices, buckets, state
+names) once and reuses the plan while every parameter's array and state
+entries are the ones the last step stored. Each way the plan must be dropped is
+checked against an optimizer that plans every step afresh: the numbers and the
+state agree bit for bit, in every tier, and the step after the change did plan
+again.
+"""
+
+import gc
+import weakref
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradtx.optim as optim
+from gradtx.optim import _step
+
+TIERS = {"fused": {}, "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
+# Above pack_max_numel (8192): planned as separate arrays; "s" is small (packed in the default tier).
+SHAPES = {"w": (90, 100), "b": (9000,), "k": (3, 50, 61), "s": (4, 5)}
+
+
+def _params(seed=0):
+    rng = np.random.default_rng(seed)
+    return {name: jnp.asarray(rng.normal(size=shape), jnp.float32) for name, shape in SHAPES.items()}
+
+
+def _grads(step):
+    rng = np.random.default_rng(100 + step)
+    return {name: jnp.asarray(rng.normal(size=shape), jnp.float32) for name, shape in SHAPES.items()}
+
+
+def _box(opt, name):
+    return opt.param_groups[0]["params"][list(SHAPES).index(name)]
+
+
+def _assign_data(opt):
+    p = _box(opt, "w")
+    p.data = p.data * 0.5
+
+
+def _replace_entry(opt):
+    p = _box(opt, "b")
+    opt.state[p]["exp_avg"] = opt.state[p]["exp_avg"] * 2.0
+
+
+def _replace_step(opt):
+    opt.state[_box(opt, "k")]["step"] = jnp.asarray(1.0, jnp.float32)
+
+
+def _delete_state(opt):
+    del opt.state[_box(opt, "w")]
+
+
+def _add_group(opt):
+    opt.add_param_group({"params": [("extra", optim.Parameter(jnp.full((9100,), 0.25, jnp.float32)))], "lr": 0.02})
+    opt.param_groups[-1]["params"][0].grad = jnp.full((9100,), 0.5, jnp.float32)
+
+
+def _lr_becomes_a_schedule(opt):
+    opt.param_groups[0]["lr"] = lambda count: 0.005
+
+
+def _load_state(opt):
+    other = optim.Adam(_params(seed=3), lr=0.01, foreach=opt.defaults["foreach"])  # the same tier
+    for step in range(2):
+        other.step(_grads(50 + step))
+    opt.load_state_dict(other.state_dict())
+
+
+def _no_grad_for_one(opt):
+    _box(opt, "b").grad = None
+
+
+# what a user may change between two steps
+CHANGES = {
+    "p.data assigned": _assign_data,
+    "state entry replaced": _replace_entry,
+    "step entry replaced": _replace_step,
+    "state deleted": _delete_state,
+    "group added": _add_group,
+    "option changes type": _lr_becomes_a_schedule,
+    "load_state_dict": _load_state,
+    "grad None for a step": _no_grad_for_one,
+}
+
+
+def _step_with(opt, step, change_at, change):
+    for name, grad in _grads(step).items():
+        _box(opt, name).grad = grad
+    if step == change_at:
+        change(opt)
+    opt.step()
+
+
+def _run(change, tier, fresh_plans, planned, steps=6, change_at=4):
+    """Steps an Adam optimizer, changing something before step ``change_at``; ``fresh_plans``: forgets the kept
+    plan before every step. Returns the optimizer and how many fresh plans each step made."""
+    opt = optim.Adam(_params(), lr=0.01, **TIERS[tier])
+    counts = {}
+    for step in range(1, steps + 1):
+        if fresh_plans:
+            opt.__dict__.pop("_step_plans", None)
+        before = len(planned)
+        _step_with(opt, step, change_at, change)
+        counts[step] = len(planned) - before
+    return opt, counts
+
+
+def _assert_same(opt, reference):
+    for a, b in zip(jax.tree.leaves(opt.params), jax.tree.leaves(reference.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert len(opt.state) == len(reference.state)
+    for p, q in zip([p for g in opt.param_groups for p in g["params"]],
+                    [p for g in reference.param_groups for p in g["params"]]):
+        assert list(opt.state[p]) == list(reference.state[q])
+        for key in opt.state[p]:
+            np.testing.assert_array_equal(np.asarray(opt.state[p][key]), np.asarray(reference.state[q][key]))
+
+
+@pytest.fixture
+def planned(monkeypatch):
+    """Records every fresh plan of a group's separate parameters."""
+    calls = []
+    original = _step._planned_anew
+
+    def spy(*args, **kwargs):
+        calls.append(None)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_step, "_planned_anew", spy)
+    return calls
+
+
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("change", CHANGES)
+def test_a_change_between_steps_plans_again_with_the_numbers_of_a_fresh_plan(change, tier, planned):
+    kept, counts = _run(CHANGES[change], tier, fresh_plans=False, planned=planned)
+    reference, _ = _run(CHANGES[change], tier, fresh_plans=True, planned=planned)
+    _assert_same(kept, reference)
+    assert counts[3] == 0, "an unchanged step planned again"
+    assert counts[4] >= 1, f"{change}: the step after the change reused the old plan"
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_steps_after_a_skipped_step_read_nothing_from_the_device_to_plan(tier, planned, monkeypatch):
+    opt = optim.Adam(_params(), lr=0.01, **TIERS[tier])
+    for step in range(1, 4):
+        _step_with(opt, step, 2, _no_grad_for_one)  # b skips step 2: two buckets with different steps
+    reads = []
+    original = jax.device_get
+    monkeypatch.setattr(jax, "device_get", lambda x: reads.append(x) or original(x))
+    for step in range(4, 7):
+        _step_with(opt, step, None, None)
+    assert reads == []
+    assert float(opt.state[_box(opt, "b")]["step"]) == 5.0
+    assert float(opt.state[_box(opt, "w")]["step"]) == 6.0
+
+
+def test_the_kept_plan_holds_no_array_alive():
+    opt = optim.Adam(_params(), lr=0.01)
+    for step in range(1, 4):
+        _step_with(opt, step, None, None)
+    p = _box(opt, "w")
+    old = weakref.ref(p.data)
+    old_entry = weakref.ref(opt.state[p]["exp_avg"])
+    p.data = jnp.zeros(SHAPES["w"], jnp.float32)
+    opt.state[p]["exp_avg"] = jnp.zeros(SHAPES["w"], jnp.float32)
+    gc.collect()
+    assert old() is None and old_entry() is None
