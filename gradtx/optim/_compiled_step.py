@@ -34,6 +34,9 @@ import contextlib
 import functools
 import numbers
 import operator
+import sys
+from collections import deque
+from itertools import chain, repeat
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +46,7 @@ import numpy as np
 
 import gradtx
 from gradtx.optim import _engine, _hooks, _packing, _step
+from gradtx.optim._hooks import _global_step_post_hooks, _global_step_pre_hooks
 from gradtx.optim._options import check_group_options
 from gradtx.optim._parameter import Parameter
 
@@ -55,7 +59,21 @@ _UNDER_TRANSFORMATION = (
     "a compiled step was called under a JAX transformation (jax.jit, jax.grad, jax.vmap...) or with traced arrays; "
     "it is itself one compiled program and changes the optimizer's Python objects: call step_fn(*batch) outside "
     "the transformation, with concrete arrays")
-_CHANGED = object()  # what a call that found something changed since the last one returns: the full call runs
+_chain = chain.from_iterable
+_DATA = operator.attrgetter("_data")
+_consume = deque(maxlen=0).extend
+_CHANGED = object()
+
+
+def _calibrate() -> int:
+    storage = [object()]
+    listed = [storage[0]]
+    return max(map(sys.getrefcount, listed))
+
+
+# The references ``map(sys.getrefcount, arrays)`` counts for an array held by the optimizer's storage and by the
+# step's own list (as :func:`gradtx.optim._step.owned` counts them one by one): above it, someone else holds it.
+_HELD = _calibrate()  # what a call that found something changed since the last one returns: the full call runs
 
 # Names a ``_step`` override that only does Python bookkeeping around the base step never uses: one that reads
 # gradients or evaluates closures itself drives its own step, and is run through ``opt.step(closure)``.
@@ -218,9 +236,12 @@ class _Plan:
         where, static_others, others, treedef = step._tree_parts()
         plan.boxes = [p for g in opt.param_groups for p in g["params"]]
         state_names = tuple(tuple(s) for s in states)  # per-parameter entries (a bucket's shared ones apart)
-        plan.slots = [(i, k) for i, names in enumerate(state_names) for k in names]  # the program's state order
-        plan.shared_slots = [(i, k) for i, names in enumerate(shared_names) for k in names]
-        plan.states = [s[k] for s, names in zip(states, state_names) for k in names]
+        plan.state_names = state_names
+        plan.states = [s[k] for s, names in zip(states, state_names) for k in names]  # the program's state order
+        plan.bucket_of = [0] * len(states)  # each parameter's bucket, counted over all groups
+        for b, members in enumerate(m for group_members in plan.members for m in group_members):
+            for i in members:
+                plan.bucket_of[i] = b
         plan.statics, plan.dynamics, plan.others = statics, dynamics, others
         plan.arrays = [_as_arrays(d) for d in dynamics]
         plan.fresh = fresh
@@ -236,23 +257,54 @@ class _Plan:
                tuple(tuple(sorted((k, _sharding(v)) for k, v in s.items())) for s in states))
         plan.program = step._program_for(key, plan.donate)
         plan.groups = [(group["params"], len(group["params"]), *_options_of(group)) for group in opt.param_groups]
+        plan._options_seen(opt)
         return plan
 
-    def fits(self, opt: Optimizer, step: CompiledStep) -> bool:
-        """Whether this plan, after a stored call, still describes ``opt``'s groups and settings (the arrays are
-        checked by :meth:`read`); takes edited option numbers and a new clipping threshold (the same program)."""
+    def _options_seen(self, opt: Optimizer) -> None:
+        """Records every group's keys and values, and the parameter counts, for :meth:`current`'s first check."""
+        groups = opt.param_groups
+        self.option_keys = list(_chain(groups))
+        self.option_values = list(_chain(map(dict.values, groups)))
+        self.params_lists = [group["params"] for group in groups]
+        self.sizes = list(map(len, self.params_lists))
+
+    def current(self, opt: Optimizer, step: CompiledStep) -> tuple[list, list, list] | None:
+        """``(state dicts, parameter arrays, state entries in the program's order)`` for the next call, or None when
+        this plan no longer describes ``opt``: an array or entry that is not the one the last call stored
+        (assigned, loaded, or stepped by ``opt.step()`` since), other groups, parameters, static options or
+        settings. Edited option numbers and a new clipping threshold are taken (the same program)."""
         if self.ids is None or jax.config.jax_enable_x64 != self.x64:
-            return False
+            return None
         if opt.donate_params is not self.donate_seen or opt.skip_nonfinite is not self.skip_seen:
             if bool(opt.donate_params) != self.donate or bool(opt.skip_nonfinite) != self.skip:
-                return False
+                return None
             self.donate_seen, self.skip_seen = opt.donate_params, opt.skip_nonfinite
         if step.max_grad_norm is not self.max_grad_norm:
             step._check_max_grad_norm()
             if (step.max_grad_norm is None) != (self.max_grad_norm is None):
-                return False
+                return None
             self.max_grad_norm = step.max_grad_norm
             self.max_norm = None if step.max_grad_norm is None else jnp.asarray(float(step.max_grad_norm))
+        groups = opt.param_groups
+        values = list(_chain(map(dict.values, groups)))  # (the parameter lists are among the values)
+        if not (len(values) == len(self.option_values) and all(map(operator.is_, values, self.option_values))
+                and list(_chain(groups)) == self.option_keys and list(map(len, self.params_lists)) == self.sizes):
+            if not self._groups_fit(opt):
+                return None
+        entries = list(map(opt._state.get, self.boxes))
+        if None in entries:
+            return None
+        params = list(map(_DATA, self.boxes))
+        try:
+            values = list(_chain(map(dict.values, entries)))
+        except TypeError:  # an entry replaced by another kind of mapping
+            return None
+        if list(map(id, params)) != self.ids[0] or list(map(id, values)) != self.ids[1]:
+            return None
+        return entries, params, self.pick(values)  # (values dropped: the program's lists hold the only references)
+
+    def _groups_fit(self, opt: Optimizer) -> bool:
+        """Whether the groups are those of the plan, with only option numbers edited (then taken, checked)."""
         groups = opt.param_groups
         if len(groups) != len(self.groups):
             return False
@@ -261,6 +313,7 @@ class _Plan:
                 return False
             if not _same_options(group, keys, values) and not self._new_numbers(opt, index):
                 return False
+        self._options_seen(opt)
         return True
 
     def _new_numbers(self, opt: Optimizer, index: int) -> bool:
@@ -275,27 +328,25 @@ class _Plan:
         self.groups[index] = (group["params"], len(group["params"]), *_options_of(group))
         return True
 
-    def read(self, opt: Optimizer) -> tuple[list, list, list] | None:
-        """``(state dicts, parameter arrays, state entries in the program's order)``, or None when any array is not
-        the one the last call stored (assigned, loaded, or stepped by ``opt.step()`` since)."""
-        get = opt._state.get
-        entries = [get(p) for p in self.boxes]
-        if None in entries:
-            return None
-        params = [p._data for p in self.boxes]
-        if list(map(id, params)) != self.ids[0]:
-            return None
-        states = [entries[i].get(k) for i, k in self.slots]
-        if list(map(id, states)) != self.ids[1] or [id(entries[i].get(k)) for i, k in self.shared_slots] != self.ids[2]:
-            return None
-        return entries, params, states
-
-    def stored(self, opt: Optimizer, entries: list, params: list, states: list, shared: list) -> None:
-        """Records the arrays the step stored (recognised on the next call) and keeps the buckets' shared entries."""
-        self.ids = [list(map(id, params)), list(map(id, states)),
-                    [id(entries[i].get(k)) for i, k in self.shared_slots]]
-        self.shared = shared
+    def stored(self, opt: Optimizer, entries: list, params: list) -> None:
+        """Records the arrays the step stored, recognised by identity on the next call."""
+        if self.ids is None:  # where each of the program's state entries sits among a parameter's entries
+            positions, offset = [], 0
+            for entry, names in zip(entries, self.state_names):
+                keys = list(entry)
+                positions += [offset + keys.index(k) for k in names]
+                offset += len(keys)
+            self.pick = _picker(positions)
+        self.ids = [list(map(id, params)), list(map(id, _chain(map(dict.values, entries))))]
         self.donate_seen, self.skip_seen = opt.donate_params, opt.skip_nonfinite
+
+
+def _picker(positions: list[int]) -> Callable[[list], list]:
+    """``values -> [values[i] for i in positions]``, as one C call."""
+    if not positions:
+        return lambda values: []
+    get = operator.itemgetter(*positions)
+    return (lambda values: [get(values)]) if len(positions) == 1 else (lambda values: list(get(values)))
 
 
 class CompiledStep:
@@ -456,11 +507,8 @@ class CompiledStep:
             new_shared = [[{k: jnp.where(finite, v, o[k]) if k in o else v for k, v in n.items()}
                            for n, o in zip(group_new, group_old)] for group_new, group_old in zip(new_shared, shared)]
         new_params = [_constrained(p, s) for p, s in zip(new_params, shardings)]
-        if any(set(n) != set(names) for n, names in zip(new_states, state_names)):
-            raise RuntimeError(f"{cls.__name__}'s update returned state entries other than the ones it was given; "
-                               "this compiled step cannot store them")
-        new_states = [_constrained(n[k], dict(s).get(k)) for n, s, names in zip(new_states, state_shardings,
-                                                                               state_names) for k in names]
+        new_states = [{k: _constrained(v, dict(s).get(k)) for k, v in n.items()}
+                      for n, s in zip(new_states, state_shardings)]
         return new_params, new_states, new_shared, loss, aux, norm, finite
 
     def _unchanged_call(self, args: tuple) -> Any:
@@ -469,14 +517,12 @@ class CompiledStep:
         when something else changed (the full call then runs)."""
         plan, opt = self._plan, self.optimizer
         if (plan is None or plan.ids is None or len(args) != self._flat_batch or opt._packs
-                or _hooks._global_step_pre_hooks or _hooks._global_step_post_hooks
-                or opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks):
+                or _global_step_pre_hooks or _global_step_post_hooks
+                or opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks
+                or not all(map(self._plain_leaves.__contains__, map(type, args)))):  # (a tracer: the full call)
             return _CHANGED
-        for arg in args:
-            if type(arg) not in self._plain_leaves:  # (a tracer: the full call refuses it)
-                return _CHANGED
         with opt._step_lock:
-            read = plan.read(opt) if plan.fits(opt, self) else None
+            read = plan.current(opt, self)
             if read is None:
                 return _CHANGED
             out = self._run(plan, *read, plan.shared, args, {})
@@ -507,7 +553,7 @@ class CompiledStep:
         opt = self.optimizer
         _packing.release_packs(opt)  # the program steps separate arrays (the numbers are the packed ones')
         plan = self._plan
-        read = plan.read(opt) if plan is not None and plan.fits(opt, self) else None
+        read = None if plan is None else plan.current(opt, self)
         if read is None:
             plan = self._plan = _Plan.make(opt, self)
             states, plan.states = plan.states, None  # the plan holds no array of the step (a held one is copied)
@@ -519,7 +565,10 @@ class CompiledStep:
         """Runs the plan's program and stores what it returns; ``entries``: the parameters' state dicts (None: read
         them)."""
         opt = self.optimizer
-        params, states = _step.owned(params), _step.owned(states)
+        if max(map(sys.getrefcount, params), default=0) > _HELD:  # someone else holds one: copied (see owned)
+            params = _step.owned(params)
+        if max(map(sys.getrefcount, states), default=0) > _HELD:
+            states = _step.owned(states)
         try:
             out = plan.program(params, states, shared, plan.fresh, plan.arrays, plan.others, plan.max_norm, args,
                                kwargs)
@@ -537,28 +586,22 @@ class CompiledStep:
             self._store_fresh(plan, new_params, new_states, new_shared, skipped)
         else:  # every entry exists: its values replaced in place, the order kept
             entries = [opt._state[p] for p in plan.boxes] if entries is None else entries
-            for p, data in zip(plan.boxes, new_params):
-                p._data = data
-            for (i, k), value in zip(plan.slots, new_states):
-                entries[i][k] = value
-            for members, group_shared in zip(plan.members, new_shared):
-                for m, values in zip(members, group_shared):
-                    for i in m:  # one array per shared entry in every member's state: the bucket stays one
-                        entries[i].update(values)
-            plan.stored(opt, entries, new_params, new_states, new_shared)
+            _consume(map(setattr, plan.boxes, repeat("_data"), new_params))
+            _consume(map(dict.update, entries, new_states))
+            shared = [bucket for group_shared in new_shared for bucket in group_shared]
+            # one array per shared entry in every member's state: the bucket stays one
+            _consume(map(dict.update, entries, map(shared.__getitem__, plan.bucket_of)))
+            plan.stored(opt, entries, new_params)
+            plan.shared = new_shared
         return (loss, aux) if self.has_aux else loss
 
-    def _store_fresh(self, plan: _Plan, new_params: list, new_states: list, new_shared: list, skipped: bool) -> None:
+    def _store_fresh(self, plan: _Plan, new_params: list, states: list, new_shared: list, skipped: bool) -> None:
         """Stores a step that created state entries, in torch's key order (the plan is made again next call)."""
-        values = iter(new_states)
-        states = [{} for _ in plan.boxes]
-        for i, k in plan.slots:
-            states[i][k] = next(values)
         for members, group_shared in zip(plan.members, new_shared):
             for m, entries in zip(members, group_shared):
                 if not (skipped and plan.all_fresh[m[0]]):
                     for i in m:
-                        states[i].update(entries)
+                        states[i] = {**states[i], **entries}
         if skipped:
             states = [{} if f else s for s, f in zip(states, plan.all_fresh)]
         self.optimizer._store(plan.boxes, new_params, states)
