@@ -50,15 +50,16 @@ from gradtx.optim._hooks import _global_step_post_hooks, _global_step_pre_hooks
 from gradtx.optim._options import check_group_options
 from gradtx.optim._parameter import Parameter
 
+try:
+    from jax._src.core import trace_state_clean as _trace_state_clean
+except ImportError:  # pragma: no cover - a JAX without it: every call is a full one, which checks it its own way
+    _trace_state_clean = None
+
 if TYPE_CHECKING:
     from gradtx.optim._optimizer import Optimizer
 
 __all__ = ["CompiledStep"]
 
-_UNDER_TRANSFORMATION = (
-    "a compiled step was called under a JAX transformation (jax.jit, jax.grad, jax.vmap...) or with traced arrays; "
-    "it is itself one compiled program and changes the optimizer's Python objects: call step_fn(*batch) outside "
-    "the transformation, with concrete arrays")
 _chain = chain.from_iterable
 _DATA = operator.attrgetter("_data")
 _consume = deque(maxlen=0).extend
@@ -425,7 +426,10 @@ class CompiledStep:
         """Refuses tracers and a batch whose tree structure differs from the first call's, before anything runs."""
         leaves, tree = jax.tree.flatten((args, kwargs))
         if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves) or _hooks._under_transformation():
-            raise RuntimeError(_UNDER_TRANSFORMATION)
+            raise RuntimeError(
+                "a compiled step was called under a JAX transformation (jax.jit, jax.grad, jax.vmap...) or with "
+                "traced arrays; it is itself one compiled program and changes the optimizer's Python objects: call "
+                "step_fn(*batch) outside the transformation, with concrete arrays")
         for i, leaf in enumerate(leaves):
             if not (_is_array(leaf) or isinstance(leaf, (bool, int, float, complex))):
                 raise TypeError(f"compile_step: batch leaf {i} is a {type(leaf).__name__}; the batch may hold arrays "
@@ -519,7 +523,8 @@ class CompiledStep:
         if (plan is None or plan.ids is None or len(args) != self._flat_batch or opt._packs
                 or _global_step_pre_hooks or _global_step_post_hooks
                 or opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks
-                or not all(map(self._plain_leaves.__contains__, map(type, args)))):  # (a tracer: the full call)
+                or not all(map(self._plain_leaves.__contains__, map(type, args)))  # (a tracer: the full call)
+                or _trace_state_clean is None or not _trace_state_clean()):  # (under a transformation: refused)
             return _CHANGED
         with opt._step_lock:
             read = plan.current(opt, self)
@@ -576,8 +581,6 @@ class CompiledStep:
             raise _leaked_tracer_error(error) from None
         del params, states, shared
         new_params, new_states, new_shared, loss, aux, norm, finite = out
-        if isinstance(loss, jax.core.Tracer):  # called inside a transformation with concrete arrays: nothing stored
-            raise RuntimeError(_UNDER_TRANSFORMATION)
         skipped = finite is not None and not bool(finite)
         self.last_grad_norm = norm
         if skipped:
