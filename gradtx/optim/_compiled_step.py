@@ -20,6 +20,14 @@ One program is compiled per batch shape and per static signature of the groups
 (the same signatures ``step()`` compiles for). The numbers are those of the
 two-call loop, step for step.
 
+A call costs little Python beyond the program: what it gives the program (a
+:class:`_Plan`) is kept, with the identities of the options, arrays and state
+entries it last saw and stored, and a call that finds them all unchanged (no
+step hooks, no bookkeeping around the update, a batch of arrays or numbers)
+reads, checks and stores them with C-level iteration and passes option numbers
+converted to arrays once. Anything else takes the full call, which checks and
+plans again.
+
 Optimizers whose step is the engine's update, possibly after Python bookkeeping
 of group values (schedule-free, ADOPT, AdEMAMix), run in one program. Those that
 drive their own step (Prodigy, SophiaH, Kron, GaLore, LBFGS) run the compiled
@@ -36,8 +44,8 @@ import numbers
 import operator
 import sys
 from collections import deque
-from itertools import chain, repeat
 from collections.abc import Callable, Iterator
+from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -209,7 +217,7 @@ class _Plan:
         decl = type(opt)
         keys = set(_engine.order_keys(decl))
         statics, dynamics, fresh, states, sizes = [], [], [], [], []
-        plan.buckets, plan.members, plan.shared, param_fresh, shared_names = [], [], [], [], []
+        plan.buckets, plan.members, plan.shared, param_fresh = [], [], [], []
         for index, group in enumerate(opt.param_groups):
             check_group_options(opt, group, index)
             static, dynamic = _engine.split_options(decl, group, where=f"param group {index}")
@@ -226,7 +234,6 @@ class _Plan:
             buckets, shared = _step._buckets(group_states, flags, names, bucketable)  # as step() buckets them
             plan.members.append([[len(states) + i for i in members] for members in buckets])
             plan.shared.append(shared)
-            shared_names += [names] * len(group_states)
             statics.append(static)
             dynamics.append(dynamic)
             fresh.append(jnp.asarray([flags[members[0]] for members in buckets], dtype=bool))
@@ -236,8 +243,7 @@ class _Plan:
             plan.buckets.append(buckets)
         where, static_others, others, treedef = step._tree_parts()
         plan.boxes = [p for g in opt.param_groups for p in g["params"]]
-        state_names = tuple(tuple(s) for s in states)  # per-parameter entries (a bucket's shared ones apart)
-        plan.state_names = state_names
+        plan.state_names = state_names = tuple(tuple(s) for s in states)  # (a bucket's shared entries apart)
         plan.states = [s[k] for s, names in zip(states, state_names) for k in names]  # the program's state order
         plan.bucket_of = [0] * len(states)  # each parameter's bucket, counted over all groups
         for b, members in enumerate(m for group_members in plan.members for m in group_members):
@@ -289,9 +295,9 @@ class _Plan:
         groups = opt.param_groups
         values = list(_chain(map(dict.values, groups)))  # (the parameter lists are among the values)
         if not (len(values) == len(self.option_values) and all(map(operator.is_, values, self.option_values))
-                and list(_chain(groups)) == self.option_keys and list(map(len, self.params_lists)) == self.sizes):
-            if not self._groups_fit(opt):
-                return None
+                and list(_chain(groups)) == self.option_keys and list(map(len, self.params_lists)) == self.sizes
+                ) and not self._groups_fit(opt):
+            return None
         entries = list(map(opt._state.get, self.boxes))
         if None in entries:
             return None
