@@ -71,7 +71,7 @@ __all__ = ["CompiledStep"]
 _chain = chain.from_iterable
 _DATA = operator.attrgetter("_data")
 _consume = deque(maxlen=0).extend
-_CHANGED = object()
+_CHANGED = object()  # what a call that found something changed since the last one returns: the full call runs
 
 
 def _calibrate() -> int:
@@ -82,7 +82,7 @@ def _calibrate() -> int:
 
 # The references ``map(sys.getrefcount, arrays)`` counts for an array held by the optimizer's storage and by the
 # step's own list (as :func:`gradtx.optim._step.owned` counts them one by one): above it, someone else holds it.
-_HELD = _calibrate()  # what a call that found something changed since the last one returns: the full call runs
+_HELD = _calibrate()
 
 # Names a ``_step`` override that only does Python bookkeeping around the base step never uses: one that reads
 # gradients or evaluates closures itself drives its own step, and is run through ``opt.step(closure)``.
