@@ -279,6 +279,9 @@ def test_rejected_calls_change_nothing():
     step_fn(x, y)
     _rejects(opt, lambda: step_fn((x,), y), ValueError, "tree structure changed")
     _rejects(opt, lambda: jax.jit(lambda x: step_fn(x, y))(x), RuntimeError, "JAX transformation")
+    step_fn(x, y)  # (a call that finds nothing changed, given concrete arrays under a transformation)
+    _rejects(opt, lambda: jax.jit(lambda: step_fn(x, y))(), RuntimeError, "JAX transformation")
+    _rejects(opt, lambda: jax.vmap(lambda v: step_fn(x, y) * v)(jnp.ones(2)), RuntimeError, "JAX transformation")
 
     leaked = []
     jax.jit(lambda v: leaked.append(v) or v)(jnp.ones(()))
@@ -379,3 +382,74 @@ def test_complex_parameters():
         step_fn(target)
         theirs.step(jax.grad(loss_fn)(theirs.params, target))
     np.testing.assert_allclose(ours.params["z"], theirs.params["z"], **harness.TOLERANCES["float64"])
+
+
+def _first(opt):
+    return opt.param_groups[0]["params"][0]
+
+
+def _replace_entry(opt, name, value):
+    opt.state[_first(opt)][name] = value
+
+
+# What a call must notice since the last one (each applied to both optimizers between steps): the call that
+# finds nothing changed reuses what it checked before, and each of these makes it look again.
+EDITS = [
+    ("p.data assigned", lambda o: setattr(_first(o), "data", jnp.full((3, 8), 0.25))),
+    ("a state entry replaced", lambda o: _replace_entry(o, "exp_avg", jnp.full((3, 8), 0.5))),
+    ("a shared entry replaced", lambda o: _replace_entry(o, "step", o.state[_first(o)]["step"] + 5)),
+    ("a state dict replaced", lambda o: o.state.__setitem__(_first(o), {**o.state[_first(o)],
+                                                                        "exp_avg_sq": jnp.full((3, 8), 0.1)})),
+    ("a state dict reordered", lambda o: o.state.__setitem__(_first(o), dict(reversed(o.state[_first(o)].items())))),
+    ("load_state_dict", lambda o: o.load_state_dict(o.state_dict())),
+    ("a param group added", lambda o: o.add_param_group({"params": {"extra": jnp.linspace(-1.0, 1.0, 5)},
+                                                         "lr": 0.02})),
+    ("an option number edited", lambda o: o.param_groups[0].__setitem__("eps", 1e-3)),
+    ("an option changed type", lambda o: o.param_groups[0].__setitem__("lr", jnp.asarray(0.03))),
+    ("betas as a list", lambda o: o.param_groups[0].__setitem__("betas", [0.8, 0.9])),
+    ("a static option changed", lambda o: o.param_groups[0].__setitem__("maximize", True)),
+    ("an option added", lambda o: o.param_groups[0].__setitem__("note", "mine")),
+    ("a step hook registered", lambda o: o.register_step_pre_hook(
+        lambda opt, args, kwargs: opt.param_groups[0].__setitem__("lr", opt.param_groups[0]["lr"] * 0.5))),
+    ("skip_nonfinite turned on", lambda o: setattr(o, "skip_nonfinite", True)),
+    ("donate_params turned off", lambda o: setattr(o, "donate_params", False)),
+]
+
+
+@pytest.mark.parametrize("edit", [e for _, e in EDITS], ids=[name for name, _ in EDITS])
+def test_an_unchanged_call_reuses_its_checks_and_every_edit_is_seen(edit):
+    ours, theirs = optim.AdamW(_mlp(), lr=0.05), optim.AdamW(_mlp(), lr=0.05)
+    step_fn = ours.compile_step(batch_loss)
+    scale = jnp.asarray(1.5)
+
+    def steps(n):
+        for _ in range(n):
+            loss = step_fn(scale)
+            expected, grads = jax.value_and_grad(batch_loss)(theirs.params, scale)
+            theirs.step(grads)
+            np.testing.assert_allclose(loss, expected, rtol=1e-12)
+
+    steps(2)
+    plan = step_fn._plan
+    steps(1)
+    assert step_fn._plan is plan  # nothing changed: the checked plan serves again
+    for opt in (ours, theirs):
+        edit(opt)
+    steps(3)
+    assert ours._step_count == theirs._step_count == 6
+    assert_trees_close(ours.params, theirs.params, "float64", "params after the edit")
+    assert_trees_close(_state_arrays(ours), _state_arrays(theirs), "float64", "state after the edit")
+    assert [sorted(s) for s in _state_arrays(ours)] == [sorted(s) for s in _state_arrays(theirs)]
+
+
+def test_a_global_step_hook_registered_between_calls_runs():
+    opt = optim.Adam(_mlp(), lr=0.01)
+    step_fn = opt.compile_step(mlp_loss)
+    x, y = _batch()
+    step_fn(x, y)
+    step_fn(x, y)
+    calls = []
+    with optim.register_optimizer_step_post_hook(lambda o, args, kwargs: calls.append(o._step_count)):
+        step_fn(x, y)
+    step_fn(x, y)
+    assert calls == [3] and opt._step_count == 4

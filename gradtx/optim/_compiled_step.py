@@ -20,6 +20,14 @@ One program is compiled per batch shape and per static signature of the groups
 (the same signatures ``step()`` compiles for). The numbers are those of the
 two-call loop, step for step.
 
+A call costs little Python beyond the program: what it gives the program (a
+:class:`_Plan`) is kept, with the identities of the options, arrays and state
+entries it last saw and stored, and a call that finds them all unchanged (no
+step hooks, no bookkeeping around the update, a batch of arrays or numbers)
+reads, checks and stores them with C-level iteration and passes option numbers
+converted to arrays once. Anything else takes the full call, which checks and
+plans again.
+
 Optimizers whose step is the engine's update, possibly after Python bookkeeping
 of group values (schedule-free, ADOPT, AdEMAMix), run in one program. Those that
 drive their own step (Prodigy, SophiaH, Kron, GaLore, LBFGS) run the compiled
@@ -31,8 +39,13 @@ points inside its own single program); ``step_fn.one_program`` tells which.
 from __future__ import annotations
 
 import contextlib
+import functools
 import numbers
+import operator
+import sys
+from collections import deque
 from collections.abc import Callable, Iterator
+from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -41,13 +54,35 @@ import numpy as np
 
 import gradtx
 from gradtx.optim import _engine, _hooks, _packing, _step
+from gradtx.optim._hooks import _global_step_post_hooks, _global_step_pre_hooks
 from gradtx.optim._options import check_group_options
 from gradtx.optim._parameter import Parameter
+
+try:
+    from jax._src.core import trace_state_clean as _trace_state_clean
+except ImportError:  # pragma: no cover - a JAX without it: every call is a full one, which checks it its own way
+    _trace_state_clean = None
 
 if TYPE_CHECKING:
     from gradtx.optim._optimizer import Optimizer
 
 __all__ = ["CompiledStep"]
+
+_chain = chain.from_iterable
+_DATA = operator.attrgetter("_data")
+_consume = deque(maxlen=0).extend
+_CHANGED = object()  # what a call that found something changed since the last one returns: the full call runs
+
+
+def _calibrate() -> int:
+    storage = [object()]
+    listed = [storage[0]]
+    return max(map(sys.getrefcount, listed))
+
+
+# The references ``map(sys.getrefcount, arrays)`` counts for an array held by the optimizer's storage and by the
+# step's own list (as :func:`gradtx.optim._step.owned` counts them one by one): above it, someone else holds it.
+_HELD = _calibrate()
 
 # Names a ``_step`` override that only does Python bookkeeping around the base step never uses: one that reads
 # gradients or evaluates closures itself drives its own step, and is run through ``opt.step(closure)``.
@@ -99,17 +134,21 @@ def _sharding(array: jax.Array) -> Any:
     return sharding if sharding is not None and len(sharding.device_set) > 1 else None
 
 
+def _leaked_tracer_error(error: Exception) -> RuntimeError:
+    """JAX's error for a tracer that ``loss_fn`` closes over, with what to change (raised while tracing, before
+    the program runs: nothing has changed)."""
+    return RuntimeError(
+        "compile_step: loss_fn uses a value traced by another JAX transformation (it closes over a tracer, e.g. "
+        "an array made inside a jitted function or a jax.grad); pass that value in the batch instead, "
+        f"step_fn(x, y, value), and take it as an argument of loss_fn. JAX said: {error}")
+
+
 @contextlib.contextmanager
 def _leaked_tracers_explained() -> Iterator[None]:
-    """Re-raises JAX's error for a tracer that ``loss_fn`` closes over with what to change (raised while tracing,
-    before the program runs: nothing has changed)."""
     try:
         yield
     except jax.errors.UnexpectedTracerError as error:
-        raise RuntimeError(
-            "compile_step: loss_fn uses a value traced by another JAX transformation (it closes over a tracer, e.g. "
-            "an array made inside a jitted function or a jax.grad); pass that value in the batch instead, "
-            f"step_fn(x, y, value), and take it as an argument of loss_fn. JAX said: {error}") from None
+        raise _leaked_tracer_error(error) from None
 
 
 def _constrained(array: jax.Array, sharding: Any) -> jax.Array:
@@ -134,49 +173,43 @@ def _loss_and_aux(out: Any, has_aux: bool) -> tuple[Any, Any]:
     return loss, aux
 
 
-def _fingerprint(group: dict) -> tuple:
-    """A group's options as a comparable tuple: numbers, strings and tuples of them by value, the rest by identity."""
-    simple = (int, float, bool, str, type(None))
-    out = []
-    for k, v in group.items():
-        if k in ("params", "param_names"):
-            continue
-        if type(v) in simple or (type(v) is tuple and all(type(x) in simple for x in v)):
-            out.append((k, type(v), v))
+def _options_of(group: dict) -> tuple[list, list]:
+    """A group's keys and values, recognised by identity on the next call (a changed one is then looked at)."""
+    return list(group), list(group.values())
+
+
+def _same_options(group: dict, keys: list, values: list) -> bool:
+    return (len(group) == len(keys) and all(map(operator.is_, group.values(), values))
+            and all(map(operator.is_, group, keys)))
+
+
+def _as_arrays(dynamic: dict, before: dict | None = None, arrays: dict | None = None) -> dict:
+    """A group's option numbers as device arrays (what jit makes of a Python float, weakly typed), converted once:
+    a number equal to the one ``arrays`` was made from keeps its array."""
+    out = {}
+    for name, value in dynamic.items():
+        if before is not None and name in before and before[name] == value:
+            out[name] = arrays[name]
         else:
-            out.append((k, "id", id(v)))
-    return tuple(out)
-
-
-class _Key:
-    """The static argument of the program: a tuple whose hash is computed once (jit hashes it on every call)."""
-
-    __slots__ = ("_hash", "value")
-
-    def __init__(self, value: tuple) -> None:
-        self.value = value
-        self._hash = hash(value)
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        return self is other or (isinstance(other, _Key) and self._hash == other._hash and self.value == other.value)
+            out[name] = jax.tree.map(jnp.asarray, value)
+    return out
 
 
 class _Plan:
-    """What a call gives the program, kept while nothing changes that it was made from (checked cheaply).
+    """What a call gives the program, kept while nothing changes that it was made from.
 
-    It is remade when a group's options (a scheduler's new ``lr``, say: then checked
-    again), the parameters, their arrays or state entries (assigned by a user, or a
-    ``load_state_dict``), ``skip_nonfinite``, ``donate_params`` or the clipping
-    change. Arrays are recognised by identity (``id``), not held: a held array
-    would be copied rather than donated.
+    It is remade when a group's static options, the parameters, their arrays or
+    state entries (assigned by a user, a ``load_state_dict``, an ``opt.step()``
+    in between), ``skip_nonfinite``, ``donate_params``, the clipping or float64
+    mode change; edited option numbers (a scheduler's ``lr``) are checked and
+    converted again, with the same program. Arrays are recognised by identity
+    (``id``), not held: a held array would be copied rather than donated. The
+    entries a bucket shares (the step, never donated) are held between calls.
     """
 
     def __init__(self) -> None:
-        self.boxes: list = []
         self.states: list | None = None
+        self.ids: list | None = None
 
     @classmethod
     def make(cls, opt: Optimizer, step: CompiledStep) -> _Plan:
@@ -184,7 +217,7 @@ class _Plan:
         decl = type(opt)
         keys = set(_engine.order_keys(decl))
         statics, dynamics, fresh, states, sizes = [], [], [], [], []
-        plan.buckets, plan.shared, plan.shared_names, plan.members, param_fresh = [], [], [], [], []
+        plan.buckets, plan.members, plan.shared, param_fresh = [], [], [], []
         for index, group in enumerate(opt.param_groups):
             check_group_options(opt, group, index)
             static, dynamic = _engine.split_options(decl, group, where=f"param group {index}")
@@ -200,56 +233,94 @@ class _Plan:
                 decl, static, dynamic, tuple(first.shape), jnp.dtype(first.dtype))
             buckets, shared = _step._buckets(group_states, flags, names, bucketable)  # as step() buckets them
             plan.members.append([[len(states) + i for i in members] for members in buckets])
-            plan.buckets.append(buckets)
             plan.shared.append(shared)
-            plan.shared_names.append(names)
             statics.append(static)
             dynamics.append(dynamic)
-            fresh.append(np.asarray([flags[members[0]] for members in buckets], dtype=bool))
+            fresh.append(jnp.asarray([flags[members[0]] for members in buckets], dtype=bool))
             param_fresh += flags
             states += group_states
             sizes.append(len(group["params"]))
+            plan.buckets.append(buckets)
         where, static_others, others, treedef = step._tree_parts()
         plan.boxes = [p for g in opt.param_groups for p in g["params"]]
-        plan.states = states
-        plan.state_names = [tuple(s) for s in states]  # per-parameter entries (a bucket's shared ones apart)
-        plan.check_names = [names + tuple(shared) for names, shared in
-                            zip(plan.state_names, (n for g, n in zip(sizes, plan.shared_names) for _ in range(g)))]
-        plan.fresh, plan.dynamics, plan.others, plan.statics = fresh, dynamics, others, statics
+        plan.state_names = state_names = tuple(tuple(s) for s in states)  # (a bucket's shared entries apart)
+        plan.states = [s[k] for s, names in zip(states, state_names) for k in names]  # the program's state order
+        plan.bucket_of = [0] * len(states)  # each parameter's bucket, counted over all groups
+        for b, members in enumerate(m for group_members in plan.members for m in group_members):
+            for i in members:
+                plan.bucket_of[i] = b
+        plan.statics, plan.dynamics, plan.others = statics, dynamics, others
+        plan.arrays = [_as_arrays(d) for d in dynamics]
+        plan.fresh = fresh
         plan.all_fresh = np.asarray(param_fresh, dtype=bool)
         plan.any_fresh = bool(plan.all_fresh.any())
-        plan.clip = step.max_grad_norm is not None
-        plan.max_norm = float(step.max_grad_norm) if plan.clip else None
+        plan.max_grad_norm = step.max_grad_norm
+        plan.clip = plan.max_grad_norm is not None
+        plan.max_norm = jnp.asarray(float(plan.max_grad_norm)) if plan.clip else None
         plan.donate, plan.skip = bool(opt.donate_params), bool(opt.skip_nonfinite)
-        plan.key = _Key((decl, (where, static_others, treedef), tuple(sizes), tuple(statics), tuple(plan.buckets),
-                         plan.skip, plan.clip,
-                         tuple(_sharding(p._data) for p in plan.boxes),
-                         tuple(tuple(sorted((k, _sharding(v)) for k, v in s.items())) for s in states)))
-        plan.groups = [(group["params"], len(group["params"]), _fingerprint(group)) for group in opt.param_groups]
-        plan.ids = None
+        plan.x64 = jax.config.jax_enable_x64
+        key = (decl, (where, static_others, treedef), tuple(sizes), tuple(statics), tuple(plan.buckets),
+               state_names, plan.skip, plan.clip, tuple(_sharding(p._data) for p in plan.boxes),
+               tuple(tuple(sorted((k, _sharding(v)) for k, v in s.items())) for s in states))
+        plan.program = step._program_for(key, plan.donate)
+        plan.groups = [(group["params"], len(group["params"]), *_options_of(group)) for group in opt.param_groups]
+        plan._options_seen(opt)
         return plan
 
-    def holds(self, opt: Optimizer, step: CompiledStep) -> bool:
-        """Whether this plan still describes ``opt`` (after :meth:`stored`)."""
-        if self.ids is None or len(opt.param_groups) != len(self.groups):
+    def _options_seen(self, opt: Optimizer) -> None:
+        """Records every group's keys and values, and the parameter counts, for :meth:`current`'s first check."""
+        groups = opt.param_groups
+        self.option_keys = list(_chain(groups))
+        self.option_values = list(_chain(map(dict.values, groups)))
+        self.params_lists = [group["params"] for group in groups]
+        self.sizes = list(map(len, self.params_lists))
+
+    def current(self, opt: Optimizer, step: CompiledStep) -> tuple[list, list, list] | None:
+        """``(state dicts, parameter arrays, state entries in the program's order)`` for the next call, or None when
+        this plan no longer describes ``opt``: an array or entry that is not the one the last call stored
+        (assigned, loaded, or stepped by ``opt.step()`` since), other groups, parameters, static options or
+        settings. Edited option numbers and a new clipping threshold are taken (the same program)."""
+        if self.ids is None or jax.config.jax_enable_x64 != self.x64:
+            return None
+        if opt.donate_params is not self.donate_seen or opt.skip_nonfinite is not self.skip_seen:
+            if bool(opt.donate_params) != self.donate or bool(opt.skip_nonfinite) != self.skip:
+                return None
+            self.donate_seen, self.skip_seen = opt.donate_params, opt.skip_nonfinite
+        if step.max_grad_norm is not self.max_grad_norm:
+            step._check_max_grad_norm()
+            if (step.max_grad_norm is None) != (self.max_grad_norm is None):
+                return None
+            self.max_grad_norm = step.max_grad_norm
+            self.max_norm = None if step.max_grad_norm is None else jnp.asarray(float(step.max_grad_norm))
+        groups = opt.param_groups
+        values = list(_chain(map(dict.values, groups)))  # (the parameter lists are among the values)
+        if not (len(values) == len(self.option_values) and all(map(operator.is_, values, self.option_values))
+                and list(_chain(groups)) == self.option_keys and list(map(len, self.params_lists)) == self.sizes
+                ) and not self._groups_fit(opt):
+            return None
+        entries = list(map(opt._state.get, self.boxes))
+        if None in entries:
+            return None
+        params = list(map(_DATA, self.boxes))
+        try:
+            values = list(_chain(map(dict.values, entries)))
+        except TypeError:  # an entry replaced by another kind of mapping
+            return None
+        if list(map(id, params)) != self.ids[0] or list(map(id, values)) != self.ids[1]:
+            return None
+        return entries, params, self.pick(values)  # (values dropped: the program's lists hold the only references)
+
+    def _groups_fit(self, opt: Optimizer) -> bool:
+        """Whether the groups are those of the plan, with only option numbers edited (then taken, checked)."""
+        groups = opt.param_groups
+        if len(groups) != len(self.groups):
             return False
-        if bool(opt.donate_params) != self.donate or bool(opt.skip_nonfinite) != self.skip:
-            return False
-        max_norm = step.max_grad_norm
-        if (max_norm is not None) != self.clip or (self.clip and float(max_norm) != self.max_norm):
-            return False
-        for index, (group, (params, n, fingerprint)) in enumerate(zip(opt.param_groups, self.groups)):
+        for index, (group, (params, n, keys, values)) in enumerate(zip(groups, self.groups)):
             if group["params"] is not params or len(params) != n:
                 return False
-            if _fingerprint(group) != fingerprint and not self._new_numbers(opt, index):
+            if not _same_options(group, keys, values) and not self._new_numbers(opt, index):
                 return False
-        state = opt._state
-        for p, names, ids in zip(self.boxes, self.check_names, self.ids):
-            entry = state.get(p)
-            if entry is None or id(p._data) != ids[0] or _packing.pack_of(p) is not None:
-                return False
-            if tuple(id(entry.get(k)) for k in names) != ids[1]:
-                return False
+        self._options_seen(opt)
         return True
 
     def _new_numbers(self, opt: Optimizer, index: int) -> bool:
@@ -259,19 +330,30 @@ class _Plan:
         static, dynamic = _engine.split_options(decl, group, where=f"param group {index}")
         if static != self.statics[index] or dynamic.keys() != self.dynamics[index].keys():
             return False
+        self.arrays[index] = _as_arrays(dynamic, self.dynamics[index], self.arrays[index])
         self.dynamics[index] = dynamic
-        self.groups[index] = (group["params"], len(group["params"]), _fingerprint(group))
+        self.groups[index] = (group["params"], len(group["params"]), *_options_of(group))
         return True
 
-    def stored(self, opt: Optimizer) -> None:
-        """Records the arrays the step stored; a plan made for fresh parameters is not reused (their state
-        entries now exist)."""
-        if self.any_fresh:
-            self.ids = None
-            return
-        state = opt._state
-        self.ids = [(id(p._data), tuple(id(state[p].get(k)) for k in names))
-                    for p, names in zip(self.boxes, self.check_names)]
+    def stored(self, opt: Optimizer, entries: list, params: list) -> None:
+        """Records the arrays the step stored, recognised by identity on the next call."""
+        if self.ids is None:  # where each of the program's state entries sits among a parameter's entries
+            positions, offset = [], 0
+            for entry, names in zip(entries, self.state_names):
+                keys = list(entry)
+                positions += [offset + keys.index(k) for k in names]
+                offset += len(keys)
+            self.pick = _picker(positions)
+        self.ids = [list(map(id, params)), list(map(id, _chain(map(dict.values, entries))))]
+        self.donate_seen, self.skip_seen = opt.donate_params, opt.skip_nonfinite
+
+
+def _picker(positions: list[int]) -> Callable[[list], list]:
+    """``values -> [values[i] for i in positions]``, as one C call."""
+    if not positions:
+        return lambda values: []
+    get = operator.itemgetter(*positions)
+    return (lambda values: [get(values)]) if len(positions) == 1 else (lambda values: list(get(values)))
 
 
 class CompiledStep:
@@ -305,9 +387,12 @@ class CompiledStep:
         self._check_max_grad_norm()
         self.last_grad_norm = None
         self._batch_tree = None
-        self._jits = {donate: jax.jit(self._program, static_argnums=(0,),
-                                      donate_argnums=(1, 2) if donate else (2,)) for donate in (True, False)}
-        # (the entries a bucket shares, argument 3, are never donated: every member's state holds them)
+        self._flat_batch = -1  # the number of batch arguments when the batch is arrays or numbers, none nested
+        self._plain_leaves = frozenset({type(jnp.zeros(())), np.ndarray, float, int, bool, complex})
+        from gradtx.optim._optimizer import Optimizer
+
+        self._plain = self.one_program and type(opt)._step is Optimizer._step  # no bookkeeping around the update
+        self._programs: dict = {}
         self._forward = jax.jit(self._evaluate)
         self._closure: tuple = ((), None)
         self._plan: _Plan | None = None
@@ -328,6 +413,10 @@ class CompiledStep:
     # --- the call -------------------------------------------------------------------------------------------
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs and self._plain:
+            out = self._unchanged_call(args)
+            if out is not _CHANGED:
+                return out
         opt = self.optimizer
         self._check_batch(args, kwargs)
         self._check_max_grad_norm()
@@ -353,6 +442,8 @@ class CompiledStep:
                                 "and numbers only (put other settings in loss_fn, e.g. with functools.partial)")
         if self._batch_tree is None:
             self._batch_tree = tree
+            if not kwargs and all(type(arg) in self._plain_leaves for arg in args):
+                self._flat_batch = len(args)
         elif tree != self._batch_tree:
             raise ValueError(f"compile_step: the batch's tree structure changed from {self._batch_tree} to {tree}; "
                              "one compiled step takes batches of one structure (shapes may change: each new shape "
@@ -391,9 +482,19 @@ class CompiledStep:
 
     # --- one program ----------------------------------------------------------------------------------------
 
+    def _program_for(self, key: tuple, donate: bool) -> Callable:
+        """The jitted program for a plan's static ``key`` (one per key: a call hashes no key)."""
+        program = self._programs.get((key, donate))
+        if program is None:  # the entries a bucket shares (argument 2) are never donated: every member holds them
+            program = jax.jit(functools.partial(self._program, key), donate_argnums=(0, 1) if donate else (1,))
+            self._programs[(key, donate)] = program
+        return program
+
     def _program(self, key: tuple, params: list, states: list, shared: list, fresh: list, dynamics: list,
                  others: list, max_norm: Any, args: tuple, kwargs: dict) -> tuple:
-        cls, layout, sizes, statics, buckets, skip, clip, shardings, state_shardings = key.value
+        cls, layout, sizes, statics, buckets, state_names, skip, clip, shardings, state_shardings = key
+        entries = iter(states)
+        states = [{k: next(entries) for k in names} for names in state_names]
         (loss, aux), grads = self._loss_and_grads(layout, params, others, args, kwargs)
         norm = None
         if clip:
@@ -420,6 +521,26 @@ class CompiledStep:
                       for n, s in zip(new_states, state_shardings)]
         return new_params, new_states, new_shared, loss, aux, norm, finite
 
+    def _unchanged_call(self, args: tuple) -> Any:
+        """The call when nothing but option numbers changed since the last one (no hooks, no bookkeeping around the
+        update, a batch of the first call's flat structure): the checks a full call makes, cheaply. ``_CHANGED``
+        when something else changed (the full call then runs)."""
+        plan, opt = self._plan, self.optimizer
+        if (plan is None or plan.ids is None or len(args) != self._flat_batch or opt._packs
+                or _global_step_pre_hooks or _global_step_post_hooks
+                or opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks
+                or not all(map(self._plain_leaves.__contains__, map(type, args)))  # (a tracer: the full call)
+                or _trace_state_clean is None or not _trace_state_clean()):  # (under a transformation: refused)
+            return _CHANGED
+        with opt._step_lock:
+            read = plan.current(opt, self)
+            if read is None:
+                return _CHANGED
+            out = self._run(plan, *read, plan.shared, args, {})
+            opt._step_count += 1
+            opt._opt_called = True
+        return out
+
     def _step(self, args: tuple, kwargs: dict) -> Any:
         opt = self.optimizer
         saved = opt.__dict__.get("_update")
@@ -443,41 +564,57 @@ class CompiledStep:
         opt = self.optimizer
         _packing.release_packs(opt)  # the program steps separate arrays (the numbers are the packed ones')
         plan = self._plan
-        if plan is None or not plan.holds(opt, self):
+        read = None if plan is None else plan.current(opt, self)
+        if read is None:
             plan = self._plan = _Plan.make(opt, self)
-        boxes = plan.boxes
-        params = _step.owned([p._data for p in boxes])
-        states = plan.states if plan.states is not None else [
-            {k: opt._state[p][k] for k in names} for p, names in zip(boxes, plan.state_names)]
-        shared = plan.shared if plan.shared is not None else [
-            [{k: opt._state[boxes[m[0]]][k] for k in names if k in opt._state[boxes[m[0]]]} for m in members]
-            for members, names in zip(plan.members, plan.shared_names)]
-        plan.states = plan.shared = None  # the plan holds no array of the step (a held one would be copied)
-        states = _step._owned_states(states)
-        program = self._jits[plan.donate]
-        with _leaked_tracers_explained():
-            new_params, new_states, new_shared, loss, aux, norm, finite = program(
-                plan.key, params, states, shared, plan.fresh, plan.dynamics, plan.others, plan.max_norm, args, kwargs)
+            states, plan.states = plan.states, None  # the plan holds no array of the step (a held one is copied)
+            return self._run(plan, None, [p._data for p in plan.boxes], states, plan.shared, args, kwargs)
+        return self._run(plan, *read, plan.shared, args, kwargs)
+
+    def _run(self, plan: _Plan, entries: list | None, params: list, states: list, shared: list, args: tuple,
+             kwargs: dict) -> Any:
+        """Runs the plan's program and stores what it returns; ``entries``: the parameters' state dicts (None: read
+        them)."""
+        opt = self.optimizer
+        if max(map(sys.getrefcount, params), default=0) > _HELD:  # someone else holds one: copied (see owned)
+            params = _step.owned(params)
+        if max(map(sys.getrefcount, states), default=0) > _HELD:
+            states = _step.owned(states)
+        try:
+            out = plan.program(params, states, shared, plan.fresh, plan.arrays, plan.others, plan.max_norm, args,
+                               kwargs)
+        except jax.errors.UnexpectedTracerError as error:
+            raise _leaked_tracer_error(error) from None
         del params, states, shared
+        new_params, new_states, new_shared, loss, aux, norm, finite = out
         skipped = finite is not None and not bool(finite)
-        for members, group_shared in zip(plan.members, new_shared):
-            for m, entries in zip(members, group_shared):
-                if not (skipped and plan.all_fresh[m[0]]):
-                    for i in m:  # one array per shared entry in every member's state: the bucket stays one
-                        new_states[i] = {**new_states[i], **entries}
         self.last_grad_norm = norm
         if skipped:
             opt.skipped_steps += 1
-            new_states = [{} if f else s for s, f in zip(new_states, plan.all_fresh)]
         if plan.any_fresh:
-            opt._store(boxes, new_params, new_states)  # new entries in torch's key order
+            self._store_fresh(plan, new_params, new_states, new_shared, skipped)
         else:  # every entry exists: its values replaced in place, the order kept
-            state = opt._state
-            for p, data, new in zip(boxes, new_params, new_states):
-                p._data = data
-                state[p].update(new)
-        plan.stored(opt)
+            entries = [opt._state[p] for p in plan.boxes] if entries is None else entries
+            _consume(map(setattr, plan.boxes, repeat("_data"), new_params))
+            _consume(map(dict.update, entries, new_states))
+            shared = [bucket for group_shared in new_shared for bucket in group_shared]
+            # one array per shared entry in every member's state: the bucket stays one
+            _consume(map(dict.update, entries, map(shared.__getitem__, plan.bucket_of)))
+            plan.stored(opt, entries, new_params)
+            plan.shared = new_shared
         return (loss, aux) if self.has_aux else loss
+
+    def _store_fresh(self, plan: _Plan, new_params: list, states: list, new_shared: list, skipped: bool) -> None:
+        """Stores a step that created state entries, in torch's key order (the plan is made again next call)."""
+        for members, group_shared in zip(plan.members, new_shared):
+            for m, entries in zip(members, group_shared):
+                if not (skipped and plan.all_fresh[m[0]]):
+                    for i in m:
+                        states[i] = {**states[i], **entries}
+        if skipped:
+            states = [{} if f else s for s, f in zip(states, plan.all_fresh)]
+        self.optimizer._store(plan.boxes, new_params, states)
+        plan.ids = None
 
     # --- the optimizer's own step, with the compiled loss as its closure ------------------------------------
 
