@@ -429,8 +429,8 @@ def _facade_program_bytes(sizes: list[int], dtype: str) -> float:
     captured = {}
     original = _engine.program
 
-    def spy(kind: str, donate: bool) -> Callable:
-        program = original(kind, donate)
+    def spy(kind: str, donate: bool, spread: bool = False) -> Callable:
+        program = original(kind, donate, spread)
 
         def call(*args: object) -> object:
             captured["program"] = program
