@@ -93,8 +93,8 @@ def describe(opt, p: Parameter) -> str:
 def checked_grad(opt, p: Parameter, grad: Any) -> jax.Array:
     """``grad`` as a JAX array, after checking it is an array of ``p``'s shape and dtype."""
     # the common case, checked first and against the array itself: a step over thousands of parameters pays per check
-    if isinstance(grad, jax.Array) and p._pack is None:
-        data = p._data
+    if isinstance(grad, jax.Array):
+        data = p._data  # an array, or a packed parameter's slot: both know their shape and dtype
         if grad.shape == data.shape and grad.dtype == data.dtype:
             return grad
     if not is_array(grad):

@@ -311,6 +311,20 @@ class StateEntry(MutableMapping):
     def __repr__(self) -> str:
         return repr(dict(self))
 
+    def copy(self) -> dict:
+        """The entries now, as a plain dict."""
+        return {key: self[key] for key in self}
+
+    # views of a snapshot, as a dict's (reversible, printable); writes go through the entry itself
+    def keys(self):  # noqa: ANN201 - dict's view types
+        return self.copy().keys()
+
+    def items(self):  # noqa: ANN201
+        return self.copy().items()
+
+    def values(self):  # noqa: ANN201
+        return self.copy().values()
+
 
 class StateView(MutableMapping):
     """``opt.state``: ``{Parameter: {torch name: array}}``, live over the optimizer's storage.
