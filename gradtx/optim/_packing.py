@@ -417,10 +417,11 @@ def _packable(opt, p: Parameter) -> bool:
             and data.size <= opt.pack_max_numel and len(data.sharding.device_set) == 1)
 
 
-def _synced(opt) -> None:
-    """Writes what users assigned since the last step into the packs; releases a pack that cannot take it."""
-    for pack in opt._packs:
-        if pack.alive and not pack.sync():
+def _synced(opt, params: list[Parameter]) -> None:
+    """Writes what users assigned since the last step into the packs of these parameters (one group's); releases
+    a pack that cannot take it."""
+    for pack in {pack_of(p) for p in params} - {None}:
+        if pack in opt._packs and not pack.sync():
             pack.release()
     opt._packs = [pack for pack in opt._packs if pack.alive]
 
@@ -435,7 +436,7 @@ def group_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
     parameters stepped one by one.
     """
     params = group["params"]
-    _synced(opt)
+    _synced(opt, params)
     if opt._tier(group) != "fused":
         for pack in {pack_of(p) for p in params} - {None}:
             pack.release()
@@ -474,9 +475,8 @@ def _plan_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
         shared = _flat_state_shared(opt, group, params) if len(params) > 1 else None
         if shared is None:
             continue
-        for p in params:
-            if pack_of(p) is not None:
-                pack_of(p).release()
+        for pack in {pack_of(p) for p in params} - {None}:
+            pack.release()
         if Pack.can_pack(opt._state, params, shared):
             pack = Pack.build(opt._state, params, shared, order)
             opt._packs.append(pack)
