@@ -2,8 +2,8 @@
 
 Each dense-gradient record's option sets run the facade class with the case's keyword arguments, in
 each dtype the case names, on the default (fused) tier, against the reference step by step. For one
-case per record (the one with the most options) every other tier the record lists must give the
-fused tier's numbers bit for bit.
+case per record (the one with the most options) every other tier the record lists, and the default tier
+split into programs of one parameter shape ("chunked"), must give the fused tier's numbers bit for bit.
 """
 
 import functools
@@ -18,7 +18,10 @@ from tests import harness
 from tests.cases import OPTIMIZERS
 from tests.harness import assert_trees_close, make_params, run_torch
 
-TIERS = {"fused": {}, "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
+TIERS = {"fused": {}, "foreach": dict(foreach=True), "for-loop": dict(foreach=False), "chunked": {}}
+# The "chunked" rows: the default tier with nothing packed and a program per parameter shape (the records' trees
+# have one parameter of each shape; tests/test_program_chunks.py splits larger groups).
+CHUNK = 1
 # (record, case) for every dense-gradient option set; the index into it keys the cached fused trajectories.
 ROWS = [(info, case) for info in OPTIMIZERS if info.gradients == "dense" for case in info.cases]
 # One compiled gradient for every run (the harness's eager one costs ~0.2 s a step); same function, same numbers.
@@ -35,6 +38,8 @@ def run_facade(index, dtype, tier="fused"):
     info, case = ROWS[index]
     params = jax.tree.map(jnp.array, case_params(case, dtype))  # copies: the facade donates its buffers
     opt = info.cls(params, **case.kwargs, **TIERS[tier])
+    if tier == "chunked":
+        opt.pack_max_numel, opt.program_max_params = 0, CHUNK
     if info.train_mode:
         opt.train()
     trajectory = []
@@ -75,7 +80,8 @@ def _richest_case_per_record():
     for index, (info, case) in enumerate(ROWS):
         if len(info.tiers) > 1 and (info.name not in best or len(case.kwargs) > len(ROWS[best[info.name]][1].kwargs)):
             best[info.name] = index
-    return [(index, tier) for index in sorted(best.values()) for tier in ROWS[index][0].tiers if tier != "fused"]
+    return [(index, tier) for index in sorted(best.values()) for tier in (*ROWS[index][0].tiers, "chunked")
+            if tier != "fused"]
 
 
 TIER_ROWS = _richest_case_per_record()

@@ -64,7 +64,8 @@ class Optimizer(HookRegistry):
 
     Implementation tiers, per group: ``fused=True``, or both ``fused`` and
     ``foreach`` None (the default), puts the step of every such group in one
-    compiled program; ``foreach=True`` compiles one per group; ``foreach=False``
+    compiled program; ``foreach=True`` compiles one per group (larger groups:
+    see ``program_max_params`` below); ``foreach=False``
     or ``fused=False`` runs a compiled per-parameter update in a loop. All give
     the same numbers. Arrays a user holds are never invalidated: what was given
     to the constructor or read from ``p.data``, ``opt.params`` or ``opt.state``
@@ -81,6 +82,10 @@ class Optimizer(HookRegistry):
     state in one flat buffer per entry: thousands of small tensors cost one update.
     The numbers are the other tiers' bit for bit; ``p.data`` and ``opt.state``
     read and write as for any parameter (see :mod:`gradtx.optim._packing`).
+    A program updates at most ``opt.program_max_params`` unpacked parameters of
+    a group (32 by default): a larger group runs as several programs, parameters
+    of one shape together, and alike programs compile once (thousands of
+    same-shape matrices under Muon or Adafactor compile one 32-matrix update).
 
     Other engine attributes: ``opt.skip_nonfinite = True`` checks every gradient
     before a step and skips the whole step (parameters, state and step counts
@@ -110,6 +115,7 @@ class Optimizer(HookRegistry):
     # tier may then pack a group's small parameters into one flat buffer (gradtx.optim._packing).
     elementwise: bool = False
     pack_max_numel: int = 1 << 13  # larger parameters keep their own buffers (their views would cost more)
+    program_max_params: int = 32  # a larger group runs as programs over this many parameters (see _step._chunks)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

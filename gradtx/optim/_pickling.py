@@ -97,6 +97,7 @@ def optimizer_state(opt: Any) -> dict[str, Any]:
         "_whole_tree": opt._whole_tree, "_step_count": opt._step_count, "_opt_called": opt._opt_called,
         "donate_params": opt.donate_params, "skip_nonfinite": opt.skip_nonfinite,
         "skipped_steps": opt.skipped_steps, "pack_max_numel": opt.pack_max_numel,
+        "program_max_params": opt.program_max_params,
         "_added_defaults": opt.__dict__.get("_added_defaults", ())})
 
 

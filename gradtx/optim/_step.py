@@ -327,6 +327,7 @@ def _cache(opt: Optimizer) -> dict:
 def plan(opt: Optimizer) -> dict[str, list[Unit]]:
     """The units of this step per tier (see the module docstring); checks every group's options first."""
     cls = type(opt)
+    _program_limit(opt.program_max_params)
     for index, group in enumerate(opt.param_groups):
         if any(p.grad is not None for p in group["params"]):
             check_group_options(opt, group, index)
@@ -376,24 +377,73 @@ class _Call(NamedTuple):
 
 def _calls(opt: Optimizer, units: dict[str, list[Unit]]) -> list[_Call]:
     cls = type(opt)
-    calls = []
+    limit = _program_limit(opt.program_max_params)
+    calls, groups = [], []
     fused: dict[tuple, list[Unit]] = {}
     for unit in units["fused"]:
-        fused.setdefault(device_key(unit.arrays[0]), []).append(unit)
+        if unit.pack is None and len(unit.params) > limit:
+            chunks, unit = _chunks(unit, limit)
+            groups.extend(chunks)
+        if unit is not None:
+            fused.setdefault(device_key(unit.arrays[0]), []).append(unit)
     for same in fused.values():
         calls.append(_Call("fused", (cls, tuple(u.static for u in same), tuple(u.buckets for u in same),
                                      tuple(u.pack is not None for u in same), [u.dynamic for u in same],
                                      [u.arrays for u in same], [u.grads for u in same], [u.states for u in same],
                                      [u.shared for u in same], [np.asarray(u.fresh) for u in same], np.True_), same))
-    for u in units["foreach"]:
-        calls.append(_Call("group", _group_args(cls, u), [u]))
-    for u in units["for-loop"]:
-        for b, members in enumerate(u.buckets):
-            for i in members:
-                one = Unit([u.params[i]], u.static, u.dynamic, [u.arrays[i]], [u.grads[i]], [u.states[i]], ((0,),),
-                           [u.shared[b]], [u.fresh[b]], None, u.pending)
-                calls.append(_Call("group", _group_args(cls, one), [one]))
+    for unit in units["foreach"]:
+        if len(unit.params) > limit:
+            chunks, unit = _chunks(unit, limit)
+            groups.extend(chunks)
+        if unit is not None:
+            groups.append(unit)
+    for unit in units["for-loop"]:
+        groups.extend(_chunks(unit, 1)[0])
+    calls.extend(_Call("group", _group_args(cls, u), [u]) for u in groups)
     return calls
+
+
+def _program_limit(value: Any) -> float:
+    if value is None:
+        return float("inf")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"opt.program_max_params must be a positive int (parameters per compiled program) or None "
+                         f"(a group in one program), but got {value!r}")
+    return int(value)
+
+
+def _chunks(u: Unit, size: int) -> tuple[list[Unit], Unit | None]:
+    """Runs of ``size`` alike parameters of a unit as units of their own, and the unit of the other parameters.
+
+    Alike: one shape, dtype, set of state entries and bucket. Alike chunks
+    share one compiled program, so thousands of same-shape matrices compile
+    one update of ``size`` of them instead of one of thousands (XLA's compile
+    time grows faster than the program); the parameters left over (fewer than
+    ``size`` of a kind) keep their one program. A bucket split across programs
+    passes its shared entries (the step) to each; :func:`run` keeps one array of
+    the results for all of them.
+    """
+    alike: dict[tuple, list[tuple[int, int]]] = {}
+    for b, members in enumerate(u.buckets):
+        for i in members:
+            array = u.arrays[i]
+            alike.setdefault((str(array.dtype), tuple(array.shape), tuple(sorted(u.states[i])), b), []).append((b, i))
+    chunks, rest = [], []
+    for items in alike.values():
+        whole = len(items) - len(items) % size
+        chunks.extend(_subunit(u, items[start:start + size]) for start in range(0, whole, size))
+        rest.extend(items[whole:])
+    return chunks, (_subunit(u, sorted(rest)) if rest else None)
+
+
+def _subunit(u: Unit, items: list[tuple[int, int]]) -> Unit:
+    """The unit of some of ``u``'s parameters, given as (bucket, index) pairs in bucket order."""
+    order = list(dict.fromkeys(b for b, _ in items))
+    buckets = tuple(tuple(j for j, (b, _) in enumerate(items) if b == bucket) for bucket in order)
+    members = [i for _, i in items]
+    return Unit([u.params[i] for i in members], u.static, u.dynamic, [u.arrays[i] for i in members],
+                [u.grads[i] for i in members], [u.states[i] for i in members], buckets,
+                [u.shared[b] for b in order], [u.fresh[b] for b in order], None, u.pending)
 
 
 def _group_args(cls: type, u: Unit) -> tuple:
