@@ -74,3 +74,19 @@ def test_program_max_params_survives_pickling():
     opt = optim.Adam(_tree(3), lr=0.1)
     opt.program_max_params = 7
     assert pickle.loads(pickle.dumps(opt)).program_max_params == 7
+
+
+def test_same_shape_parameters_initialise_in_chunks(monkeypatch):
+    sizes = []
+    original = _engine.init_states
+
+    def spy(decl, static, dynamic, params):
+        sizes.append(len(params))
+        return original(decl, static, dynamic, params)
+
+    monkeypatch.setattr(_engine, "init_states", spy)
+    params = {**_tree(10), **{f"v{i}": v for i, v in enumerate(_tree(2, shape=(7,), seed=1).values())}}
+    opt = optim.Adafactor(params, lr=0.01)
+    opt.program_max_params = 4
+    opt.step(_grads(opt.params))
+    assert sorted(sizes) == [4, 4, 4]  # two runs of four (3, 2) matrices; the other two and both vectors together

@@ -307,8 +307,8 @@ def _planned_anew(opt: Optimizer, key: tuple, static: tuple, dynamic: dict, para
         states = [{k: v if isinstance(v, jax.Array) else jnp.asarray(v)
                    for k, v in opt._state.get(p, {}).items() if k in keys} for p in same]
         fresh = [not state for state in states]
-        if any(fresh):  # torch's lazy initialisation, in a small program of its own
-            inits = iter(_engine.init_states(cls, static, dynamic, [p.data for p, f in zip(same, fresh) if f]))
+        if any(fresh):  # torch's lazy initialisation, in small programs of their own
+            inits = iter(_initial_states(opt, static, dynamic, [p.data for p, f in zip(same, fresh) if f]))
             states = [next(inits) if f else state for state, f in zip(states, fresh)]
         shared_names = _engine.shared_entries(cls, static, dynamic, tuple(same[0].shape), jnp.dtype(same[0].dtype))
         unit = _unit(same, static, dynamic, [p._data for p in same], [grads[p] for p in same], states, fresh,
@@ -318,6 +318,16 @@ def _planned_anew(opt: Optimizer, key: tuple, static: tuple, dynamic: dict, para
         units.append(unit)
     pending = _Pending(key, params, layouts)
     return [unit._replace(pending=pending) for unit in units]
+
+
+def _initial_states(opt: Optimizer, static: tuple, dynamic: dict, arrays: list) -> list[dict]:
+    """The chain's initial state of each array, each run of alike arrays by one program (see :func:`_chunks`)."""
+    batches, rest = _runs([(str(a.dtype), tuple(a.shape)) for a in arrays], _program_limit(opt.program_max_params))
+    states: list = [None] * len(arrays)
+    for batch in batches + ([rest] if rest else []):
+        for i, state in zip(batch, _engine.init_states(type(opt), static, dynamic, [arrays[i] for i in batch])):
+            states[i] = state
+    return states
 
 
 def _cache(opt: Optimizer) -> dict:
@@ -412,6 +422,22 @@ def _program_limit(value: Any) -> float:
     return int(value)
 
 
+def _runs(keys: list, size: float) -> tuple[list[list[int]], list[int]]:
+    """Indices of equal ``keys`` in runs of ``size``, and the indices left over (fewer than ``size`` of a key)."""
+    alike: dict = {}
+    for i, key in enumerate(keys):
+        alike.setdefault(key, []).append(i)
+    runs, rest = [], []
+    for indices in alike.values():
+        if len(indices) < size:
+            rest.extend(indices)
+            continue
+        whole = len(indices) - len(indices) % int(size)
+        runs.extend(indices[start:start + int(size)] for start in range(0, whole, int(size)))
+        rest.extend(indices[whole:])
+    return runs, sorted(rest)
+
+
 def _chunks(u: Unit, size: int) -> tuple[list[Unit], Unit | None]:
     """Runs of ``size`` alike parameters of a unit as units of their own, and the unit of the other parameters.
 
@@ -423,17 +449,11 @@ def _chunks(u: Unit, size: int) -> tuple[list[Unit], Unit | None]:
     passes its shared entries (the step) to each; :func:`run` keeps one array of
     the results for all of them.
     """
-    alike: dict[tuple, list[tuple[int, int]]] = {}
-    for b, members in enumerate(u.buckets):
-        for i in members:
-            array = u.arrays[i]
-            alike.setdefault((str(array.dtype), tuple(array.shape), tuple(sorted(u.states[i])), b), []).append((b, i))
-    chunks, rest = [], []
-    for items in alike.values():
-        whole = len(items) - len(items) % size
-        chunks.extend(_subunit(u, items[start:start + size]) for start in range(0, whole, size))
-        rest.extend(items[whole:])
-    return chunks, (_subunit(u, sorted(rest)) if rest else None)
+    items = [(b, i) for b, members in enumerate(u.buckets) for i in members]
+    keys = [(str(u.arrays[i].dtype), tuple(u.arrays[i].shape), tuple(sorted(u.states[i])), b) for b, i in items]
+    runs, rest = _runs(keys, size)
+    chunks = [_subunit(u, [items[j] for j in run]) for run in runs]
+    return chunks, (_subunit(u, [items[j] for j in rest]) if rest else None)
 
 
 def _subunit(u: Unit, items: list[tuple[int, int]]) -> Unit:
