@@ -449,6 +449,8 @@ def _chunks(u: Unit, size: int) -> tuple[list[Unit], Unit | None]:
     passes its shared entries (the step) to each; :func:`run` keeps one array of
     the results for all of them.
     """
+    if max(collections.Counter((a.shape, a.dtype) for a in u.arrays).values()) < size:
+        return [], u  # no run of alike parameters (the common case: checked cheaply, every step)
     items = [(b, i) for b, members in enumerate(u.buckets) for i in members]
     keys = [(str(u.arrays[i].dtype), tuple(u.arrays[i].shape), tuple(sorted(u.states[i])), b) for b, i in items]
     runs, rest = _runs(keys, size)
