@@ -438,6 +438,7 @@ def _facade_program_bytes(sizes: list[int], dtype: str) -> float:
                 lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if isinstance(x, jax.Array) else x, args)
             return program(*args)
 
+        call.trace = program.trace  # the engine traces each new signature before any program runs
         return call
 
     _engine.program = spy
