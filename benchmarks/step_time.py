@@ -424,18 +424,19 @@ def peak_bytes(sizes: list[int], dtype: str) -> dict[str, dict[str, float]]:
 
 
 def _facade_program_bytes(sizes: list[int], dtype: str) -> float:
+    """The peak of the facade's step: every buffer its programs take and give back once, plus the largest
+    temporary of one program (they run one after another)."""
     from gradtx.optim import _engine
 
-    captured = {}
+    captured = []
     original = _engine.program
 
     def spy(kind: str, donate: bool, spread: bool = False) -> Callable:
         program = original(kind, donate, spread)
 
         def call(*args: object) -> object:
-            captured["program"] = program
-            captured["args"] = jax.tree.map(
-                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if isinstance(x, jax.Array) else x, args)
+            captured.append((program, jax.tree.map(
+                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if isinstance(x, jax.Array) else x, args)))
             return program(*args)
 
         call.trace = program.trace  # the engine traces each new signature before any program runs
@@ -445,10 +446,13 @@ def _facade_program_bytes(sizes: list[int], dtype: str) -> float:
     try:
         opt = facade_optimizer("Adam", sizes, dtype, "default")
         opt.step()
-        opt.step()  # the program of a step with state (the first step passes placeholders)
+        captured.clear()
+        opt.step()  # the programs of a step with state (the first step passes placeholders)
     finally:
         _engine.program = original
-    return _analysis_bytes(captured["program"].lower(*captured["args"]).compile())
+    analyses = [program.lower(*args).compile().memory_analysis() for program, args in captured]
+    held = sum(a.argument_size_in_bytes + a.output_size_in_bytes - a.alias_size_in_bytes for a in analyses)
+    return float(held + max(a.temp_size_in_bytes for a in analyses))
 
 
 # --- the run --------------------------------------------------------------------------------------------------

@@ -316,3 +316,19 @@ def test_pack_max_numel_zero_keeps_every_parameter_apart():
         assert any(is_packed(opt)) == (step < 2)
         assert_same(opt.params, plain.params)
     assert pickle.loads(pickle.dumps(opt)).pack_max_numel == 0
+
+
+@pytest.mark.parametrize("name", ["Adam", "ASGD"])
+def test_a_group_of_many_small_parameters_packs_in_alike_packs_compiled_once(name, monkeypatch):
+    monkeypatch.setattr(_packing, "PACK_MAX_PARAMS", 4)
+    shapes = [(3,)] * 8 + [(2, 2)] * 3  # two packs of four (3,) vectors, and the rest in a third
+    packed, plain = make(name, "float64", "default", shapes=shapes), make(name, "float64", "foreach", shapes=shapes)
+    count = _engine.trace_count()
+    for step in range(3):
+        for opt in (packed, plain):
+            opt.step(gradient(opt.params, step))
+        assert_same(packed.params, plain.params)
+    found = packs(packed)
+    assert len(set(found)) == 3 and all(found) and [len(pack.params) for pack in dict.fromkeys(found)] == [4, 4, 3]
+    assert _engine.trace_count() - count == 3  # the foreach program, and one per kind of pack (the two alike: one)
+    assert_same(state_arrays(packed), state_arrays(plain))

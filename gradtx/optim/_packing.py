@@ -8,7 +8,10 @@ parameters of one dtype *packed*: the parameters concatenated into one flat
 buffer, and each state entry (``exp_avg``...) into one flat buffer too, with
 one step count. The compiled step then updates the pack as if it were one
 parameter (an elementwise chain gives each element the numbers it would give it
-in its own tensor), concatenating the gradients inside the program.
+in its own tensor), concatenating the gradients inside the program. A pack
+holds at most ``PACK_MAX_PARAMS`` parameters; a group with more has several,
+each updated by a program of its own, and alike packs (the same member shapes)
+share one compiled program.
 
 What users see does not change, and nothing they do releases a pack by reading:
 
@@ -42,6 +45,10 @@ from gradtx.optim._parameter import LazyArray, Parameter
 __all__ = ["Pack", "StateEntry", "StateView", "group_packs", "pack_of", "packed_at", "release_packs"]
 
 
+# A pack's members at most: alike packs (the same member shapes) share one compiled program, so 10,000 small
+# tensors compile in seconds (a program's compile time grows with its operands), and a step's concatenated
+# gradients are one pack's at a time.
+PACK_MAX_PARAMS = 256
 VIEW_BATCH = 32  # parameters of one shape cut by one program (0.4 s to compile per shape; ~7 us per view)
 
 
@@ -427,7 +434,8 @@ def _synced(opt, params: list[Parameter]) -> None:
 
 
 def group_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]:
-    """The packs the default tier updates for this group: its small parameters, by dtype and device.
+    """The packs the default tier updates for this group: its small parameters, by dtype and device, in packs of
+    at most ``PACK_MAX_PARAMS``.
 
     Packing needs an elementwise chain whose state entries all have the
     parameter's shape, every parameter of the group with a gradient (torch
@@ -466,7 +474,8 @@ def _plan_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
                 wanted.setdefault((p.dtype, tuple(data.sharding.device_set)), []).append(p)
     order = _engine.order_keys(cls)
     result = []
-    for params in wanted.values():
+    size = PACK_MAX_PARAMS
+    for params in [same[i:i + size] for same in wanted.values() for i in range(0, len(same), size)]:
         pack = pack_of(params[0])
         if pack is not None and pack.params == params:
             result.append(pack)

@@ -4,6 +4,9 @@
    parameters (default tier, elementwise optimizers), or the group's other
    parameters for its tier (all groups' in one program by default, one program
    per group with ``foreach=True``, one per parameter with ``foreach=False``).
+   Runs of ``opt.program_max_params`` alike parameters, and packs when there
+   are several, are programs of their own, each compiled once for its kind
+   (:func:`_chunks`).
    Units are split by the devices their arrays live on, so parameters on
    different devices (or meshes) step together with single-device numbers.
 2. *Check*: every group's options against the optimizer's defaults (type and
@@ -390,17 +393,17 @@ def _calls(opt: Optimizer, units: dict[str, list[Unit]]) -> list[_Call]:
     limit = _program_limit(opt.program_max_params)
     calls, groups = [], []
     fused: dict[tuple, list[Unit]] = {}
+    packs = sum(unit.pack is not None for unit in units["fused"])
     for unit in units["fused"]:
+        if unit.pack is not None and packs > 1:
+            calls.append(_fused_call(cls, [unit]))  # alike packs: one compiled program; one temporary at a time
+            continue
         if unit.pack is None and len(unit.params) > limit:
             chunks, unit = _chunks(unit, limit)
             groups.extend(chunks)
         if unit is not None:
             fused.setdefault(device_key(unit.arrays[0]), []).append(unit)
-    for same in fused.values():
-        calls.append(_Call("fused", (cls, tuple(u.static for u in same), tuple(u.buckets for u in same),
-                                     tuple(u.pack is not None for u in same), [u.dynamic for u in same],
-                                     [u.arrays for u in same], [u.grads for u in same], [u.states for u in same],
-                                     [u.shared for u in same], [np.asarray(u.fresh) for u in same], np.True_), same))
+    calls.extend(_fused_call(cls, same) for same in fused.values())
     for unit in units["foreach"]:
         if len(unit.params) > limit:
             chunks, unit = _chunks(unit, limit)
@@ -411,6 +414,13 @@ def _calls(opt: Optimizer, units: dict[str, list[Unit]]) -> list[_Call]:
         groups.extend(_chunks(unit, 1)[0])
     calls.extend(_Call("group", _group_args(cls, u), [u]) for u in groups)
     return calls
+
+
+def _fused_call(cls: type, same: list[Unit]) -> _Call:
+    return _Call("fused", (cls, tuple(u.static for u in same), tuple(u.buckets for u in same),
+                           tuple(u.pack is not None for u in same), [u.dynamic for u in same],
+                           [u.arrays for u in same], [u.grads for u in same], [u.states for u in same],
+                           [u.shared for u in same], [np.asarray(u.fresh) for u in same], np.True_), same)
 
 
 def _program_limit(value: Any) -> float:
