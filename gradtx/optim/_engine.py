@@ -394,6 +394,26 @@ def to_torch(decl: Any, state: Any, names: list, param: Any) -> dict:
     return {key: found[key] for key in order_keys(decl) if key in found}
 
 
+def alike_runs(keys: list, size: float) -> tuple[list[list[int]], list[int]]:
+    """Indices of equal ``keys`` in runs of ``size``, and the indices left over (fewer than ``size`` of a key).
+
+    Programs over alike runs (parameters of one shape...) compile once for all
+    of them: the step's chunks (``_step._chunks``) and packs (``_packing``).
+    """
+    alike: dict = {}
+    for i, key in enumerate(keys):
+        alike.setdefault(key, []).append(i)
+    runs, rest = [], []
+    for indices in alike.values():
+        if len(indices) < size:
+            rest.extend(indices)
+            continue
+        whole = len(indices) - len(indices) % int(size)
+        runs.extend(indices[start:start + int(size)] for start in range(0, whole, int(size)))
+        rest.extend(indices[whole:])
+    return runs, sorted(rest)
+
+
 # --- the compiled update ------------------------------------------------------------------------------------
 
 

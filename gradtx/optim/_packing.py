@@ -8,10 +8,10 @@ parameters of one dtype *packed*: the parameters concatenated into one flat
 buffer, and each state entry (``exp_avg``...) into one flat buffer too, with
 one step count. The compiled step then updates the pack as if it were one
 parameter (an elementwise chain gives each element the numbers it would give it
-in its own tensor), concatenating the gradients inside the program. A pack
-holds at most ``PACK_MAX_PARAMS`` parameters; a group with more has several,
-each updated by a program of its own, and alike packs (the same member shapes)
-share one compiled program.
+in its own tensor), concatenating the gradients inside the program. Each run
+of ``PACK_MAX_PARAMS`` same-shape parameters is a pack of its own, and the
+group's other small parameters one more; several packs are updated by a
+program each, and alike packs share one compiled program.
 
 What users see does not change, and nothing they do releases a pack by reading:
 
@@ -45,9 +45,9 @@ from gradtx.optim._parameter import LazyArray, Parameter
 __all__ = ["Pack", "StateEntry", "StateView", "group_packs", "pack_of", "packed_at", "release_packs"]
 
 
-# A pack's members at most: alike packs (the same member shapes) share one compiled program, so 10,000 small
-# tensors compile in seconds (a program's compile time grows with its operands), and a step's concatenated
-# gradients are one pack's at a time.
+# Runs of this many same-shape parameters are packs of their own: alike packs share one compiled program, so
+# 10,000 small tensors compile in seconds (a program's compile time grows with its operands), and a step's
+# concatenated gradients are one pack's at a time. A group's other packable parameters form one pack.
 PACK_MAX_PARAMS = 256
 VIEW_BATCH = 32  # parameters of one shape cut by one program (0.4 s to compile per shape; ~7 us per view)
 
@@ -434,8 +434,8 @@ def _synced(opt, params: list[Parameter]) -> None:
 
 
 def group_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]:
-    """The packs the default tier updates for this group: its small parameters, by dtype and device, in packs of
-    at most ``PACK_MAX_PARAMS``.
+    """The packs the default tier updates for this group: its small parameters, by dtype and device (runs of
+    ``PACK_MAX_PARAMS`` same-shape ones in packs of their own).
 
     Packing needs an elementwise chain whose state entries all have the
     parameter's shape, every parameter of the group with a gradient (torch
@@ -474,8 +474,7 @@ def _plan_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
                 wanted.setdefault((p.dtype, tuple(data.sharding.device_set)), []).append(p)
     order = _engine.order_keys(cls)
     result = []
-    size = PACK_MAX_PARAMS
-    for params in [same[i:i + size] for same in wanted.values() for i in range(0, len(same), size)]:
+    for params in [[same[i] for i in indices] for same in wanted.values() for indices in _pack_members(same)]:
         pack = pack_of(params[0])
         if pack is not None and pack.params == params:
             result.append(pack)
@@ -494,6 +493,13 @@ def _plan_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
         pack.release()
     opt._packs = [pack for pack in opt._packs if pack.alive]
     return result
+
+
+def _pack_members(params: list[Parameter]) -> list[list[int]]:
+    """The packs of a group's packable parameters (indices): each run of ``PACK_MAX_PARAMS`` of one shape, then
+    one pack of the others. Alike packs share one compiled program; a pack of mixed shapes is one program."""
+    runs, rest = _engine.alike_runs([p.shape for p in params], PACK_MAX_PARAMS)
+    return runs + ([rest] if rest else [])
 
 
 def _flat_state_shared(opt, group: dict[str, Any], params: list[Parameter]) -> frozenset | None:

@@ -325,7 +325,8 @@ def _planned_anew(opt: Optimizer, key: tuple, static: tuple, dynamic: dict, para
 
 def _initial_states(opt: Optimizer, static: tuple, dynamic: dict, arrays: list) -> list[dict]:
     """The chain's initial state of each array, each run of alike arrays by one program (see :func:`_chunks`)."""
-    batches, rest = _runs([(str(a.dtype), tuple(a.shape)) for a in arrays], _program_limit(opt.program_max_params))
+    keys = [(str(a.dtype), tuple(a.shape)) for a in arrays]
+    batches, rest = _engine.alike_runs(keys, _program_limit(opt.program_max_params))
     states: list = [None] * len(arrays)
     for batch in batches + ([rest] if rest else []):
         for i, state in zip(batch, _engine.init_states(type(opt), static, dynamic, [arrays[i] for i in batch])):
@@ -432,22 +433,6 @@ def _program_limit(value: Any) -> float:
     return int(value)
 
 
-def _runs(keys: list, size: float) -> tuple[list[list[int]], list[int]]:
-    """Indices of equal ``keys`` in runs of ``size``, and the indices left over (fewer than ``size`` of a key)."""
-    alike: dict = {}
-    for i, key in enumerate(keys):
-        alike.setdefault(key, []).append(i)
-    runs, rest = [], []
-    for indices in alike.values():
-        if len(indices) < size:
-            rest.extend(indices)
-            continue
-        whole = len(indices) - len(indices) % int(size)
-        runs.extend(indices[start:start + int(size)] for start in range(0, whole, int(size)))
-        rest.extend(indices[whole:])
-    return runs, sorted(rest)
-
-
 def _chunks(u: Unit, size: int) -> tuple[list[Unit], Unit | None]:
     """Runs of ``size`` alike parameters of a unit as units of their own, and the unit of the other parameters.
 
@@ -463,7 +448,7 @@ def _chunks(u: Unit, size: int) -> tuple[list[Unit], Unit | None]:
         return [], u  # no run of alike parameters (the common case: checked cheaply, every step)
     items = [(b, i) for b, members in enumerate(u.buckets) for i in members]
     keys = [(str(u.arrays[i].dtype), tuple(u.arrays[i].shape), tuple(sorted(u.states[i])), b) for b, i in items]
-    runs, rest = _runs(keys, size)
+    runs, rest = _engine.alike_runs(keys, size)
     chunks = [_subunit(u, [items[j] for j in run]) for run in runs]
     return chunks, (_subunit(u, [items[j] for j in rest]) if rest else None)
 
