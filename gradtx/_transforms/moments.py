@@ -33,21 +33,6 @@ class ScaleByAmsgradState(NamedTuple):
     nu_max: Any  # like nu: running maximum of the second moment, torch's max_exp_avg_sq
 
 
-def _debiased(moments: Any, decay: Any, count: Any) -> Any:
-    """``moments / (1 - decay**count)`` as a multiplication by the reciprocal (a scalar, computed once).
-
-    What XLA's algebraic simplifier makes of the division under a user's
-    ``jax.jit`` (within an ulp of it), written out for the facade's programs,
-    which compile without that simplifier to keep their tiers bit for bit
-    equal (``gradtx.optim._engine``): one division per element fewer, about a
-    tenth of an Adam step on the CPU. Only where the product feeds no addition
-    (a division, a square root), so that XLA's fused multiply-adds cannot
-    round it differently from one program to another.
-    """
-    correction = 1 - decay ** jnp.asarray(count)
-    return gt.tree_map(lambda m: (m * (1 / correction.astype(m.dtype))).astype(m.dtype), moments)
-
-
 def scale_by_adam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: Any = 0.0,
                   mu_dtype: Any = None, *, nesterov: bool = False, amsgrad: bool = False,
                   amsgrad_max_of: str = "raw", bias_correction_mu: bool = True,
@@ -106,13 +91,15 @@ def scale_by_adam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: Any
         count = gt.safe_increment(state.count)
 
         correct_mu = (lambda m, c: gt.bias_correction(m, beta1, c)) if bias_correction_mu else (lambda m, c: m)
-        correct_nu = (lambda v: _debiased(v, beta2, count)) if bias_correction_nu else (lambda v: v)
+        # reciprocal: the corrected moments feed a square root and a division only (see gt.bias_correction)
+        correct_nu = ((lambda v: gt.bias_correction(v, beta2, count, reciprocal=True)) if bias_correction_nu
+                      else (lambda v: v))
         if nesterov:
             mu_hat = gt.tree_map(lambda m, g: beta1 * m + (1 - beta1) * g,
                                  correct_mu(mu, gt.safe_increment(count)),
                                  correct_mu(widen_updates(updates, state.mu), count))
         else:
-            mu_hat = _debiased(mu, beta1, count) if bias_correction_mu else mu
+            mu_hat = gt.bias_correction(mu, beta1, count, reciprocal=True) if bias_correction_mu else mu
 
         nu_max = None
         if not amsgrad:

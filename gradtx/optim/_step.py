@@ -399,20 +399,15 @@ def _calls(opt: Optimizer, units: dict[str, list[Unit]]) -> list[_Call]:
         if unit.pack is not None and packs > 1:
             calls.append(_fused_call(cls, [unit]))  # alike packs: one compiled program; one temporary at a time
             continue
-        if unit.pack is None and len(unit.params) > limit:
+        if unit.pack is None:
             chunks, unit = _chunks(unit, limit)
             groups.extend(chunks)
         if unit is not None:
             fused.setdefault(device_key(unit.arrays[0]), []).append(unit)
     calls.extend(_fused_call(cls, same) for same in fused.values())
-    for unit in units["foreach"]:
-        if len(unit.params) > limit:
-            chunks, unit = _chunks(unit, limit)
-            groups.extend(chunks)
-        if unit is not None:
-            groups.append(unit)
-    for unit in units["for-loop"]:
-        groups.extend(_chunks(unit, 1)[0])
+    for unit, size in [(u, limit) for u in units["foreach"]] + [(u, 1) for u in units["for-loop"]]:
+        chunks, rest = _chunks(unit, size)
+        groups.extend(chunks + ([rest] if rest is not None else []))
     calls.extend(_Call("group", _group_args(cls, u), [u]) for u in groups)
     return calls
 
@@ -436,18 +431,18 @@ def _program_limit(value: Any) -> float:
 def _chunks(u: Unit, size: int) -> tuple[list[Unit], Unit | None]:
     """Runs of ``size`` alike parameters of a unit as units of their own, and the unit of the other parameters.
 
-    Alike: one shape, dtype, set of state entries and bucket. Alike chunks
-    share one compiled program, so thousands of same-shape matrices compile
-    one update of ``size`` of them instead of one of thousands (XLA's compile
-    time grows faster than the program); the parameters left over (fewer than
-    ``size`` of a kind) keep their one program. A bucket split across programs
+    Alike: one shape, dtype and set of state entries. Alike chunks (with the
+    same buckets) share one compiled program, so thousands of same-shape
+    matrices compile one update of ``size`` of them instead of one of
+    thousands (XLA's compile time grows faster than the program); the
+    parameters left over (fewer than ``size`` of a kind) keep their one program. A bucket split across programs
     passes its shared entries (the step) to each; :func:`run` keeps one array of
     the results for all of them.
     """
-    if max(collections.Counter((a.shape, a.dtype) for a in u.arrays).values()) < size:
+    if len(u.params) <= size or max(collections.Counter((a.shape, a.dtype) for a in u.arrays).values()) < size:
         return [], u  # no run of alike parameters (the common case: checked cheaply, every step)
     items = [(b, i) for b, members in enumerate(u.buckets) for i in members]
-    keys = [(str(u.arrays[i].dtype), tuple(u.arrays[i].shape), tuple(sorted(u.states[i])), b) for b, i in items]
+    keys = [(str(u.arrays[i].dtype), tuple(u.arrays[i].shape), tuple(sorted(u.states[i]))) for _, i in items]
     runs, rest = _engine.alike_runs(keys, size)
     chunks = [_subunit(u, [items[j] for j in run]) for run in runs]
     return chunks, (_subunit(u, [items[j] for j in rest]) if rest else None)
@@ -455,8 +450,11 @@ def _chunks(u: Unit, size: int) -> tuple[list[Unit], Unit | None]:
 
 def _subunit(u: Unit, items: list[tuple[int, int]]) -> Unit:
     """The unit of some of ``u``'s parameters, given as (bucket, index) pairs in bucket order."""
-    order = list(dict.fromkeys(b for b, _ in items))
-    buckets = tuple(tuple(j for j, (b, _) in enumerate(items) if b == bucket) for bucket in order)
+    positions: dict[int, list[int]] = {}
+    for j, (b, _) in enumerate(items):
+        positions.setdefault(b, []).append(j)
+    order = list(positions)
+    buckets = tuple(tuple(members) for members in positions.values())
     members = [i for _, i in items]
     return Unit([u.params[i] for i in members], u.static, u.dynamic, [u.arrays[i] for i in members],
                 [u.grads[i] for i in members], [u.states[i] for i in members], buckets,
