@@ -42,7 +42,6 @@ import contextlib
 import functools
 import numbers
 import operator
-import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from itertools import chain, repeat
@@ -73,16 +72,6 @@ _DATA = operator.attrgetter("_data")
 _consume = deque(maxlen=0).extend
 _CHANGED = object()  # what a call that found something changed since the last one returns: the full call runs
 
-
-def _calibrate() -> int:
-    storage = [object()]
-    listed = [storage[0]]
-    return max(map(sys.getrefcount, listed))
-
-
-# The references ``map(sys.getrefcount, arrays)`` counts for an array held by the optimizer's storage and by the
-# step's own list (as :func:`gradtx.optim._step.owned` counts them one by one): above it, someone else holds it.
-_HELD = _calibrate()
 
 # Names a ``_step`` override that only does Python bookkeeping around the base step never uses: one that reads
 # gradients or evaluates closures itself drives its own step, and is run through ``opt.step(closure)``.
@@ -576,10 +565,7 @@ class CompiledStep:
         """Runs the plan's program and stores what it returns; ``entries``: the parameters' state dicts (None: read
         them)."""
         opt = self.optimizer
-        if max(map(sys.getrefcount, params), default=0) > _HELD:  # someone else holds one: copied (see owned)
-            params = _step.owned(params)
-        if max(map(sys.getrefcount, states), default=0) > _HELD:
-            states = _step.owned(states)
+        params, states = _step.owned(params), _step.owned(states)  # one someone else holds is copied
         try:
             out = plan.program(params, states, shared, plan.fresh, plan.arrays, plan.others, plan.max_norm, args,
                                kwargs)

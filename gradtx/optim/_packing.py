@@ -427,8 +427,11 @@ def _packable(opt, p: Parameter) -> bool:
 def _synced(opt, params: list[Parameter]) -> None:
     """Writes what users assigned since the last step into the packs of these parameters (one group's); releases
     a pack that cannot take it."""
-    for pack in {pack_of(p) for p in params} - {None}:
-        if pack in opt._packs and not pack.sync():
+    if not opt._packs:
+        return
+    ids = set(map(id, params))
+    for pack in [pack for pack in opt._packs if not ids.isdisjoint(map(id, pack.params))]:
+        if not pack.sync():
             pack.release()
     opt._packs = [pack for pack in opt._packs if pack.alive]
 

@@ -36,8 +36,11 @@ the device, so they queue behind the running step as the functional step does.
 from __future__ import annotations
 
 import collections
+import operator
 import sys
 import weakref
+from collections import deque
+from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
@@ -73,22 +76,30 @@ class Unit(NamedTuple):
     fresh: list
     pack: Any
     pending: Any = None  # the _Pending plan of the group these parameters belong to (unpacked units)
+    most_alike: int | None = None  # the most parameters of one shape and dtype (None: not counted yet)
 
 
-class _Holder:
-    __slots__ = ("value",)
+_chain = chain.from_iterable
+_consume = deque(maxlen=0).extend
+_DATA = operator.attrgetter("_data")
+_GRAD = operator.attrgetter("grad")
+_SHAPE = operator.attrgetter("shape")
+_DTYPE = operator.attrgetter("dtype")
+_EMPTY: dict = {}
 
 
-def _calibrate() -> int:
-    holder = _Holder()
-    holder.value = object()
-    listed = [holder.value]
-    return sys.getrefcount(listed[0])
+def _calibrate() -> tuple[int, int]:
+    """The references ``sys.getrefcount`` sees, as the step counts them, for an array only the optimizer holds."""
+    storage = [object()]
+    listed = [storage[0]]
+    entries = {"entry": object()}
+    states = [dict(entries)]
+    return max(map(sys.getrefcount, listed)), max(map(sys.getrefcount, _chain(map(dict.values, states))))
 
 
-# References to an array held by the optimizer's storage and by one list of the step's own: anything above this
-# count is someone else's (a user's variable, a tree from opt.params, a dict read from opt.state).
-_OWN_REFERENCES = _calibrate()
+# References to an array held by the optimizer's storage and by one list (or state dict) of the step's own: anything
+# above these counts is someone else's (a user's variable, a tree from opt.params, a dict read from opt.state).
+_OWN_REFERENCES, _OWN_ENTRY_REFERENCES = _calibrate()
 
 
 def owned(arrays: list) -> list:
@@ -97,18 +108,23 @@ def owned(arrays: list) -> list:
     A program may then donate (reuse) every buffer it is given, and an array a
     user still holds keeps its value, as a JAX array does: the reference-count
     test numpy uses to elide temporaries. In the ordinary loop nothing is held
-    and nothing is copied.
+    and nothing is copied (checked with C-level iteration).
     """
-    for i in range(len(arrays)):
-        if sys.getrefcount(arrays[i]) > _OWN_REFERENCES:
-            arrays[i] = jnp.array(arrays[i], copy=True)
+    if max(map(sys.getrefcount, arrays), default=0) > _OWN_REFERENCES:
+        counts = list(map(sys.getrefcount, arrays))
+        for i, count in enumerate(counts):
+            if count > _OWN_REFERENCES:
+                arrays[i] = jnp.array(arrays[i], copy=True)
     return arrays
 
 
 def _owned_states(states: list[dict]) -> list[dict]:
-    for state in states:
-        for key in state:
-            if sys.getrefcount(state[key]) > _OWN_REFERENCES:
+    """``states`` (dicts the step built from ``opt.state``'s), each entry held elsewhere too replaced by a copy."""
+    if max(map(sys.getrefcount, _chain(map(dict.values, states))), default=0) > _OWN_ENTRY_REFERENCES:
+        for state in states:
+            held = [key for key, count in zip(state, map(sys.getrefcount, state.values()))
+                    if count > _OWN_ENTRY_REFERENCES]
+            for key in held:
                 state[key] = jnp.array(state[key], copy=True)
     return states
 
@@ -208,8 +224,10 @@ class _Layout(NamedTuple):
     """One device's unit of a group's unpacked parameters, as a step planned it.
 
     ``indices`` are the unit's parameters among the group's unpacked ones;
-    ``names[j]`` the entries parameter ``j`` of the unit passes on its own, and
-    ``shared[b]`` those bucket ``b`` passes once (read from its first member).
+    ``names[j]`` the entries parameter ``j`` of the unit passes on its own
+    (``pick[j]`` reads them from its state dict as a tuple), and ``shared[b]``
+    those bucket ``b`` passes once (read from its first member). ``most_alike``:
+    the most parameters of one shape and dtype (whether :func:`_chunks` can cut runs).
     """
 
     indices: tuple
@@ -217,23 +235,32 @@ class _Layout(NamedTuple):
     fresh: list
     names: tuple
     shared: tuple
+    pick: tuple
+    most_alike: int
+
+
+def _picker(names: tuple) -> Any:
+    """``f(state) -> tuple of state[name] for name in names`` (C-level for one name or more)."""
+    if not names:
+        return lambda state: ()
+    return operator.itemgetter(*names) if len(names) > 1 else operator.itemgetter(names[0], names[0])
 
 
 class _Pending:
     """A group's plan while its step runs: what the next step may reuse once the results are stored.
 
-    :func:`store` records, per parameter, a weak reference to its array and
-    the names and ids of its state entries (``checks``); the plan is kept (:func:`run`) only when every
-    parameter was stored and each one's state stays as fresh as it was (a
-    parameter that got its first state plans again).
+    :func:`store` records, per parameter, a weak reference to its array
+    (``refs``), and the keys and the ids of its state entries (``keys``,
+    ``ids``); the plan is kept (:func:`run`) only when every parameter was
+    stored and each one's state stays as fresh as it was (a parameter that got
+    its first state plans again). ``steady``: every parameter had state before.
     """
 
-    __slots__ = ("key", "params", "layouts", "slot", "checks", "fresh")
+    __slots__ = ("key", "params", "layouts", "slot", "refs", "keys", "ids", "flat", "fresh", "steady")
 
     def __init__(self, key: tuple, params: list, layouts: list[_Layout]) -> None:
         self.key, self.params, self.layouts = key, params, layouts
         self.slot = {id(p): i for i, p in enumerate(params)}
-        self.checks: list = [None] * len(params)
         self.fresh = [False] * len(params)
         for layout in layouts:
             for b, members in enumerate(layout.buckets):
@@ -241,18 +268,44 @@ class _Pending:
                     # a fresh parameter is planned again unless it starts from no entries at all (no state kept)
                     starts_empty = not layout.names[j] and not layout.shared[b]
                     self.fresh[layout.indices[j]] = layout.fresh[b] if starts_empty or not layout.fresh[b] else None
+        self.steady = not any(f is not False for f in self.fresh)
+        self._clear()
+
+    def _clear(self) -> None:
+        n = len(self.params)
+        self.refs: list = [None] * n
+        self.keys: list = [None] * n
+        self.ids: list | None = [None] * n  # each parameter's entry ids; None: ``flat`` holds them all
+        self.flat: list | None = None
 
     def again(self) -> _Pending:
         """The same plan for the next step, with nothing recorded yet."""
         pending = object.__new__(_Pending)
-        pending.key, pending.params, pending.layouts, pending.slot, pending.fresh = (
-            self.key, self.params, self.layouts, self.slot, self.fresh)
-        pending.checks = [None] * len(self.params)
+        pending.key, pending.params, pending.layouts, pending.slot, pending.fresh, pending.steady = (
+            self.key, self.params, self.layouts, self.slot, self.fresh, self.steady)
+        pending._clear()
         return pending
 
     @property
     def complete(self) -> bool:
-        return None not in self.checks
+        return None not in self.refs
+
+    def record(self, params: list, arrays: list, entries: list) -> None:
+        """Records what :func:`store` put in ``params`` (their arrays and state dicts, ``None`` for no dict)."""
+        entries = [_EMPTY if entry is None else entry for entry in entries]
+        if len(params) == len(self.params) and all(map(operator.is_, params, self.params)):
+            # the whole group in its order (the common case): lists made at C level, entry ids as one flat list
+            self.refs, self.keys = list(map(weakref.ref, arrays)), list(map(tuple, entries))
+            self.ids, self.flat = None, list(map(id, _chain(map(dict.values, entries))))
+            return
+        slots = list(map(self.slot.__getitem__, map(id, params)))
+        ids = map(tuple, map(map, repeat(id), map(dict.values, entries)))
+        for i, ref, names, ids_ in zip(slots, map(weakref.ref, arrays), map(tuple, entries), ids):
+            self.refs[i], self.keys[i], self.ids[i] = ref, names, ids_
+
+    def entry_ids(self) -> list:
+        """The ids of the recorded state entries, parameter after parameter, as one list."""
+        return self.flat if self.ids is None else list(_chain(self.ids))
 
 
 def _reuse(opt: Optimizer, cached: _Pending | None, key: tuple, params: list) -> bool:
@@ -261,21 +314,21 @@ def _reuse(opt: Optimizer, cached: _Pending | None, key: tuple, params: list) ->
     State entries are compared by name and ``id``: the arrays they name are
     alive now, so equal ids are the same arrays (parameters whose steps are
     one array still share one), and the plan reads every value afresh. A
-    parameter's array is compared through a weak reference (its device decides its unit).
+    parameter's array is compared through a weak reference (its device decides
+    its unit). The comparisons run as C-level iteration.
     """
     if cached is None or cached.key != key or len(cached.params) != len(params):
         return False
-    get = opt._state.get
-    for p, q, (data, names, ids) in zip(params, cached.params, cached.checks):
-        if p is not q or p._data is not data():
-            return False
-        state = get(p)
-        if state is None:
-            if names:
-                return False
-        elif tuple(state) != names or tuple(map(id, state.values())) != ids:
-            return False
-    return True
+    if not all(map(operator.is_, params, cached.params)):
+        return False
+    if not all(map(operator.is_, map(_DATA, params), map(weakref.ref.__call__, cached.refs))):
+        return False
+    entries = list(map(opt._state.get, params, repeat(_EMPTY)))
+    try:
+        return (list(map(tuple, entries)) == cached.keys
+                and list(map(id, _chain(map(dict.values, entries)))) == cached.entry_ids())
+    except TypeError:  # an entry replaced by another kind of mapping
+        return False
 
 
 def _planned_units(opt: Optimizer, cached: _Pending, static: tuple, dynamic: dict, params: list,
@@ -285,15 +338,19 @@ def _planned_units(opt: Optimizer, cached: _Pending, static: tuple, dynamic: dic
     units = []
     get = opt._state.get
     for layout in cached.layouts:
-        same = [params[i] for i in layout.indices]
-        dicts = [get(p) for p in same]
-        states = [{} if d is None else {k: d[k] for k in names} for d, names in zip(dicts, layout.names)]
-        shared = [{} if dicts[m[0]] is None else {k: dicts[m[0]][k] for k in names}
-                  for m, names in zip(layout.buckets, layout.shared)]
+        same = list(map(params.__getitem__, layout.indices))
+        dicts = list(map(get, same, repeat(_EMPTY)))
+        states = list(map(dict, map(zip, layout.names, map(operator.call, layout.pick, dicts))))
+        shared = [{k: dicts[m[0]][k] for k in names} for m, names in zip(layout.buckets, layout.shared)]
         del dicts
-        units.append(Unit(same, static, dynamic, owned([p._data for p in same]), [grads[p] for p in same],
-                          _owned_states(states), layout.buckets, shared, layout.fresh, None, pending))
+        units.append(Unit(same, static, dynamic, owned(list(map(_DATA, same))), list(map(grads.__getitem__, same)),
+                          _owned_states(states), layout.buckets, shared, layout.fresh, None, pending,
+                          layout.most_alike))
     return units
+
+
+def _most_alike(arrays: list) -> int:
+    return max(collections.Counter(zip(map(_SHAPE, arrays), map(_DTYPE, arrays))).values(), default=0)
 
 
 def _planned_anew(opt: Optimizer, key: tuple, static: tuple, dynamic: dict, params: list,
@@ -314,11 +371,12 @@ def _planned_anew(opt: Optimizer, key: tuple, static: tuple, dynamic: dict, para
             inits = iter(_initial_states(opt, static, dynamic, [p.data for p, f in zip(same, fresh) if f]))
             states = [next(inits) if f else state for state, f in zip(states, fresh)]
         shared_names = _engine.shared_entries(cls, static, dynamic, tuple(same[0].shape), jnp.dtype(same[0].dtype))
-        unit = _unit(same, static, dynamic, [p._data for p in same], [grads[p] for p in same], states, fresh,
-                     shared_names)
-        layouts.append(_Layout(tuple(indices), unit.buckets, unit.fresh, tuple(tuple(s) for s in unit.states),
-                               tuple(tuple(s) for s in unit.shared)))
-        units.append(unit)
+        arrays = [p._data for p in same]
+        unit = _unit(same, static, dynamic, arrays, [grads[p] for p in same], states, fresh, shared_names)
+        names = tuple(tuple(s) for s in unit.states)
+        layouts.append(_Layout(tuple(indices), unit.buckets, unit.fresh, names,
+                               tuple(tuple(s) for s in unit.shared), tuple(map(_picker, names)), _most_alike(arrays)))
+        units.append(unit._replace(most_alike=layouts[-1].most_alike))
     pending = _Pending(key, params, layouts)
     return [unit._replace(pending=pending) for unit in units]
 
@@ -338,21 +396,59 @@ def _cache(opt: Optimizer) -> dict:
     return opt.__dict__.get("_step_plans") or {}
 
 
+def _checked_grads(opt: Optimizer, work: list) -> dict:
+    """``{p: p.grad}`` after checking each gradient is an array of its parameter's shape and dtype.
+
+    The common case (JAX arrays that fit) is checked with C-level iteration;
+    otherwise each gradient is checked (and converted) on its own, and the
+    first that does not fit raises, naming its parameter.
+    """
+    grads, arrays = list(map(_GRAD, work)), list(map(_DATA, work))
+    if (all(issubclass(kind, jax.Array) for kind in set(map(type, grads)))
+            and list(map(_SHAPE, grads)) == list(map(_SHAPE, arrays))
+            and list(map(_DTYPE, grads)) == list(map(_DTYPE, arrays))):
+        return dict(zip(work, grads))
+    return {p: _grads.checked_grad(opt, p, p.grad) for p in work}
+
+
+def _options(opt: Optimizer, group: dict, index: int) -> tuple[tuple, dict]:
+    """A group's options, checked and split into ``(static, dynamic)`` (see :func:`_engine.split_options`).
+
+    Kept while the group holds the same objects under the same keys (and none
+    is a list, dict or array, which could change in place): a step with
+    unchanged options neither checks nor splits them again.
+    """
+    cache = opt.__dict__.setdefault("_step_options", {})
+    seen = cache.get(id(group))
+    if (seen is not None and seen[0] is opt.defaults and len(group) == len(seen[1])
+            and all(map(operator.is_, group, seen[1])) and all(map(operator.is_, group.values(), seen[2]))):
+        return seen[3]
+    check_group_options(opt, group, index)
+    split = _engine.split_options(type(opt), group, where=f"param group {index}")
+    if not any(isinstance(value, (list, dict, np.ndarray)) for key, value in group.items()
+               if key not in _engine.NOT_OPTIONS):
+        cache[id(group)] = (opt.defaults, list(group), list(group.values()), split)
+    else:
+        cache.pop(id(group), None)
+    return split
+
+
 def plan(opt: Optimizer) -> dict[str, list[Unit]]:
     """The units of this step per tier (see the module docstring); checks every group's options first."""
     cls = type(opt)
     _program_limit(opt.program_max_params)
+    options = {}
     for index, group in enumerate(opt.param_groups):
         if any(p.grad is not None for p in group["params"]):
-            check_group_options(opt, group, index)
+            options[index] = _options(opt, group, index)
     cache = _cache(opt)
     units: dict[str, list[Unit]] = {"fused": [], "foreach": [], "for-loop": []}
     for index, group in enumerate(opt.param_groups):
-        work = [p for p in group["params"] if p.grad is not None]
-        if not work:
+        if index not in options:
             continue
-        grads = {p: _grads.checked_grad(opt, p, p.grad) for p in work}
-        static, dynamic = _engine.split_options(cls, group, where=f"param group {index}")
+        work = [p for p in group["params"] if p.grad is not None]
+        grads = _checked_grads(opt, work)
+        static, dynamic = options[index]
         tier = opt._tier(group)
         packs = _packing.group_packs(opt, group, work)
         for pack in packs:
@@ -439,8 +535,8 @@ def _chunks(u: Unit, size: int) -> tuple[list[Unit], Unit | None]:
     passes its shared entries (the step) to each; :func:`run` keeps one array of
     the results for all of them.
     """
-    if len(u.params) <= size or max(collections.Counter((a.shape, a.dtype) for a in u.arrays).values()) < size:
-        return [], u  # no run of alike parameters (the common case: checked cheaply, every step)
+    if len(u.params) <= size or (_most_alike(u.arrays) if u.most_alike is None else u.most_alike) < size:
+        return [], u  # no run of alike parameters (the common case: counted when the group was planned)
     items = [(b, i) for b, members in enumerate(u.buckets) for i in members]
     keys = [(str(u.arrays[i].dtype), tuple(u.arrays[i].shape), tuple(sorted(u.states[i]))) for _, i in items]
     runs, rest = _engine.alike_runs(keys, size)
@@ -483,8 +579,8 @@ def run(opt: Optimizer, units: dict[str, list[Unit]]) -> None:
         for unit, data, states, shared in zip(call.units, new_params, new_states, new_shared):
             for members, old, entries in zip(unit.buckets, unit.shared, shared):
                 entries = stepped.setdefault(id(old), entries)
-                for i in members:
-                    states[i].update(entries)  # one array per shared entry: the bucket stays one
+                # one array per shared entry: the bucket stays one
+                _consume(map(dict.update, map(states.__getitem__, members), repeat(entries)))
             if unit.pack is not None:
                 unit.pack.updated(data[0], states[0])
             else:
@@ -499,10 +595,22 @@ def store(opt: Optimizer, params: list, new_params: list, new_states: list, pend
 
     With ``pending``, records what it stored for the next step's plan (see
     :func:`_reuse`): a parameter whose state is as fresh as it was, and only then.
+    When every parameter had and keeps state with these entries (the steady
+    loop), it all runs as C-level iteration.
     """
+    state = opt._state
+    if all(new_states):
+        entries = list(map(state.__getitem__, params))
+        if all(map(operator.le, map(dict.keys, new_states), map(dict.keys, entries))):
+            _consume(map(setattr, params, repeat("_data"), new_params))
+            _consume(map(dict.update, entries, new_states))  # the values replaced in place, the order kept
+            if pending is not None and pending.steady:
+                pending.record(params, new_params, entries)
+                return
+            if pending is None:
+                return
     order = _engine.order_keys(type(opt))
     keys = frozenset(order)
-    state = opt._state
     for p, data, new in zip(params, new_params, new_states):
         p.data = data
         if new:
@@ -516,5 +624,4 @@ def store(opt: Optimizer, params: list, new_params: list, new_states: list, pend
             entry = state.get(p)
             kept = entry is not None and not keys.isdisjoint(entry)
             if pending.fresh[i] is not None and kept != pending.fresh[i]:  # else its first state: plan again
-                pending.checks[i] = ((weakref.ref(p._data), (), ()) if entry is None else
-                                     (weakref.ref(p._data), tuple(entry), tuple(map(id, entry.values()))))
+                pending.record([p], [p._data], [entry])
