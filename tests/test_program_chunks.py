@@ -35,20 +35,33 @@ def test_same_shape_parameters_compile_one_program_of_a_chunk(foreach, shape):
     assert _engine.trace_count() - before == 1  # six chunks of four matrices: one trace
 
 
-@pytest.mark.parametrize("skip", [(), ("p003",)])
-def test_chunked_steps_equal_one_program_and_the_per_parameter_tier(skip):
-    params = {**_tree(7), **{f"q{i}": v for i, v in enumerate(_tree(4, shape=(5,), seed=1).values())}}
+def _stepped_three_ways(make, params, skip, limit, steps):
+    """``make(params, foreach)`` stepped chunked (``limit``), in one program and per parameter: equal bit for bit.
+
+    Parameters in ``skip`` have no gradient at the second step."""
     runs = {}
-    for label, foreach, limit in (("chunked", None, 3), ("one program", None, None), ("for-loop", False, None)):
-        opt = optim.NAdam(jax.tree.map(jnp.array, params), lr=0.01, weight_decay=0.1, foreach=foreach)
-        opt.pack_max_numel = 0  # the small parameters stay apart, so the default tier chunks them
-        opt.program_max_params = limit
-        for step in range(4):
+    for label, foreach, size in (("chunked", None, limit), ("one program", None, None), ("for-loop", False, None)):
+        opt = make(jax.tree.map(jnp.array, params), foreach)
+        opt.program_max_params = size
+        for step in range(steps):
             opt.step(_grads(opt.params, skip if step == 1 else ()))
         runs[label] = opt
     for label in ("one program", "for-loop"):
         for k in params:
             np.testing.assert_array_equal(runs["chunked"].params[k], runs[label].params[k], err_msg=f"{label} {k}")
+    return runs
+
+
+@pytest.mark.parametrize("skip", [(), ("p003",)])
+def test_chunked_steps_equal_one_program_and_the_per_parameter_tier(skip):
+    params = {**_tree(7), **{f"q{i}": v for i, v in enumerate(_tree(4, shape=(5,), seed=1).values())}}
+
+    def make(params, foreach):
+        opt = optim.NAdam(params, lr=0.01, weight_decay=0.1, foreach=foreach)
+        opt.pack_max_numel = 0  # the small parameters stay apart, so the default tier chunks them
+        return opt
+
+    runs = _stepped_three_ways(make, params, skip, limit=3, steps=4)
     state = runs["chunked"].state
     group = runs["chunked"].param_groups[0]["params"]
     steps = {float(state[p]["step"]) for p in group}
@@ -90,3 +103,72 @@ def test_same_shape_parameters_initialise_in_chunks(monkeypatch):
     opt.program_max_params = 4
     opt.step(_grads(opt.params))
     assert sorted(sizes) == [4, 4, 4]  # two runs of four (3, 2) matrices; the other two and both vectors together
+
+
+def test_many_alike_groups_compile_one_program_of_a_run():
+    # one param group per parameter (as AdamMini builds them): runs of alike groups are programs of their own
+    params = _tree(11, shape=(2, 7))  # a shape new to the compile cache
+    boxes = [optim.Parameter(v) for v in params.values()]
+    opt = optim.Adam([{"params": [box]} for box in boxes], lr=0.01)
+    opt.program_max_params = 4
+    for box, g in zip(boxes, _grads(params).values()):
+        box.grad = g
+    before = _engine.trace_count()
+    opt.step()
+    # (counted per group traced) two runs of four groups are one program traced once, the other three another
+    assert _engine.trace_count() - before == 4 + 3
+
+
+@pytest.mark.parametrize("skip", [(), ("p002",)])
+def test_runs_of_alike_groups_step_as_one_program_and_the_per_parameter_tier(skip):
+    params = {**_tree(9), **{f"q{i}": v for i, v in enumerate(_tree(2, shape=(5,), seed=1).values())}}
+    _stepped_three_ways(lambda params, foreach: optim.AdamMini(params, lr=0.01, num_embeds=4, num_heads=2,
+                                                               foreach=foreach), params, skip, limit=2, steps=3)
+
+
+def test_adam_mini_compiles_for_the_block_kind_not_the_name():
+    params = {f"layer{i}": {"mlp": jnp.full((3, 4), 0.1 * i), "wte": jnp.full((3, 4), 0.2 * i)} for i in range(6)}
+    opt = optim.AdamMini(params, lr=0.01, num_embeds=4, num_heads=2, foreach=True)
+    before = _engine.trace_count()
+    opt.step(jax.tree.map(jnp.cos, opt.params))
+    assert _engine.trace_count() - before == 2  # twelve groups, two kinds (whole tensor, embedding elements)
+
+
+@pytest.mark.parametrize("decouple,bias", [(True, False), (False, True)])
+def test_prodigy_in_runs_steps_as_one_program_and_as_gradtx_prodigy(decouple, bias):
+    import gradtx
+
+    params = {**_tree(7), **{f"q{i}": v for i, v in enumerate(_tree(3, shape=(5,), seed=1).values())}}
+    kwargs = dict(weight_decay=0.1, decouple=decouple, use_bias_correction=bias, d0=1e-3)
+    runs = {}
+    for label, limit in (("runs", 2), ("one program", None)):
+        opt = optim.Prodigy(jax.tree.map(jnp.array, params), **kwargs)
+        opt.program_max_params = limit
+        for _ in range(3):
+            opt.step(_grads(opt.params))
+        runs[label] = opt
+    tx = gradtx.prodigy(1.0, (0.9, 0.999), None, 1e-8, estim_lr0=1e-3, weight_decay=0.1, bias_correction=bias,
+                        decouple=decouple)
+    ours, state = jax.tree.map(jnp.array, params), None
+    state = tx.init(ours)
+    for _ in range(3):
+        updates, state = tx.update(_grads(ours), state, ours)
+        ours = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), ours, updates)
+    for k in params:
+        np.testing.assert_array_equal(runs["runs"].params[k], runs["one program"].params[k], err_msg=k)
+        # the functional step is one program over the tree: XLA:CPU contracts its multiply-adds into FMAs
+        # differently than the runs' programs do (a last-bit difference in float32)
+        np.testing.assert_allclose(runs["runs"].params[k], ours[k], rtol=1e-6, err_msg=k)
+    for key in ("d", "d_hat", "d_denom", "d_numerator"):
+        assert runs["runs"].param_groups[0][key] == runs["one program"].param_groups[0][key], key
+    assert runs["runs"].param_groups[0]["d"] == pytest.approx(float(state.estim_lr), rel=1e-6)
+
+
+def test_prodigy_compiles_one_program_for_many_alike_parameters():
+    from gradtx.optim import _prodigy_runs
+
+    opt = optim.Prodigy(_tree(12, shape=(3, 7)))  # a shape new to the compile caches
+    opt.program_max_params = 4
+    before = _prodigy_runs._moments._cache_size(), _prodigy_runs._apply._cache_size()
+    opt.step(_grads(opt.params))
+    assert (_prodigy_runs._moments._cache_size() - before[0], _prodigy_runs._apply._cache_size() - before[1]) == (1, 1)

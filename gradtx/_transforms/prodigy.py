@@ -84,26 +84,62 @@ def prodigy(learning_rate: ScalarOrSchedule = 1.0, betas: tuple[Any, Any] = (0.9
             raise ValueError(NO_PARAMS_MSG)
         b3 = beta2**0.5 if beta3 is None else beta3
         if not decouple:
-            updates = gt.tree_map(lambda g, p: g + weight_decay * p, updates, params)
+            updates = gt.tree_map(lambda g, p: prodigy_gradient(g, p, weight_decay), updates, params)
         count_inc = gt.safe_increment(state.count)
-        sched = value_at(learning_rate, state.count)
-        correction = ((1 - beta2**count_inc) ** 0.5) / (1 - beta1**count_inc) if bias_correction else 1.0
         d = state.estim_lr
-        dlr = jnp.asarray(d * sched * correction, dtype=d.dtype)
-        dg = gt.tree_map(lambda g: d * g, updates)
+        dlr = prodigy_rate(d, value_at(learning_rate, state.count), count_inc, betas, bias_correction)
         numerator_acum = gt.tree_vdot(updates, gt.tree_map(lambda p0, p: p0 - p, state.params0, params))
-        exp_avg = gt.tree_map(lambda m, x: beta1 * m + (1 - beta1) * x, state.exp_avg, dg)
-        exp_avg_sq = gt.tree_map(lambda v, x: beta2 * v + (1 - beta2) * x * x, state.exp_avg_sq, dg)
-        rate = d if safeguard_warmup else dlr
-        grad_sum = gt.tree_map(lambda s, x: b3 * s + rate * x / estim_lr0, state.grad_sum, dg)
-        numerator = b3 * state.numerator_weighted + (d / estim_lr0) * dlr * numerator_acum
+
+        def moments(i):
+            return lambda g, m, v, s: prodigy_moments(g, m, v, s, d, dlr, betas, b3, estim_lr0, safeguard_warmup)[i]
+
+        exp_avg, exp_avg_sq, grad_sum = (
+            gt.tree_map(moments(i), updates, state.exp_avg, state.exp_avg_sq, state.grad_sum) for i in range(3))
         denominator = sum(jnp.sum(jnp.abs(s)) for s in gt.array_leaves(grad_sum))
-        estim_lr = jnp.maximum(d, estim_lr_coef * numerator / denominator)
+        numerator, estim_lr = prodigy_estimate(d, dlr, state.numerator_weighted, numerator_acum, denominator, b3,
+                                               estim_lr0, estim_lr_coef)
         decay = weight_decay if decouple else 0.0
-        new_updates = gt.tree_map(lambda m, v, p: -decay * dlr * p - dlr * m / (jnp.sqrt(v) + estim_lr * eps),
+        new_updates = gt.tree_map(lambda m, v, p: prodigy_direction(m, v, p, dlr, estim_lr, eps, decay),
                                   exp_avg, exp_avg_sq, params)
         return new_updates, ProdigyState(exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, grad_sum=grad_sum,
                                          params0=state.params0, estim_lr=estim_lr, numerator_weighted=numerator,
                                          count=count_inc)
 
     return GradientTransformation(init, update)
+
+
+# The steps of :func:`prodigy`'s update, leaf by leaf, for a step that visits the leaves in several programs
+# (:class:`gradtx.optim.Prodigy` over thousands of parameters): the sums over every leaf are the only coupling.
+
+
+def prodigy_gradient(g: Any, p: Any, weight_decay: Any) -> Any:
+    r"""The gradient with L2 decay (``decouple=False``): :math:`g + \lambda x`."""
+    return g + weight_decay * p
+
+
+def prodigy_rate(d: Any, lr: Any, count_inc: Any, betas: tuple[Any, Any], bias_correction: bool) -> jax.Array:
+    r""":math:`\eta_t = d_t\gamma_t\sqrt{1-\beta_2^t}/(1-\beta_1^t)` (without the factor when not ``bias_correction``)."""
+    beta1, beta2 = betas
+    correction = ((1 - beta2**count_inc) ** 0.5) / (1 - beta1**count_inc) if bias_correction else 1.0
+    return jnp.asarray(d * lr * correction, dtype=d.dtype)
+
+
+def prodigy_moments(g: Any, m: Any, v: Any, s: Any, d: Any, dlr: Any, betas: tuple[Any, Any], b3: Any,
+                    estim_lr0: Any, safeguard_warmup: bool) -> tuple[Any, Any, Any]:
+    r"""One leaf's :math:`m_t, v_t, s_t` from :math:`d_t g_t`."""
+    beta1, beta2 = betas
+    dg = d * g
+    rate = d if safeguard_warmup else dlr
+    return beta1 * m + (1 - beta1) * dg, beta2 * v + (1 - beta2) * dg * dg, b3 * s + rate * dg / estim_lr0
+
+
+def prodigy_estimate(d: Any, dlr: Any, numerator_weighted: Any, vdot: Any, denominator: Any, b3: Any,
+                     estim_lr0: Any, estim_lr_coef: Any) -> tuple[jax.Array, jax.Array]:
+    r""":math:`(r_t, d_{t+1})` from the sums over every leaf: :math:`\langle g, x_0 - x\rangle` and :math:`\lVert s_t\rVert_1`."""
+    numerator = b3 * numerator_weighted + (d / estim_lr0) * dlr * vdot
+    return numerator, jnp.maximum(d, estim_lr_coef * numerator / denominator)
+
+
+def prodigy_direction(m: Any, v: Any, p: Any, dlr: Any, estim_lr: Any, eps: Any, decay: Any) -> Any:
+    r"""One leaf's update: :math:`-\eta_t(m_t / (\sqrt{v_t} + d_{t+1}\epsilon) + \lambda x_t)` (decoupled decay)."""
+    return -decay * dlr * p - dlr * m / (jnp.sqrt(v) + estim_lr * eps)

@@ -44,7 +44,8 @@ from gradtx.optim._zero import ZeroRedundancyOptimizer
 # Optimizers beyond torch.optim, under their reference packages' class names
 from gradtx.optim._factored import Adafactor, Muon
 from gradtx.optim._schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree
-from gradtx.optim._beyond import ADOPT, AdEMAMix, NegativeLRError, Prodigy
+from gradtx.optim._beyond import ADOPT, AdEMAMix, NegativeLRError
+from gradtx.optim._prodigy import Prodigy
 from gradtx.optim._projected import GaLore, Kron, SophiaH
 from gradtx.optim._preconditioned import MARS, SCION, SOAP, AdamMini, LaProp, Shampoo
 from gradtx.optim._lookahead import Lookahead

@@ -13,23 +13,20 @@ package's ``**kwargs`` do.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gradtx import (
-    GradientTransformation, ProdigyState, add_decayed_weights, chain, identity, negate_if, prodigy,
+    GradientTransformation, add_decayed_weights, chain, identity, negate_if,
     scale_by_ademamix, scale_by_adopt, scale_by_learning_rate, decoupled_weight_decay as decay_after_lr,
 )
-from gradtx.optim._declare import check_betas, check_non_negative, check_torch_ranges
+from gradtx.optim._declare import check_betas, check_non_negative
 from gradtx.optim._optimizer import Optimizer, number
 
-__all__ = ["ADOPT", "AdEMAMix", "NegativeLRError", "Prodigy"]
+__all__ = ["ADOPT", "AdEMAMix", "NegativeLRError"]
 
 
 class NegativeLRError(Exception):
@@ -238,149 +235,3 @@ class AdEMAMix(_GroupStep):
     def check_options(cls, group: dict[str, Any]) -> None:
         _check_common(group)
         check_non_negative(group, "alpha", "t_alpha_beta3", "weight_decay", "eps")
-
-
-# Options a Prodigy step takes as numbers (traced: editing them does not recompile) and as structure.
-_PRODIGY_NUMBERS = ("lr", "betas", "eps", "weight_decay", "d0", "d_coef")
-_PRODIGY_FLAGS = ("beta3", "use_bias_correction", "decouple", "safeguard_warmup")
-
-
-@functools.cache
-def _prodigy_program(beta3_is_none: bool, use_bias_correction: bool, decouple: bool, safeguard_warmup: bool):
-    """One compiled Prodigy step over a list of parameters; also returns torch's ``d_denom`` and ``d_hat``."""
-
-    @jax.jit
-    def program(params, grads, state, numbers, beta3):
-        tx = prodigy(numbers["lr"], numbers["betas"], None if beta3_is_none else beta3, numbers["eps"],
-                     estim_lr0=numbers["d0"], estim_lr_coef=numbers["d_coef"], weight_decay=numbers["weight_decay"],
-                     safeguard_warmup=safeguard_warmup, bias_correction=use_bias_correction, decouple=decouple)
-        updates, state = tx.update(grads, state, params)
-        new_params = [(p + u).astype(p.dtype) for p, u in zip(params, updates)]
-        d_denom = sum(jnp.sum(jnp.abs(s)) for s in state.grad_sum)
-        return new_params, state, d_denom, numbers["d_coef"] * state.numerator_weighted / d_denom
-
-    return program
-
-
-class Prodigy(Optimizer):
-    r"""prodigyopt.Prodigy (Mishchenko & Defazio, 2023, https://arxiv.org/abs/2306.06101): Adam with a learned step size.
-
-    The step is :func:`gradtx.prodigy` with ``bias_correction=use_bias_correction`` and
-    ``decouple=decouple``, run over all parameters at once (the estimate :math:`d` is one
-    number for the whole model). The same numbers as ``prodigyopt.Prodigy`` 1.1.2 with
-    ``betas[0] > 0``; the param groups hold ``d``, ``d0``, ``d_max``, ``d_numerator``,
-    ``k`` (and, after a step, ``d_denom`` and ``d_hat``) as prodigyopt's do, and
-    ``opt.state[p]`` holds ``step``, ``s``, ``p0`` (flattened, as prodigyopt keeps them),
-    ``exp_avg`` and ``exp_avg_sq``.
-
-    Not supported (a ``ValueError`` says so): several param groups with different
-    options, ``growth_rate`` other than ``inf``, ``slice_p`` other than 1, ``fsdp_in_use``
-    (shard the parameters with JAX instead) and ``betas[0] == 0`` (prodigyopt then steps
-    with the new :math:`d`).
-
-    Args:
-      params: parameters or param groups (see :class:`gradtx.optim.Optimizer`).
-      lr: learning rate, a multiplier of :math:`d` (default 1.0).
-      betas: :math:`(\beta_1, \beta_2)` (default (0.9, 0.999)).
-      beta3: decay of the estimate's sums (default :math:`\sqrt{\beta_2}`).
-      eps: added to the denominator, scaled by :math:`d` (default 1e-8).
-      weight_decay: decay strength (default 0).
-      decouple: decoupled (AdamW) decay; ``False``: L2 added to the gradient (default True).
-      use_bias_correction: Adam's bias correction in the step size (default False).
-      safeguard_warmup: leave the learning rate out of the denominator's sum (default False).
-      d0: the initial estimate (default 1e-6).
-      d_coef: a multiplier of the estimate (default 1.0).
-      growth_rate: the estimate's largest growth per step (only ``inf``).
-      fsdp_in_use: only False.
-      slice_p: only 1.
-      foreach: accepted and ignored (one compiled program steps every parameter).
-    """
-
-    chain_builder = None  # steps itself (its own _step)
-    step_name = None
-
-    def __init__(self, params: Any, lr: float = 1.0, betas: tuple[float, float] = (0.9, 0.999),
-                 beta3: float | None = None, eps: float = 1e-8, weight_decay: float = 0, decouple: bool = True,
-                 use_bias_correction: bool = False, safeguard_warmup: bool = False, d0: float = 1e-6,
-                 d_coef: float = 1.0, growth_rate: float = float("inf"), fsdp_in_use: bool = False,
-                 slice_p: int = 1, *, foreach: bool | None = None) -> None:
-        del foreach  # the facade's tier option; Prodigy's step is always one program over all parameters
-        defaults = dict(lr=lr, betas=betas, beta3=beta3, eps=eps, weight_decay=weight_decay, d=d0, d0=d0, d_max=d0,
-                        d_numerator=0.0, d_coef=d_coef, k=0, growth_rate=growth_rate,
-                        use_bias_correction=use_bias_correction, decouple=decouple,
-                        safeguard_warmup=safeguard_warmup, fsdp_in_use=fsdp_in_use, slice_p=slice_p)
-        self.d0 = d0
-        super().__init__(params, defaults)
-
-    @classmethod
-    def check_options(cls, group: dict[str, Any]) -> None:
-        """prodigyopt's checks, in its order and words, then what this class does not reproduce."""
-        check_torch_ranges(group, ("d0", "(0, inf)"), ("lr", "(0, inf)"), ("eps", "(0, inf)"), "betas")
-        if group["beta3"] is not None and not 0.0 <= number(group["beta3"]) < 1.0:  # None: sqrt(beta2)
-            raise ValueError(f"Invalid beta3 value: {group['beta3']} (None, or a number in [0, 1))")
-        unsupported = {"growth_rate": (group["growth_rate"] != float("inf"), "inf"),
-                       "slice_p": (group["slice_p"] != 1, "1"), "fsdp_in_use": (group["fsdp_in_use"], "False"),
-                       "betas[0]": (number(group["betas"][0]) == 0.0, "> 0")}
-        for name, (bad, supported) in unsupported.items():
-            if bad:
-                raise ValueError(f"gradtx.optim.Prodigy supports {name} {supported} only (got {group.get(name)}); "
-                                 "use gradtx.prodigy in a functional loop for other variants")
-
-    def check_loaded_state(self, p: Any, entry: dict[str, Any], where: str) -> None:
-        """prodigyopt's entries: all five or none (its step reads each), ``step`` a count, arrays of ``p``'s size."""
-        if not entry:
-            return
-        missing = [k for k in ("step", "s", "p0", "exp_avg", "exp_avg_sq") if k not in entry]
-        if missing:
-            raise KeyError(f"{where}: Prodigy keeps 'step', 's', 'p0', 'exp_avg' and 'exp_avg_sq', but the entry "
-                           f"lacks {missing}; prodigyopt's step would raise KeyError. Load a state dict saved by "
-                           "Prodigy, or drop this parameter's entry to start it fresh")
-        step = np.asarray(entry["step"])
-        if step.size != 1 or not np.issubdtype(step.dtype, np.number) or step.reshape(()) < 0 \
-                or step.reshape(()) != np.floor(step.reshape(())):
-            raise ValueError(f"{where}: 'step' must be a non-negative whole number, got {entry['step']!r}")
-        shapes = {"s": [(p.size,)], "p0": [(p.size,), (1,)], "exp_avg": [tuple(p.shape)], "exp_avg_sq": [tuple(p.shape)]}
-        for key, allowed in shapes.items():  # prodigyopt keeps s and p0 flat, the moments in the parameter's shape
-            if tuple(np.shape(entry[key])) not in allowed:
-                raise ValueError(f"{where}: {key!r} has shape {np.shape(entry[key])}, but Prodigy keeps it with "
-                                 f"shape {allowed[0]} for a parameter of shape {tuple(p.shape)}")
-
-    def _check_groups(self) -> None:
-        first = {k: v for k, v in self.param_groups[0].items() if k not in ("params", "param_names")}
-        for i, group in enumerate(self.param_groups[1:], 1):
-            if {k: v for k, v in group.items() if k not in ("params", "param_names")} != first:
-                raise ValueError(f"gradtx.optim.Prodigy steps all parameters with one estimate d and one set of "
-                                 f"options; param group {i} has options different from group 0's; use one group")
-
-    def _step(self, grads: Any = None, closure: Any = None) -> Any:
-        loss = self._take_gradients(grads, closure)
-        self._check_groups()
-        group = self.param_groups[0]
-        boxes = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if not boxes:
-            return loss
-        saved = [self.state.get(p, {}) for p in boxes]
-        params = [p.data for p in boxes]
-        state = ProdigyState(
-            exp_avg=[jnp.asarray(s["exp_avg"]) if s else jnp.zeros_like(x) for s, x in zip(saved, params)],
-            exp_avg_sq=[jnp.asarray(s["exp_avg_sq"]) if s else jnp.zeros_like(x) for s, x in zip(saved, params)],
-            grad_sum=[jnp.asarray(s["s"]).reshape(x.shape) if s else jnp.zeros_like(x) for s, x in zip(saved, params)],
-            params0=[jnp.broadcast_to(jnp.asarray(s["p0"]).reshape(x.shape if jnp.size(s["p0"]) > 1 else ()), x.shape)
-                     if s else x for s, x in zip(saved, params)],
-            estim_lr=jnp.asarray(group["d"], params[0].dtype),
-            numerator_weighted=jnp.asarray(group["d_numerator"], params[0].dtype),
-            count=jnp.asarray(group["k"], jnp.int32))
-        numbers = {k: group[k] for k in _PRODIGY_NUMBERS}
-        program = _prodigy_program(group["beta3"] is None, *(bool(group[k]) for k in _PRODIGY_FLAGS[1:]))
-        new_params, state, d_denom, d_hat = program(params, [p.grad for p in boxes], state, numbers,
-                                                    0.0 if group["beta3"] is None else group["beta3"])
-        for i, p in enumerate(boxes):
-            p.data = new_params[i]
-            # Kept in the parameter's dtype, as prodigyopt's in-place updates keep them (d may be wider).
-            self.state[p] = {"step": saved[i].get("step", 0) + 1, "s": state.grad_sum[i].reshape(-1).astype(p.dtype),
-                             "p0": state.params0[i].reshape(-1).astype(p.dtype),
-                             "exp_avg": state.exp_avg[i].astype(p.dtype), "exp_avg_sq": state.exp_avg_sq[i].astype(p.dtype)}
-        for g in self.param_groups:
-            g.update(d_numerator=float(state.numerator_weighted), d_denom=float(d_denom), d=float(state.estim_lr),
-                     d_max=float(state.estim_lr), d_hat=float(d_hat), k=g["k"] + 1)
-        return loss

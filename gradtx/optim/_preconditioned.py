@@ -469,30 +469,47 @@ _QK_BLOCKS = ("k_proj.weight", "q_proj.weight", "wq.weight", "wk.weight")
 _ATTN_BLOCKS = ("attn.attn.weight", "attn.qkv.weight")
 
 
+def adam_mini_block(name: str) -> str:
+    """The block kind pytorch_optimizer.AdamMini picks from a parameter's name (see :func:`adam_mini_chain`)."""
+    if any(block in name for block in _EMBED_BLOCKS):
+        return "embedding"
+    if any(block in name for block in _QK_BLOCKS):
+        return "query_key"
+    if any(block in name for block in _ATTN_BLOCKS):
+        return "attention"
+    return "tensor"
+
+
 def adam_mini_chain(lr: Any = 1.0, betas: Any = (0.9, 0.999), eps: Any = 1e-8, weight_decay: Any = 0.1,
                     name: str = "", parameter_per_head: int | None = None, num_heads: int = 32,
                     num_query_groups: int | None = None, maximize: bool = False,
-                    use_weight_decay: bool | None = None) -> GradientTransformation:
+                    use_weight_decay: bool | None = None, block: str | None = None) -> GradientTransformation:
     """pytorch_optimizer.AdamMini's step for the parameter called ``name``, as a chain.
 
     The name picks the block of :func:`gradtx.scale_by_adam_mini`, as the reference does: embeddings and
     output layers (``embed``, ``embd``, ``wte``, ``lm_head.weight``, ``output.weight``) are Adam's
     elements; query/key projections (``q_proj.weight``, ``k_proj.weight``, ``wq.weight``, ``wk.weight``) rows
     of ``parameter_per_head``; fused attention (``attn.attn.weight``, ``attn.qkv.weight``) rows of
-    ``(num_query_groups, heads per group + 2, -1)``; anything else the whole tensor. Then ``-lr`` and the
-    decoupled decay ``p(1 - lr*wd)`` before the step. State: ``m``, ``v`` or ``v_mean``, ``dimension``.
+    ``(num_query_groups, heads per group + 2, -1)``; anything else the whole tensor. ``block`` (one of
+    ``"embedding"``, ``"query_key"``, ``"attention"``, ``"tensor"``; :func:`adam_mini_block` of the name
+    by default) gives the kind directly. Then ``-lr`` and the decoupled decay ``p(1 - lr*wd)`` before the
+    step. State: ``m``, ``v`` or ``v_mean``, ``dimension``.
     """
     use_weight_decay = bool(weight_decay != 0) if use_weight_decay is None else use_weight_decay
     b1, b2 = betas
     groups = num_heads if num_query_groups is None else num_query_groups
-    if any(block in name for block in _EMBED_BLOCKS):
+    block = adam_mini_block(name) if block is None else block
+    if block == "embedding":
         direction = scale_by_adam_mini(b1, b2, eps, "element")
-    elif any(block in name for block in _QK_BLOCKS):
+    elif block == "query_key":
         direction = scale_by_adam_mini(b1, b2, eps, "rows", (-1, parameter_per_head))
-    elif any(block in name for block in _ATTN_BLOCKS):
+    elif block == "attention":
         direction = scale_by_adam_mini(b1, b2, eps, "rows", (groups, num_heads // groups + 2, -1))
-    else:
+    elif block == "tensor":
         direction = scale_by_adam_mini(b1, b2, eps, "tensor")
+    else:
+        raise ValueError(f"adam_mini_chain: block must be 'embedding', 'query_key', 'attention' or 'tensor', "
+                         f"got {block!r}")
     return chain(
         negate_if(maximize),
         direction,
@@ -538,10 +555,16 @@ class AdamMini(Optimizer):
 
     chain_builder = staticmethod(adam_mini_chain)
     chain_options = ("lr", "betas", "eps", "weight_decay", "num_heads", "num_query_groups", "maximize")
-    group_options = ("name", "parameter_per_head")
+    group_options = ("parameter_per_head",)
     switches = ('weight_decay',)
     state_names = {"m": "m", "v": "v", "v_mean": "v_mean", "dimension": "dimension"}
     static_options = ("parameter_per_head", "num_heads", "num_query_groups")
+
+    @classmethod
+    def flags(cls, group: dict[str, Any]) -> dict[str, Any]:
+        """The weight-decay switch and the block kind of the group's parameter (:func:`adam_mini_block` of its
+        ``name``): the chain takes the kind, not the name, so parameters of one kind share compiled programs."""
+        return {**super().flags(group), "block": adam_mini_block(str(group.get("name", "")))}
 
     def __init__(self, model: Any, lr: Any = 1.0, betas: tuple[Any, Any] = (0.9, 0.999), weight_decay: float = 0.1,
                  model_sharding: bool = False, num_embeds: int = 2048, num_heads: int = 32,

@@ -384,7 +384,7 @@ def _planned_anew(opt: Optimizer, key: tuple, static: tuple, dynamic: dict, para
 def _initial_states(opt: Optimizer, static: tuple, dynamic: dict, arrays: list) -> list[dict]:
     """The chain's initial state of each array, each run of alike arrays by one program (see :func:`_chunks`)."""
     keys = [(str(a.dtype), tuple(a.shape)) for a in arrays]
-    batches, rest = _engine.alike_runs(keys, _program_limit(opt.program_max_params))
+    batches, rest = _engine.alike_runs(keys, program_limit(opt.program_max_params))
     states: list = [None] * len(arrays)
     for batch in batches + ([rest] if rest else []):
         for i, state in zip(batch, _engine.init_states(type(opt), static, dynamic, [arrays[i] for i in batch])):
@@ -436,7 +436,7 @@ def _options(opt: Optimizer, group: dict, index: int) -> tuple[tuple, dict]:
 def plan(opt: Optimizer) -> dict[str, list[Unit]]:
     """The units of this step per tier (see the module docstring); checks every group's options first."""
     cls = type(opt)
-    _program_limit(opt.program_max_params)
+    program_limit(opt.program_max_params)
     options = {}
     for index, group in enumerate(opt.param_groups):
         if any(p.grad is not None for p in group["params"]):
@@ -487,7 +487,7 @@ class _Call(NamedTuple):
 
 def _calls(opt: Optimizer, units: dict[str, list[Unit]]) -> list[_Call]:
     cls = type(opt)
-    limit = _program_limit(opt.program_max_params)
+    limit = program_limit(opt.program_max_params)
     calls, groups = [], []
     fused: dict[tuple, list[Unit]] = {}
     packs = sum(unit.pack is not None for unit in units["fused"])
@@ -500,12 +500,34 @@ def _calls(opt: Optimizer, units: dict[str, list[Unit]]) -> list[_Call]:
             groups.extend(chunks)
         if unit is not None:
             fused.setdefault(device_key(unit.arrays[0]), []).append(unit)
-    calls.extend(_fused_call(cls, same) for same in fused.values())
+    for same in fused.values():
+        runs, rest = _alike_units(same, limit)
+        calls.extend(_fused_call(cls, run) for run in runs + ([rest] if rest else []))
     for unit, size in [(u, limit) for u in units["foreach"]] + [(u, 1) for u in units["for-loop"]]:
         chunks, rest = _chunks(unit, size)
         groups.extend(chunks + ([rest] if rest is not None else []))
     calls.extend(_Call("group", _group_args(cls, u), [u]) for u in groups)
     return calls
+
+
+def _alike_units(units: list[Unit], size: float) -> tuple[list[list[Unit]], list[Unit]]:
+    """Runs of ``size`` alike units (groups) of the fused program as programs of their own, and the other units.
+
+    Alike: the same static options, option structure, shapes, dtypes, state
+    entries and buckets (one parameter per group, as AdamMini's groups are).
+    Alike runs share one compiled program, so thousands of groups compile an
+    update of ``size`` of them instead of one of thousands; as :func:`_chunks` does within a group.
+    """
+    if len(units) <= size:
+        return [], units
+    keys = [None if u.pack is not None else
+            (u.static, _engine._dynamic_structure(u.dynamic), tuple((a.shape, str(a.dtype)) for a in u.arrays),
+             tuple(map(tuple, u.states)), u.buckets, tuple(map(tuple, u.shared)))
+            for u in units]
+    runs, rest = _engine.alike_runs(keys, size)
+    runs = [run for run in runs if keys[run[0]] is not None]
+    rest = sorted(set(range(len(units))) - {i for run in runs for i in run})
+    return [[units[i] for i in run] for run in runs], [units[i] for i in rest]
 
 
 def _fused_call(cls: type, same: list[Unit]) -> _Call:
@@ -515,7 +537,12 @@ def _fused_call(cls: type, same: list[Unit]) -> _Call:
                            [u.shared for u in same], [np.asarray(u.fresh) for u in same], np.True_), same)
 
 
-def _program_limit(value: Any) -> float:
+def program_limit(value: Any) -> float:
+    """``opt.program_max_params`` checked: the most parameters one program updates (inf for None).
+
+    Raises:
+      ValueError: for anything but a positive int or None (nothing has changed yet).
+    """
     if value is None:
         return float("inf")
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
