@@ -27,7 +27,7 @@ from gradtx.optim import _engine, _grads, _options, _packing, _pickling, _state_
 from gradtx.optim._groups import ParamGroups
 from gradtx.optim._hooks import HookRegistry, with_step_hooks
 from gradtx.optim._parameter import Parameter
-from gradtx.optim._params import group_params, split_param_groups, tree_values
+from gradtx.optim._params import Taken, group_params, split_param_groups, tree_values
 from gradtx.optim._required import number, required
 
 __all__ = ["Optimizer", "number", "required"]
@@ -133,8 +133,10 @@ class Optimizer(HookRegistry):
             groups, self._single = list(params.groups), False
         else:
             groups, self._single = split_param_groups(params)
+        taken = Taken()
         for group in groups:
-            self.add_param_group(group)
+            self._add_param_group(group, taken)
+            taken.add(self.param_groups[-1]["params"])
         if _is_param_groups(params):
             self._whole_tree = (params.tree, len(self.param_groups))
         if defaults.get("fused"):
@@ -189,12 +191,14 @@ class Optimizer(HookRegistry):
         parameter already in another group, or listed twice in this one, is an
         error (torch only warns for the latter and then updates it twice).
         """
+        self._add_param_group(param_group, Taken(self.param_groups))
+
+    def _add_param_group(self, param_group: dict[str, Any], taken: Taken) -> None:
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
         if "params" not in param_group:
             raise KeyError("param_group must have a 'params' entry with the parameters to optimize")
         group = dict(param_group)
-        taken = [p for g in self.param_groups for p in g["params"]]
         boxed = group_params(group["params"], taken)
         group["params"] = boxed.params
         if boxed.names is not None and "param_names" not in group:
@@ -209,12 +213,11 @@ class Optimizer(HookRegistry):
         if len(params) != len(set(params)):
             raise ValueError("optimizer contains a parameter group with duplicate parameters; torch would update "
                              "such a parameter twice per step: list each parameter once")
-        for other in self.param_groups:
-            if ("param_names" in group) != ("param_names" in other):
-                text = "with names" if "param_names" in group else "without names"
-                raise ValueError("all optimizer param groups should be with/without names. "
-                                 f"cannot add param group {text} to the optimizer")
-        if not set(taken).isdisjoint(params):
+        if self.param_groups and ("param_names" in group) != ("param_names" in self.param_groups[0]):
+            text = "with names" if "param_names" in group else "without names"
+            raise ValueError("all optimizer param groups should be with/without names. "
+                             f"cannot add param group {text} to the optimizer")
+        if not taken.boxes.isdisjoint(params):
             raise ValueError("some parameters appear in more than one parameter group")
         self.check_options(group)
         for p in params:

@@ -105,12 +105,31 @@ def _is_container(x: Any) -> bool:
     return not jax.tree_util.treedef_is_leaf(jax.tree.structure(x, is_leaf=is_param))
 
 
+class Taken:
+    """The boxes an optimizer's param groups hold and their arrays' ids, kept up to date as groups are added.
+
+    Built once per :meth:`Optimizer.add_param_group` call (or once for all the
+    groups a constructor adds), so that adding thousands of groups does not
+    walk every earlier group each time.
+    """
+
+    def __init__(self, groups: Iterable[dict] = ()) -> None:
+        self.boxes: set[Parameter] = set()
+        self.buffers: set[int] = set()
+        for group in groups:
+            self.add(group["params"])
+
+    def add(self, params: list[Parameter]) -> None:
+        self.boxes.update(params)
+        self.buffers.update(id(p.data) for p in params)
+
+
 class _Wrapper:
     """Boxes arrays; an array already boxed in this optimizer is copied, since two boxes must not share a buffer."""
 
-    def __init__(self, taken: Iterable[Parameter]) -> None:
-        self.buffers = {id(p.data) for p in taken}
-        self.others = set(self.buffers)  # the arrays other groups hold
+    def __init__(self, taken: Iterable[Parameter] | Taken) -> None:
+        self.others = taken.buffers if isinstance(taken, Taken) else {id(p.data) for p in taken}  # other groups'
+        self.buffers: set[int] = set()  # the arrays boxed in this group
         self.listed: set[int] = set()  # the arrays listed in this group
 
     def listed_once(self, x: Any) -> Any:
@@ -135,13 +154,13 @@ class _Wrapper:
             raise TypeError(f"optimizer can only optimize floating point or complex arrays (or "
                             f"gradtx.optim.Parameter boxes), but one of the params is {kind}")
         data = jnp.asarray(x)
-        if id(data) in self.buffers:  # the same array given twice: the second box gets its own copy
+        if id(data) in self.buffers or id(data) in self.others:  # the same array twice: the second box gets a copy
             data = jnp.array(data, copy=True)
         self.buffers.add(id(data))
         return Parameter(data, name)
 
 
-def group_params(params: Any, taken: Iterable[Parameter] = ()) -> GroupParams:
+def group_params(params: Any, taken: Iterable[Parameter] | Taken = ()) -> GroupParams:
     """Boxes one group's ``params`` (see :class:`gradtx.optim.Optimizer` for the accepted forms).
 
     ``taken`` are the boxes other groups hold: an array whose buffer one of them
