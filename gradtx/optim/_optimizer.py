@@ -133,10 +133,13 @@ class Optimizer(HookRegistry):
             groups, self._single = list(params.groups), False
         else:
             groups, self._single = split_param_groups(params)
-        taken = Taken()
+        taken = Taken() if type(self).add_param_group is Optimizer.add_param_group else None  # else its own
         for group in groups:
-            self._add_param_group(group, taken)
-            taken.add(self.param_groups[-1]["params"])
+            if taken is None:
+                self.add_param_group(group)
+            else:  # the earlier groups' parameters gathered once, not once per group
+                self._add_param_group(group, taken)
+                taken.add(self.param_groups[-1]["params"])
         if _is_param_groups(params):
             self._whole_tree = (params.tree, len(self.param_groups))
         if defaults.get("fused"):

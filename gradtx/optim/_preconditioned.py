@@ -470,7 +470,12 @@ _ATTN_BLOCKS = ("attn.attn.weight", "attn.qkv.weight")
 
 
 def adam_mini_block(name: str) -> str:
-    """The block kind pytorch_optimizer.AdamMini picks from a parameter's name (see :func:`adam_mini_chain`)."""
+    """The block kind pytorch_optimizer.AdamMini picks from a parameter's name (see :func:`adam_mini_chain`).
+
+    Names containing ``embed``, ``embd``, ``wte``, ``lm_head.weight`` or ``output.weight`` are
+    ``"embedding"``; ``k_proj.weight``, ``q_proj.weight``, ``wq.weight`` or ``wk.weight``
+    ``"query_key"``; ``attn.attn.weight`` or ``attn.qkv.weight`` ``"attention"``; any other ``"tensor"``.
+    """
     if any(block in name for block in _EMBED_BLOCKS):
         return "embedding"
     if any(block in name for block in _QK_BLOCKS):
@@ -481,24 +486,21 @@ def adam_mini_block(name: str) -> str:
 
 
 def adam_mini_chain(lr: Any = 1.0, betas: Any = (0.9, 0.999), eps: Any = 1e-8, weight_decay: Any = 0.1,
-                    name: str = "", parameter_per_head: int | None = None, num_heads: int = 32,
+                    block: str = "tensor", parameter_per_head: int | None = None, num_heads: int = 32,
                     num_query_groups: int | None = None, maximize: bool = False,
-                    use_weight_decay: bool | None = None, block: str | None = None) -> GradientTransformation:
-    """pytorch_optimizer.AdamMini's step for the parameter called ``name``, as a chain.
+                    use_weight_decay: bool | None = None) -> GradientTransformation:
+    """pytorch_optimizer.AdamMini's step for a parameter of the kind ``block``, as a chain.
 
-    The name picks the block of :func:`gradtx.scale_by_adam_mini`, as the reference does: embeddings and
-    output layers (``embed``, ``embd``, ``wte``, ``lm_head.weight``, ``output.weight``) are Adam's
-    elements; query/key projections (``q_proj.weight``, ``k_proj.weight``, ``wq.weight``, ``wk.weight``) rows
-    of ``parameter_per_head``; fused attention (``attn.attn.weight``, ``attn.qkv.weight``) rows of
-    ``(num_query_groups, heads per group + 2, -1)``; anything else the whole tensor. ``block`` (one of
-    ``"embedding"``, ``"query_key"``, ``"attention"``, ``"tensor"``; :func:`adam_mini_block` of the name
-    by default) gives the kind directly. Then ``-lr`` and the decoupled decay ``p(1 - lr*wd)`` before the
-    step. State: ``m``, ``v`` or ``v_mean``, ``dimension``.
+    ``block`` (:func:`adam_mini_block` of the parameter's name, as the reference picks it) selects the
+    block of :func:`gradtx.scale_by_adam_mini`: ``"embedding"`` (embeddings and output layers) Adam's
+    elements; ``"query_key"`` (query/key projections) rows of ``parameter_per_head``; ``"attention"``
+    (fused attention) rows of ``(num_query_groups, heads per group + 2, -1)``; ``"tensor"`` the whole
+    tensor. Then ``-lr`` and the decoupled decay ``p(1 - lr*wd)`` before the step. State: ``m``, ``v``
+    or ``v_mean``, ``dimension``.
     """
     use_weight_decay = bool(weight_decay != 0) if use_weight_decay is None else use_weight_decay
     b1, b2 = betas
     groups = num_heads if num_query_groups is None else num_query_groups
-    block = adam_mini_block(name) if block is None else block
     if block == "embedding":
         direction = scale_by_adam_mini(b1, b2, eps, "element")
     elif block == "query_key":

@@ -19,7 +19,7 @@ from gradtx.optim._adam_variants import nadam_chain, radam_chain
 from gradtx.optim._beyond import adopt_chain, ademamix_chain
 from gradtx.optim._factored import adafactor_chain, muon_chain
 from gradtx.optim._preconditioned import (
-    adam_mini_chain, laprop_chain, mars_chain, scion_chain, shampoo_chain, soap_chain,
+    adam_mini_block, adam_mini_chain, laprop_chain, mars_chain, scion_chain, shampoo_chain, soap_chain,
 )
 from gradtx.optim._projected import galore_chain, sophia_h_chain
 from gradtx.optim._schedule_free import schedule_free_adamw_chain, schedule_free_radam_chain, schedule_free_sgd_chain
@@ -30,7 +30,7 @@ from gradtx.optim._step_rules import rprop_chain, asgd_chain
 __all__ = [
     "adagrad_chain", "rmsprop_chain", "adadelta_chain", "adamax_chain", "adam_chain", "adamw_chain",
     "nadam_chain", "radam_chain", "adopt_chain", "ademamix_chain", "adafactor_chain", "muon_chain", "soap_chain",
-    "mars_chain", "laprop_chain", "scion_chain", "shampoo_chain", "adam_mini_chain", "galore_chain",
+    "mars_chain", "laprop_chain", "scion_chain", "shampoo_chain", "adam_mini_chain", "adam_mini_block", "galore_chain",
     "sophia_h_chain", "schedule_free_adamw_chain", "schedule_free_radam_chain", "schedule_free_sgd_chain",
     "sparse_adam_chain", "sgd_chain", "rprop_chain", "asgd_chain",
 ]
