@@ -339,6 +339,34 @@ def make_step(impl: str, name: str, sizes: list[int], dtype: str, grads: list) -
     return functional_step("optax" if impl.startswith("optax") else "gradtx", name, sizes, dtype, grads)
 
 
+def python_overhead(blocks: int = 40, steps: int = 25) -> dict[str, float]:
+    """Milliseconds of a step over the 200-tensor set scaled down 1000x (about 80 elements a tensor, so that the
+    program costs almost nothing): the facade's ``opt.step()`` plus the loop's reads of every ``p.data``, and the
+    functional step; each the fastest of ``blocks`` blocks of ``steps`` steps, the two alternated. What the facade
+    adds in Python per step is the difference."""
+    sizes = [max(1, n // 1000) for n in parameter_sets(False)["200 tensors, 16M total"]]
+    opt = facade_optimizer("Adam", sizes, "float32", "default")
+    opt.pack_max_numel = 8  # the same tensors packed as in the full-size set (its 8 smallest)
+    params = [p for group in opt.param_groups for p in group["params"]]
+
+    def facade() -> None:
+        opt.step()
+        jax.block_until_ready([p.data for p in params])
+
+    fns = {"facade": facade, "functional": functional_step("gradtx", "Adam", sizes, "float32")}
+    best = {name: float("inf") for name in fns}
+    for fn in fns.values():
+        for _ in range(5):
+            fn()
+    for _ in range(blocks):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - start) / steps * 1e3)
+    return best
+
+
 # --- compile time and memory --------------------------------------------------------------------------------
 
 
@@ -648,7 +676,14 @@ def main() -> None:
     parser.add_argument("--one-loop", action="store_true",
                         help="run under XLA:CPU's multi-output fusion (XLA_FLAGS), where the facade's fused tier "
                              "updates each buffer in one loop; results go to *-one-loop.*")
+    parser.add_argument("--python-overhead", action="store_true",
+                        help="only time what the facade's step adds in Python (see python_overhead) and exit")
     args = parser.parse_args()
+    if args.python_overhead:
+        best = python_overhead()
+        print(f"facade {best['facade']:.3f} ms, functional {best['functional']:.3f} ms a step "
+              f"(200 tensors of about 80 elements; fastest of 40 blocks)")
+        return
     if args.one_loop and ONE_LOOP_FLAG not in os.environ.get("XLA_FLAGS", ""):
         env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + ONE_LOOP_FLAG).strip())
         raise SystemExit(subprocess.call([sys.executable, "-m", "benchmarks.step_time", *sys.argv[1:]], env=env))
