@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import ProdigyState
+from gradtx import _tree as gt
 from gradtx._transforms.prodigy import (
     prodigy_direction, prodigy_estimate, prodigy_gradient, prodigy_moments, prodigy_rate,
 )
@@ -39,7 +40,7 @@ def _b3(numbers: dict, beta3: Any) -> Any:
 
 @functools.partial(jax.jit, static_argnames=("bias_correction",))
 def _rate(d: Any, count: Any, numbers: dict, *, bias_correction: bool) -> tuple:
-    count_inc = jnp.where(count < jnp.iinfo(count.dtype).max, count + 1, count).astype(count.dtype)
+    count_inc = gt.safe_increment(count)
     return count_inc, prodigy_rate(d, numbers["lr"], count_inc, numbers["betas"], bias_correction)
 
 
