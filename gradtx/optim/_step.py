@@ -27,7 +27,9 @@ names) is kept from one step to the next (:class:`_Layout`), with a weak
 reference to each parameter's array and the names and ids of its state
 entries as the step stored them; the next step reuses it when the group's
 parameters, tier and option types are the same and those are unchanged (a few
-identity tests per parameter). Anything else (``p.data`` or an ``opt.state``
+identity tests per parameter, run as C-level iteration: ``map`` over the
+parameters, not a Python loop; the options are checked again only when a
+group holds other objects). Anything else (``p.data`` or an ``opt.state``
 entry assigned or deleted, a parameter without a gradient, a group added,
 ``load_state_dict``) plans again. Steps that reuse a plan read nothing from
 the device, so they queue behind the running step as the functional step does.
@@ -243,6 +245,7 @@ def _picker(names: tuple) -> Any:
     """``f(state) -> tuple of state[name] for name in names`` (C-level for one name or more)."""
     if not names:
         return lambda state: ()
+    # itemgetter of one name returns the value itself: asked twice, it returns a pair (zip keeps the first)
     return operator.itemgetter(*names) if len(names) > 1 else operator.itemgetter(names[0], names[0])
 
 
