@@ -162,16 +162,6 @@ def _loss_and_aux(out: Any, has_aux: bool) -> tuple[Any, Any]:
     return loss, aux
 
 
-def _options_of(group: dict) -> tuple[list, list]:
-    """A group's keys and values, recognised by identity on the next call (a changed one is then looked at)."""
-    return list(group), list(group.values())
-
-
-def _same_options(group: dict, keys: list, values: list) -> bool:
-    return (len(group) == len(keys) and all(map(operator.is_, group.values(), values))
-            and all(map(operator.is_, group, keys)))
-
-
 def _as_arrays(dynamic: dict, before: dict | None = None, arrays: dict | None = None) -> dict:
     """A group's option numbers as device arrays (what jit makes of a Python float, weakly typed), converted once:
     a number equal to the one ``arrays`` was made from keeps its array."""
@@ -252,7 +242,7 @@ class _Plan:
                state_names, plan.skip, plan.clip, tuple(_sharding(p._data) for p in plan.boxes),
                tuple(tuple(sorted((k, _sharding(v)) for k, v in s.items())) for s in states))
         plan.program = step._program_for(key, plan.donate)
-        plan.groups = [(group["params"], len(group["params"]), *_options_of(group)) for group in opt.param_groups]
+        plan.groups = [(group["params"], len(group["params"]), *_step.options_of(group)) for group in opt.param_groups]
         plan._options_seen(opt)
         return plan
 
@@ -307,7 +297,7 @@ class _Plan:
         for index, (group, (params, n, keys, values)) in enumerate(zip(groups, self.groups)):
             if group["params"] is not params or len(params) != n:
                 return False
-            if not _same_options(group, keys, values) and not self._new_numbers(opt, index):
+            if not _step.same_options(group, keys, values) and not self._new_numbers(opt, index):
                 return False
         self._options_seen(opt)
         return True
@@ -321,7 +311,7 @@ class _Plan:
             return False
         self.arrays[index] = _as_arrays(dynamic, self.dynamics[index], self.arrays[index])
         self.dynamics[index] = dynamic
-        self.groups[index] = (group["params"], len(group["params"]), *_options_of(group))
+        self.groups[index] = (group["params"], len(group["params"]), *_step.options_of(group))
         return True
 
     def stored(self, opt: Optimizer, entries: list, params: list) -> None:

@@ -55,7 +55,7 @@ def _moments(params: list, grads: list, params0: list, exp_avg: list, exp_avg_sq
     for p, g, p0, mi, vi, si in zip(params, grads, params0, exp_avg, exp_avg_sq, grad_sum):
         if not decouple:
             g = prodigy_gradient(g, p, numbers["weight_decay"])
-        vdots.append(jnp.sum(jnp.real(jnp.conj(g) * (p0 - p))))
+        vdots.append(gt.tree_vdot(g, p0 - p))  # the transform's numerator term, for this leaf
         mi, vi, si = prodigy_moments(g, mi, vi, si, d, dlr, numbers["betas"], _b3(numbers, beta3), numbers["d0"],
                                      safeguard_warmup)
         m.append(mi), v.append(vi), s.append(si)

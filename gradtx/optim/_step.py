@@ -414,6 +414,17 @@ def _checked_grads(opt: Optimizer, work: list) -> dict:
     return {p: _grads.checked_grad(opt, p, p.grad) for p in work}
 
 
+def options_of(group: dict) -> tuple[list, list]:
+    """A group's keys and values, recognised by identity later (:func:`same_options`)."""
+    return list(group), list(group.values())
+
+
+def same_options(group: dict, keys: list, values: list) -> bool:
+    """Whether ``group`` holds the same objects under the same keys as when :func:`options_of` read it."""
+    return (len(group) == len(keys) and all(map(operator.is_, group.values(), values))
+            and all(map(operator.is_, group, keys)))
+
+
 def _options(opt: Optimizer, group: dict, index: int) -> tuple[tuple, dict]:
     """A group's options, checked and split into ``(static, dynamic)`` (see :func:`_engine.split_options`).
 
@@ -423,14 +434,13 @@ def _options(opt: Optimizer, group: dict, index: int) -> tuple[tuple, dict]:
     """
     cache = opt.__dict__.setdefault("_step_options", {})
     seen = cache.get(id(group))
-    if (seen is not None and seen[0] is opt.defaults and len(group) == len(seen[1])
-            and all(map(operator.is_, group, seen[1])) and all(map(operator.is_, group.values(), seen[2]))):
-        return seen[3]
+    if seen is not None and seen[0] is opt.defaults and same_options(group, *seen[1]):
+        return seen[2]
     check_group_options(opt, group, index)
     split = _engine.split_options(type(opt), group, where=f"param group {index}")
     if not any(isinstance(value, (list, dict, np.ndarray)) for key, value in group.items()
                if key not in _engine.NOT_OPTIONS):
-        cache[id(group)] = (opt.defaults, list(group), list(group.values()), split)
+        cache[id(group)] = (opt.defaults, options_of(group), split)
     else:
         cache.pop(id(group), None)
     return split
