@@ -1,7 +1,7 @@
 """Packed storage in the facade's default tier, and the engine options around it.
 
-The default tier of an elementwise optimizer keeps a group's small parameters in
-one flat buffer (gradtx.optim._packing). Every test here runs the same problem
+The default tier of an elementwise optimizer keeps the state of a group's small
+parameters in one flat buffer per entry (gradtx.optim._packing). Every test here runs the same problem
 in the default tier and in the ``foreach`` tier (never packed) and demands the
 same bits, whatever the user does between steps: reading ``opt.state``,
 assigning ``p.data`` or state entries (written through, or releasing the pack
@@ -224,6 +224,31 @@ def test_views_read_before_a_step_stay_valid_and_nothing_recompiles():
         opt.step(gradient(opt.params, step))
     assert _engine.trace_count() == count
     assert_same(before, kept)  # the flat buffer was donated; the views read from it were copies
+
+
+def test_packed_parameters_stay_their_own_arrays_and_reading_them_runs_nothing(monkeypatch):
+    opt = make("Adam", "float32", "default")
+    opt.step(gradient(opt.params, 0))
+    boxes = opt.param_groups[0]["params"]
+    assert all(is_packed(opt)[:-1])
+    stored = [p._data for p in boxes]
+    assert all(isinstance(x, jax.Array) for x in stored)
+    monkeypatch.setattr(_packing, "_cut_many", None)  # reading a parameter cuts nothing out of a buffer
+    monkeypatch.setattr(_packing, "_cut_one", None)
+    assert all(x is y for x, y in zip(opt.params, stored)) and all(p.data is x for p, x in zip(boxes, stored))
+
+
+@pytest.mark.parametrize("write", ["another shape", "another dtype"])
+def test_data_the_pack_cannot_hold_makes_the_step_refuse_the_gradient_and_change_nothing(write):
+    opt = make("Adam", "float64", "default")
+    opt.step(gradient(opt.params, 0))
+    p = opt.param_groups[0]["params"][1]
+    grads = gradient(opt.params, 1)
+    p.data = jnp.zeros((7,), jnp.float64) if write == "another shape" else p.data.astype(jnp.float32)
+    before = [np.asarray(x) for x in opt.params]
+    with pytest.raises(ValueError):  # the gradient no longer fits the parameter: nothing changes
+        opt.step(grads)
+    assert_same(opt.params, before)
 
 
 def test_skip_nonfinite_leaves_everything_untouched_and_counts():

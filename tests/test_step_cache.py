@@ -172,3 +172,21 @@ def test_the_kept_plan_holds_no_array_alive():
     opt.state[p]["exp_avg"] = jnp.zeros(SHAPES["w"], jnp.float32)
     gc.collect()
     assert old() is None and old_entry() is None
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_weakly_typed_arrays_compile_the_step_once(tier):
+    """``jnp.full(shape, 0.5)`` gives a weakly typed array; the step's results are strongly typed, so the box holds a
+    strong one from the start and the second step runs the first step's programs."""
+    from gradtx.optim import _engine
+
+    params = {name: jnp.full(shape, 0.5) for name, shape in SHAPES.items()}
+    assert all(x.weak_type for x in params.values())
+    opt = optim.Adam(params, lr=0.1, **TIERS[tier])
+    grads = {name: jnp.ones(x.shape, x.dtype) for name, x in params.items()}  # float64 under x64
+    opt.step(grads)
+    count = _engine.trace_count()
+    opt.step(grads)
+    assert _engine.trace_count() == count
+    assert not any(x.weak_type for x in jax.tree.leaves(opt.params))
+    assert all(x.weak_type for x in params.values())  # the user's arrays are theirs, unchanged

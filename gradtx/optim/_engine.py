@@ -428,7 +428,7 @@ def one_loop_requested() -> bool:
 
 
 def _bucket_update(decl: Any, tx: Any, params: list, grads: list, states: list[dict], shared: dict, fresh: Any,
-                   keep: Any = None) -> tuple[list, list[dict], dict]:
+                   keep: Any = None, pieces: list | None = None) -> tuple[list, list[dict], dict]:
     """One bucket's step: the chain applied once to its parameters, with their state and the shared one.
 
     With ``keep`` (a runtime True), the parameters are computed a second time:
@@ -438,6 +438,10 @@ def _bucket_update(decl: Any, tx: Any, params: list, grads: list, states: list[d
     XLA cannot merge with the originals (``where(keep, x, 0)``), so that its loop
     reads only the inputs; under XLA:CPU's multi-output fusion (an ``XLA_FLAGS``
     option, see ``benchmarks/FINDINGS.md``) all the loops then merge into one.
+
+    With ``pieces`` (a pack: ``params`` is their concatenation), the one new
+    parameter is the list of the pieces' new arrays, each its own array plus
+    its slice of the update (so that no updated concatenation is materialised).
     """
     params = Bucket(params)
     # jax.grad of a real loss is the conjugate of torch's gradient
@@ -449,21 +453,26 @@ def _bucket_update(decl: Any, tx: Any, params: list, grads: list, states: list[d
     if keep is not None:
         grads, state, params = jax.tree.map(lambda x: jnp.where(keep, x, jnp.zeros_like(x)), (grads, state, params))
         updates, _ = tx.update(grads, state, params)
-    new_params = [jnp.asarray(p + u).astype(p.dtype) for p, u in zip(params, updates)]
+    if pieces is None:
+        new_params = [jnp.asarray(p + u).astype(p.dtype) for p, u in zip(params, updates)]
+    else:
+        new_params = [_added_slices(pieces, updates[0])]
     per_param, new_shared = split_bucket_state(decl, new_state, found, params)
     return new_params, per_param, new_shared
 
 
 def group_update(decl: Any, static: tuple, buckets: tuple, dynamic: dict, params: list, grads: list,
-                 states: list, shared: list, fresh: Any, keep: Any = None) -> tuple:
+                 states: list, shared: list, fresh: Any, keep: Any = None, pieces: list | None = None) -> tuple:
     """One group's step: the chain for its options, applied once per bucket of parameters.
 
     ``buckets`` (static) lists the parameters' indices bucket by bucket;
     ``shared[b]`` and ``fresh[b]`` are bucket ``b``'s shared entries and whether
     its parameters had no state before (see :func:`bucket_state`). A parameter
     without state yet comes with its initial state from :func:`init_states`, so
-    that the first step and the later ones are one program. Returns the new
-    parameters, their entries and each bucket's shared entries.
+    that the first step and the later ones are one program. ``pieces``: the
+    arrays a packed unit's one flat parameter concatenates (see
+    :func:`_bucket_update`). Returns the new parameters, their entries and each
+    bucket's shared entries.
     """
     global _traces
     _traces += 1
@@ -472,16 +481,26 @@ def group_update(decl: Any, static: tuple, buckets: tuple, dynamic: dict, params
     for b, members in enumerate(buckets):
         out_params, out_states, out_shared = _bucket_update(
             decl, tx, [params[i] for i in members], [grads[i] for i in members],
-            [states[i] for i in members], shared[b], fresh[b], keep)
+            [states[i] for i in members], shared[b], fresh[b], keep, pieces)
         for i, p, s in zip(members, out_params, out_states):
             new_params[i], new_states[i] = p, s
         new_shared.append(out_shared)
     return new_params, new_states, new_shared
 
 
-def packed_grads(grads: list) -> list:
-    """The gradients of a packed unit as the one flat vector its parameter buffer is (concatenated in order)."""
-    return [jnp.concatenate([jnp.ravel(g) for g in grads])]
+def _flat(arrays: list) -> list:
+    """A packed unit's parameters or gradients as the one flat vector the chain updates (concatenated in order)."""
+    return [jnp.concatenate([jnp.ravel(a) for a in arrays])]
+
+
+def _added_slices(pieces: list, update: Any) -> list:
+    """Each of a pack's arrays plus its slice of the flat ``update``: the pack's new arrays."""
+    out, offset = [], 0
+    for x in pieces:
+        out.append(jnp.asarray(x + jax.lax.slice_in_dim(update, offset, offset + x.size).reshape(x.shape))
+                   .astype(x.dtype))
+        offset += x.size
+    return out
 
 
 def fused_update(decl: Any, statics: tuple, bucketings: tuple, packed: tuple, dynamics: list, params: list,
@@ -489,18 +508,23 @@ def fused_update(decl: Any, statics: tuple, bucketings: tuple, packed: tuple, dy
     """Every unit's step in one program.
 
     A unit is a group's parameters as separate arrays, or (``packed[i]``) a
-    group's packed parameters: one flat buffer whose gradients arrive as the
-    separate arrays and are concatenated here (into a temporary buffer: XLA
-    does not fuse a concatenation read by several loops). An elementwise chain
-    gives a flat buffer exactly the numbers it gives each slice. ``keep`` is a
-    runtime True, used only when :func:`one_loop_requested`.
+    group's packed parameters: their state is flat, so their arrays and
+    gradients are concatenated here (the gradients into a temporary buffer: XLA
+    does not fuse a concatenation read by several loops) and updated as one
+    flat parameter; each array then adds its slice of the update. An elementwise chain gives a flat buffer exactly the
+    numbers it gives each slice. ``keep`` is a runtime True, used only when
+    :func:`one_loop_requested`.
     """
     keep = keep if one_loop_requested() else None
     results = []
     for static, buckets, pack, dynamic, p, g, s, sh, f in zip(statics, bucketings, packed, dynamics, params, grads,
                                                               states, shared, fresh):
-        results.append(group_update(decl, static, buckets, dynamic, p, packed_grads(g) if pack else g, s, sh, f,
-                                    keep))
+        if pack:
+            new_params, new_states, new_shared = group_update(decl, static, buckets, dynamic, _flat(p), _flat(g), s,
+                                                              sh, f, keep, pieces=p)
+            results.append((new_params[0], new_states, new_shared))
+        else:
+            results.append(group_update(decl, static, buckets, dynamic, p, g, s, sh, f, keep))
     return [r[0] for r in results], [r[1] for r in results], [r[2] for r in results]
 
 

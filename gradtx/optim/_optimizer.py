@@ -77,11 +77,12 @@ class Optimizer(HookRegistry):
     group; steps from several threads are serialized.
 
     Packing: in the default tier, an elementwise optimizer (docs/facade.md lists
-    them) keeps each group's small parameters of one dtype (at most
-    ``opt.pack_max_numel`` elements, 8192 by default; 0 turns it off) and their
-    state in one flat buffer per entry: thousands of small tensors cost one update.
-    The numbers are the other tiers' bit for bit; ``p.data`` and ``opt.state``
-    read and write as for any parameter (see :mod:`gradtx.optim._packing`).
+    them) keeps the state of each group's small parameters of one dtype (at most
+    ``opt.pack_max_numel`` elements, 8192 by default; 0 turns it off) in one
+    flat buffer per entry: thousands of small tensors cost one update. The
+    numbers are the other tiers' bit for bit; the parameters stay their own
+    arrays, and ``opt.state`` reads and writes as for any parameter (see
+    :mod:`gradtx.optim._packing`).
     A program updates at most ``opt.program_max_params`` unpacked parameters of
     a group (32 by default): a larger group runs as several programs, parameters
     of one shape together, and alike programs compile once (thousands of
@@ -114,7 +115,7 @@ class Optimizer(HookRegistry):
     # The chain treats every element on its own (no norms, no matrix products, no per-tensor scalars): the default
     # tier may then pack a group's small parameters into one flat buffer (gradtx.optim._packing).
     elementwise: bool = False
-    pack_max_numel: int = 1 << 13  # larger parameters keep their own buffers (their views would cost more)
+    pack_max_numel: int = 1 << 13  # larger parameters keep their own state buffers (their updates cost per byte)
     program_max_params: int = 32  # a larger group runs as programs over this many parameters (see _step._chunks)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

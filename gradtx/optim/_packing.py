@@ -1,36 +1,37 @@
-"""Packed storage: a layer under the default tier that keeps a group's small parameters, and their state, flat.
+"""Packed state: a layer under the default tier that keeps the state of a group's small parameters flat.
 
 Many small tensors cost per tensor, not per byte: on a CPU each array crossing
 a compiled program's boundary costs microseconds, and each parameter's update is
 a few kernels of its own (``benchmarks/FINDINGS.md``). So the default tier of an
-elementwise optimizer (``Optimizer.elementwise``) keeps a group's small
-parameters of one dtype *packed*: the parameters concatenated into one flat
-buffer, and each state entry (``exp_avg``...) into one flat buffer too, with
-one step count. The compiled step then updates the pack as if it were one
-parameter (an elementwise chain gives each element the numbers it would give it
-in its own tensor), concatenating the gradients inside the program. Each run
-of ``PACK_MAX_PARAMS`` same-shape parameters is a pack of its own, and the
-group's other small parameters one more; several packs are updated by a
-program each, and alike packs share one compiled program.
+elementwise optimizer (``Optimizer.elementwise``) keeps the *state* of a group's
+small parameters of one dtype *packed*: each state entry (``exp_avg``...) of
+all of them in one flat buffer, with one step count. The compiled step
+concatenates the parameters and their gradients inside the program, updates the
+concatenation as if it were one parameter (an elementwise chain gives each
+element the numbers it would give it in its own tensor), and returns each
+parameter's slice as its new array. Each run of ``PACK_MAX_PARAMS``
+same-shape parameters is a pack of its own, and the group's other small
+parameters one more; several packs are updated by a program each, and alike
+packs share one compiled program.
 
-What users see does not change, and nothing they do releases a pack by reading:
+The parameters stay their own arrays (``p.data`` is read and assigned as for
+any parameter); only the state is packed, and nothing a user does releases a
+pack by reading:
 
-* a packed parameter's box holds a :class:`Slot` (a :class:`LazyArray`), so
-  ``p.shape`` and ``p.dtype`` read the layout and ``p.data`` cuts the
-  parameter's slice when read (a copy, made once per step, in batches of one
-  shape);
 * ``opt.state`` is a :class:`StateView`: ``opt.state[p]`` of a packed parameter
-  is a :class:`StateEntry` whose arrays are cut when read;
-* writes go through: ``p.data = x`` and ``opt.state[p]["exp_avg"] = x`` are
-  written into the flat buffers before the next step (:meth:`Pack.sync`). Only
-  a write the layout cannot hold (another shape or dtype, a step count of its
-  own, a whole entry replaced or deleted) hands the pack back to separate
-  arrays (:meth:`Pack.release`); the next step packs again.
+  is a :class:`StateEntry` whose arrays are cut from the flat buffers when read
+  (copies, made once per step, in batches of one shape);
+* writes go through: ``opt.state[p]["exp_avg"] = x`` is written into the flat
+  buffer before the next step (:meth:`Pack.sync`). Only a write the layout
+  cannot hold (another shape or dtype, a step count of its own, a whole entry
+  replaced or deleted, ``p.data`` of another shape, dtype or device) hands the
+  pack back to separate arrays (:meth:`Pack.release`); the next step packs again.
 """
 
 from __future__ import annotations
 
 import functools
+import operator
 import weakref
 from collections.abc import Iterator, MutableMapping
 from typing import Any
@@ -40,16 +41,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx.optim import _engine
-from gradtx.optim._parameter import LazyArray, Parameter
+from gradtx.optim._parameter import Parameter
 
 __all__ = ["Pack", "StateEntry", "StateView", "group_packs", "pack_of", "packed_at", "release_packs"]
 
 
 # Runs of this many same-shape parameters are packs of their own: alike packs share one compiled program, so
-# 10,000 small tensors compile in seconds (a program's compile time grows with its operands), and a step's
+# 10,000 small tensors compile in seconds (a pack's program writes each parameter's new array with a loop of its
+# own, so its compile time grows with its parameters), and a step's
 # concatenated gradients are one pack's at a time. A group's other packable parameters form one pack.
-PACK_MAX_PARAMS = 256
-VIEW_BATCH = 32  # parameters of one shape cut by one program (0.4 s to compile per shape; ~7 us per view)
+PACK_MAX_PARAMS = 128
+VIEW_BATCH = 32  # state entries of one shape cut by one program (0.4 s to compile per shape; ~7 us per view)
+
+_DATA = operator.attrgetter("_data")
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
@@ -70,7 +74,7 @@ def _concatenate(arrays: list) -> jax.Array:
 
 @functools.partial(jax.jit, donate_argnums=0)
 def _write(flat: jax.Array, offsets: jax.Array, values: list) -> jax.Array:
-    """``flat`` with each of ``values`` written (flattened) at its offset: the pack's buffer, updated in place."""
+    """``flat`` with each of ``values`` written (flattened) at its offset: a flat state entry, updated in place."""
     for j, value in enumerate(values):
         flat = jax.lax.dynamic_update_slice_in_dim(flat, jnp.ravel(value), offsets[j], 0)
     return flat
@@ -79,50 +83,30 @@ def _write(flat: jax.Array, offsets: jax.Array, values: list) -> jax.Array:
 _PACK_OF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a packed parameter -> its pack
 
 
-class Slot(LazyArray):
-    """A packed parameter's value: its slice of the pack's flat buffer, cut when read."""
-
-    __slots__ = ("index", "pack")
-
-    def __init__(self, pack: Pack, index: int) -> None:
-        self.pack, self.index = pack, index
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.pack.shapes[self.index]
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.pack.dtype
-
-    def value(self) -> jax.Array:
-        return self.pack.view(self.index)
-
-
 class Pack:
-    """Parameters of one group and dtype in one flat buffer, with their state flat under torch's names.
+    """The state of some parameters of one group, dtype and device, flat under torch's names.
 
     Args:
       owner_state: the optimizer's per-parameter state dict, where :meth:`release`
         puts each parameter's entries back.
       params: the boxes, in their group's order.
-      flat: the concatenated parameters.
       state: ``{torch name: flat array}``; the entries a chain keeps once for a tree (the step) one for all
         (empty before the first step).
       order: torch's key order of a state entry.
     """
 
-    def __init__(self, owner_state: dict, params: list[Parameter], flat: jax.Array, state: dict,
-                 order: list[str]) -> None:
+    def __init__(self, owner_state: dict, params: list[Parameter], state: dict, order: list[str]) -> None:
         self.owner_state = owner_state
         self.order = order
         self.params = list(params)
         self.shapes = [p.shape for p in params]
         self.sizes = [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
+        self.size = sum(self.sizes)
         self.offsets = [int(o) for o in np.cumsum([0] + self.sizes[:-1])]
-        self.dtype = flat.dtype
+        self.dtype = params[0].dtype
+        self.devices = params[0]._data.sharding.device_set
         self.slot = {id(p): i for i, p in enumerate(params)}
-        # Views are cut in batches: VIEW_BATCH parameters of one shape per program, the rest one by one.
+        # State entries are cut in batches: VIEW_BATCH parameters of one shape per program, the rest one by one.
         by_shape: dict[tuple, list[int]] = {}
         for i, shape in enumerate(self.shapes):
             by_shape.setdefault(shape, []).append(i)
@@ -133,28 +117,28 @@ class Pack:
         self.batch_of = {i: b for b, batch in enumerate(self.batches) for i in batch}
         self._batch_offsets = [jnp.asarray([self.offsets[i] for i in batch], jnp.int32) if len(batch) > 1
                                else np.int32(self.offsets[batch[0]]) for batch in self.batches]
-        self.flat = flat
         self.state = state
-        self._views: dict[tuple, jax.Array] = {}  # (entry or None for the parameter, index) -> cut array
+        # weak references to the parameters' arrays as the last step stored them (a strong one would count as a
+        # holder, and the step would copy the arrays before donating them)
+        self.refs = list(map(weakref.ref, map(_DATA, params)))
+        self.alive = True  # False once :meth:`release` has handed the state back
+        self._views: dict[tuple, jax.Array] = {}  # (entry, index) -> cut array
         self._pending: dict[str, dict[int, jax.Array]] = {}  # state writes made through opt.state, not yet synced
-        self.slots = [Slot(self, i) for i in range(len(params))]
-        for p, slot in zip(params, self.slots):
-            p.data = slot
+        for p in params:
             _PACK_OF[p] = self
 
     @classmethod
     def build(cls, owner_state: dict, params: list[Parameter], shared: frozenset, order: list[str]) -> Pack:
-        """Packs ``params`` and the entries they have in ``owner_state`` (equal shared entries, same keys: see
+        """Packs the entries ``params`` have in ``owner_state`` (equal shared entries, same keys: see
         :meth:`can_pack`)."""
         states = [owner_state.pop(p, {}) for p in params]
-        flat = _concatenate([p.data for p in params])
         state = {}
         for key in states[0]:
             if key in shared:
                 state[key] = jnp.array(states[0][key], copy=True)
             else:
                 state[key] = _concatenate([s[key] for s in states])
-        return cls(owner_state, params, flat, state, order)
+        return cls(owner_state, params, state, order)
 
     @staticmethod
     def can_pack(owner_state: dict, params: list[Parameter], shared: frozenset) -> bool:
@@ -174,10 +158,9 @@ class Pack:
                 return False
         return True
 
-    @property
-    def alive(self) -> bool:
-        """False once :meth:`release` has handed the parameters back."""
-        return self.flat is not None
+    def concatenated(self) -> jax.Array:
+        """The parameters' current values as one flat array (what a first step initialises the state from)."""
+        return _concatenate(list(map(_DATA, self.params)))
 
     def _cut(self, flat: jax.Array, b: int) -> list[jax.Array]:
         batch = self.batches[b]
@@ -186,29 +169,22 @@ class Pack:
             return [_cut_one(flat, self._batch_offsets[b], size, shape)]
         return _cut_many(flat, self._batch_offsets[b], size, shape)
 
-    def _cached(self, key: str | None, i: int) -> jax.Array:
-        if (key, i) not in self._views:
-            b = self.batch_of[i]
-            source = self.flat if key is None else self.state[key]
-            self._views.update({(key, j): v for j, v in zip(self.batches[b], self._cut(source, b))})
-            for j in self.batches[b]:  # a write made since the last step wins over the buffer's old value
-                if key in self._pending and j in self._pending[key]:
-                    self._views[(key, j)] = self._pending[key][j]
-        return self._views[(key, i)]
-
-    def view(self, i: int) -> jax.Array:
-        """Parameter ``i``'s current value: its slice of the flat buffer (cut with its batch's, once per step)."""
-        return self._cached(None, i)
-
     def is_per_element(self, key: str) -> bool:
         """Whether entry ``key`` holds one value per element (else it is kept once for all: the step)."""
-        return self.state[key].shape == self.flat.shape
+        return self.state[key].shape == (self.size,)
 
     def entry(self, key: str, i: int) -> jax.Array:
-        """State entry ``key`` of parameter ``i``: its slice, or the one array the pack keeps (the step)."""
+        """State entry ``key`` of parameter ``i``: its slice (cut with its batch's, once per step), or the one
+        array the pack keeps (the step)."""
         if not self.is_per_element(key):
             return self.state[key]
-        return self._cached(key, i)
+        if (key, i) not in self._views:
+            b = self.batch_of[i]
+            self._views.update({(key, j): v for j, v in zip(self.batches[b], self._cut(self.state[key], b))})
+            for j in self.batches[b]:  # a write made since the last step wins over the buffer's old value
+                if j in self._pending.get(key, {}):
+                    self._views[(key, j)] = self._pending[key][j]
+        return self._views[(key, i)]
 
     def entry_keys(self) -> list[str]:
         """The state's keys in torch's order."""
@@ -225,22 +201,22 @@ class Pack:
         return True
 
     def sync(self) -> bool:
-        """Writes into the flat buffers what was assigned since the last step (``p.data``, ``opt.state`` entries).
+        """Writes into the flat buffers the state entries assigned since the last step.
 
         Returns False, changing nothing, when an assigned ``p.data`` has another
-        shape or dtype than its slice: the caller then releases the pack.
+        shape, dtype or device than the pack's: the caller then releases the pack.
         """
-        changed = [i for i, p in enumerate(self.params) if p._data is not self.slots[i]]
-        values = [self.params[i].data for i in changed]
-        if any(tuple(v.shape) != self.shapes[i] or v.dtype != self.dtype for i, v in zip(changed, values)):
-            return False
-        if changed:
-            self.flat = _write(self.flat, self._offsets(changed), values)
-            for i in changed:
-                self.params[i].data = self.slots[i]
+        arrays = list(map(_DATA, self.params))
+        if not all(map(operator.is_, arrays, map(weakref.ref.__call__, self.refs))):  # some p.data assigned
+            changed = [(i, a) for i, (a, old) in enumerate(zip(arrays, self.refs)) if a is not old()]
+            if any(not isinstance(a, jax.Array) or tuple(a.shape) != self.shapes[i] or a.dtype != self.dtype
+                   or a.sharding.device_set != self.devices for i, a in changed):
+                return False
+            self.refs = list(map(weakref.ref, arrays))
+        del arrays
         for key, writes in self._pending.items():
             self.state[key] = _write(self.state[key], self._offsets(list(writes)), list(writes.values()))
-        # the cut views go too, before the step: a step's peak memory holds no second copy of the parameters
+        # the cut views go too, before the step: a step's peak memory holds no second copy of the state
         # (an array a user still holds stays theirs)
         self._pending, self._views = {}, {}
         return True
@@ -248,27 +224,25 @@ class Pack:
     def _offsets(self, indices: list[int]) -> jax.Array:
         return jnp.asarray([self.offsets[i] for i in indices], jnp.int32)
 
-    def updated(self, flat: jax.Array, state: dict) -> None:
-        """Takes the buffers a step returned (the old ones were donated to it)."""
-        self.flat, self.state = flat, state
+    def updated(self, arrays: list, state: dict) -> None:
+        """Takes the parameters' arrays and the flat state a step returned (the old ones were donated to it)."""
+        self.refs, self.state = list(map(weakref.ref, arrays)), state
         self._views.clear()
 
     def release(self) -> None:
-        """Hands every parameter and its state back as separate arrays; the pack is empty afterwards.
+        """Hands every parameter's state back as separate arrays; the pack is empty afterwards.
 
-        A parameter whose ``p.data`` was assigned since the last step keeps the
-        assigned array; state written through ``opt.state`` is kept.
+        State written through ``opt.state`` is kept.
         """
         keys = self.entry_keys()
         shared = {key: jnp.array(self.state[key], copy=True) for key in keys if not self.is_per_element(key)}
         for i, p in enumerate(self.params):
-            if p._data is self.slots[i]:
-                p.data = self.view(i)
             entry = {key: shared[key] if key in shared else self.entry(key, i) for key in keys}
             if entry:
                 self.owner_state[p] = entry
             _PACK_OF.pop(p, None)
-        self.params, self.flat, self.state, self._views, self._pending = [], None, {}, {}, {}
+        self.params, self.refs, self.state, self._views, self._pending = [], [], {}, {}, {}
+        self.alive = False
 
 
 class StateEntry(MutableMapping):
@@ -472,9 +446,7 @@ def _plan_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
     if cls.elementwise and len(work) == len(group["params"]):
         for p in group["params"]:
             if _packable(opt, p):
-                pack = pack_of(p)
-                data = pack.flat if pack is not None else p._data
-                wanted.setdefault((p.dtype, tuple(data.sharding.device_set)), []).append(p)
+                wanted.setdefault((p.dtype, tuple(p._data.sharding.device_set)), []).append(p)
     order = _engine.order_keys(cls)
     result = []
     for params in [[same[i] for i in indices] for same in wanted.values() for indices in _pack_members(same)]:

@@ -9,24 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["LazyArray", "Parameter"]
-
-
-class LazyArray:
-    """An array computed when first read: what a :class:`Parameter` may hold instead of a ready one.
-
-    A subclass knows its ``shape`` and ``dtype`` without computing anything, and
-    returns the array from :meth:`value` (the facade's packing layer uses one to
-    stand for a parameter's slice of a flat buffer, cut only if someone reads it).
-    """
-
-    __slots__ = ()
-
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-    def value(self) -> jax.Array:
-        raise NotImplementedError
+__all__ = ["Parameter"]
 
 
 class Parameter:
@@ -61,20 +44,18 @@ class Parameter:
 
     @property
     def data(self) -> jax.Array:
-        """The current value; assigning converts with ``jnp.asarray``.
-
-        The box may hold a :class:`LazyArray` (a packed parameter's slice of its
-        optimizer's flat buffer, see :mod:`gradtx.optim._packing`): reading
-        computes it then.
-        """
-        data = self._data
-        return data if isinstance(data, jax.Array) else data.value()
+        """The current value; assigning converts with ``jnp.asarray`` (to a strong type: ``jnp.full(n, 0.5)`` and
+        Python scalars give weakly typed arrays, which a step would turn into strong ones)."""
+        return self._data
 
     @data.setter
     def data(self, value: Any) -> None:
         if isinstance(value, Parameter):
             value = value.data
-        self._data = value if isinstance(value, (jax.Array, LazyArray)) else jnp.asarray(value)
+        value = value if isinstance(value, jax.Array) else jnp.asarray(value)
+        if getattr(value, "weak_type", False):  # a Python scalar's type, which torch's tensors never have: the
+            value = jnp.asarray(value, value.dtype)  # step's results are strongly typed, and its program is one
+        self._data = value
 
     @property
     def shape(self) -> tuple[int, ...]:

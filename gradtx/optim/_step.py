@@ -87,6 +87,8 @@ _DATA = operator.attrgetter("_data")
 _GRAD = operator.attrgetter("grad")
 _SHAPE = operator.attrgetter("shape")
 _DTYPE = operator.attrgetter("dtype")
+_AVAL_SHAPE = operator.attrgetter("aval.shape")
+_AVAL_DTYPE = operator.attrgetter("aval.dtype")
 _EMPTY: dict = {}
 
 
@@ -407,10 +409,13 @@ def _checked_grads(opt: Optimizer, work: list) -> dict:
     first that does not fit raises, naming its parameter.
     """
     grads, arrays = list(map(_GRAD, work)), list(map(_DATA, work))
-    if (all(issubclass(kind, jax.Array) for kind in set(map(type, grads)))
-            and list(map(_SHAPE, grads)) == list(map(_SHAPE, arrays))
-            and list(map(_DTYPE, grads)) == list(map(_DTYPE, arrays))):
-        return dict(zip(work, grads))
+    if all(issubclass(kind, jax.Array) for kind in set(map(type, grads))):
+        try:  # a concrete array's abstract value, read at C level (``.shape`` is a Python property)
+            if (list(map(_AVAL_SHAPE, grads)) == list(map(_AVAL_SHAPE, arrays))
+                    and list(map(_AVAL_DTYPE, grads)) == list(map(_AVAL_DTYPE, arrays))):
+                return dict(zip(work, grads))
+        except AttributeError:  # an array type without one: checked one by one
+            pass
     return {p: _grads.checked_grad(opt, p, p.grad) for p in work}
 
 
@@ -467,10 +472,11 @@ def plan(opt: Optimizer) -> dict[str, list[Unit]]:
         for pack in packs:
             state, fresh = pack.state, not pack.state
             if fresh:
-                state = _engine.init_states(cls, static, dynamic, [pack.flat])[0]
-            shared = _engine.shared_entries(cls, static, dynamic, tuple(pack.flat.shape), pack.flat.dtype)
-            units["fused"].append(_unit(pack.params, static, dynamic, [pack.flat], [grads[p] for p in pack.params],
-                                        [dict(state)], [fresh], shared, pack))
+                state = _engine.init_states(cls, static, dynamic, [pack.concatenated()])[0]
+            shared = _engine.shared_entries(cls, static, dynamic, (pack.size,), pack.dtype)
+            units["fused"].append(_unit(pack.params, static, dynamic, list(map(_DATA, pack.params)),
+                                        list(map(grads.__getitem__, pack.params)), [dict(state)], [fresh], shared,
+                                        pack))
         if packs:
             packed = {p for pack in packs for p in pack.params}
             work = [p for p in work if p not in packed]
@@ -622,7 +628,8 @@ def run(opt: Optimizer, units: dict[str, list[Unit]]) -> None:
                 # one array per shared entry: the bucket stays one
                 _consume(map(dict.update, map(states.__getitem__, members), repeat(entries)))
             if unit.pack is not None:
-                unit.pack.updated(data[0], states[0])
+                _consume(map(setattr, unit.params, repeat("_data"), data))
+                unit.pack.updated(data, states[0])
             else:
                 store(opt, unit.params, data, states, unit.pending)
                 if unit.pending is not None:
