@@ -511,9 +511,9 @@ def fused_update(decl: Any, statics: tuple, bucketings: tuple, packed: tuple, dy
     group's packed parameters: their state is flat, so their arrays and
     gradients are concatenated here (the gradients into a temporary buffer: XLA
     does not fuse a concatenation read by several loops) and updated as one
-    flat parameter; each array then adds its slice of the update. An elementwise chain gives a flat buffer exactly the
-    numbers it gives each slice. ``keep`` is a runtime True, used only when
-    :func:`one_loop_requested`.
+    flat parameter; each array then adds its slice of the update. An
+    elementwise chain gives a flat buffer exactly the numbers it gives each
+    slice. ``keep`` is a runtime True, used only when :func:`one_loop_requested`.
     """
     keep = keep if one_loop_requested() else None
     results = []
