@@ -18,6 +18,7 @@ import pytest
 
 import gradtx.optim as optim
 from gradtx.optim import _step
+from tests.cases import OPTIMIZERS
 
 TIERS = {"fused": {}, "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
 # Above pack_max_numel (8192): planned as separate arrays; "s" is small (packed in the default tier).
@@ -190,3 +191,42 @@ def test_weakly_typed_arrays_compile_the_step_once(tier):
     assert _engine.trace_count() == count
     assert not any(x.weak_type for x in jax.tree.leaves(opt.params))
     assert all(x.weak_type for x in params.values())  # the user's arrays are theirs, unchanged
+
+
+STEPS_WITH_GRADIENTS = [info for info in OPTIMIZERS if not info.closure and not info.needs_mesh]
+
+
+ENGINE_PROGRAMS = {"jit(fused_update)", "jit(group_update)"}  # gradtx.optim._engine.program's two kinds
+
+
+@pytest.mark.parametrize("info", STEPS_WITH_GRADIENTS, ids=lambda info: info.name)
+def test_later_steps_compile_none_of_the_first_steps_programs_again(info):
+    """Arrays placed as JAX places them by default (uncommitted) stay so: state an optimizer creates itself is placed
+    as its parameter is, so the step's results do not change placement and the second step runs the engine programs
+    the first one compiled; the third compiles nothing at all (XLA compiles counted by JAX's own monitoring events;
+    a second step may compile what the first did not need, such as Prodigy's reading of its first state)."""
+    import jax.monitoring
+
+    rng = np.random.default_rng(0)
+    shapes = [(4, 3), (90, 100), (5, 5)] + ([] if info.params == "matrices" else [(3,)])
+    params = [jnp.asarray(rng.normal(size=shape)) for shape in shapes]
+    opt = info.cls(params, **info.state_options)
+    if info.train_mode:
+        opt.train()
+    grads = [jnp.full(x.shape, 0.1, x.dtype) for x in params]
+    compiled: list = []
+
+    def count(name, seconds, fun_name=None, **kwargs):
+        if name == "/jax/core/compile/backend_compile_duration":
+            compiled[-1].append(fun_name)
+
+    jax.monitoring.register_event_duration_secs_listener(count)
+    try:
+        for _ in range(3):
+            compiled.append([])
+            opt.step(grads)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(count)
+    first, second, third = compiled
+    assert not set(first) & set(second) & ENGINE_PROGRAMS, second
+    assert third == []

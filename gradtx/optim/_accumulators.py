@@ -141,16 +141,29 @@ class Adagrad(Optimizer):
         check_torch_ranges(group, "lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Adds a param group and, as torch's Adagrad does, creates its parameters' state now."""
+        """Adds a param group and, as torch's Adagrad does, creates its parameters' state now.
+
+        JAX arrays are values, so the new entries share arrays: one step for the
+        group (its parameters then step as one bucket, as after any step) and
+        one ``sum`` per shape, dtype and sharding. Thousands of parameters cost
+        a few arrays, not two each; a step copies a shared entry before reusing
+        its buffer.
+        """
         super().add_param_group(param_group)
         value = number(self.defaults["initial_accumulator_value"])
+        step = jnp.zeros((), jnp.float32)
+        sums: dict[tuple, Any] = {}
         for p in self.param_groups[-1]["params"]:
             if self.state.get(p):
                 continue
-            fill = complex(value, value) if jnp.iscomplexobj(p.data) else value
-            sharding = getattr(p.data, "sharding", None)
-            self.state[p] = {"step": jnp.zeros((), jnp.float32),
-                             "sum": jnp.full(p.shape, fill, p.dtype, device=sharding)}
+            data = p.data
+            key = (data.shape, data.dtype, data.sharding, data.committed)
+            if key not in sums:
+                fill = complex(value, value) if jnp.iscomplexobj(data) else value
+                # placed as the parameter is (a sum committed to a device where the parameter is not would make
+                # the step's results committed, and the second step compile its programs again)
+                sums[key] = jnp.full(data.shape, fill, data.dtype, device=data.sharding if data.committed else None)
+            self.state[p] = {"step": step, "sum": sums[key]}
 
 
 class RMSprop(Optimizer):
