@@ -123,6 +123,7 @@ class Pack:
         # holder, and the step would copy the arrays before donating them)
         self.refs = list(map(weakref.ref, map(_DATA, params)))
         self.alive = True  # False once :meth:`release` has handed the state back
+        self.stateless = None  # the chain kind (static options, option structure) whose initial state is empty
         self._views: dict[tuple, jax.Array] = {}  # (entry, index) -> cut array
         self._pending: dict[str, dict[int, jax.Array]] = {}  # state writes made through opt.state, not yet synced
         for p in params:

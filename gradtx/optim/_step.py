@@ -471,8 +471,10 @@ def plan(opt: Optimizer) -> dict[str, list[Unit]]:
         packs = _packing.group_packs(opt, group, work)
         for pack in packs:
             state, fresh = pack.state, not pack.state
-            if fresh:
+            kind = (static, _engine._dynamic_structure(dynamic))
+            if fresh and pack.stateless != kind:  # a chain that keeps no state (SGD without momentum): once
                 state = _engine.init_states(cls, static, dynamic, [pack.concatenated()])[0]
+                pack.stateless = kind if not state else None
             shared = _engine.shared_entries(cls, static, dynamic, (pack.size,), pack.dtype)
             units["fused"].append(_unit(pack.params, static, dynamic, list(map(_DATA, pack.params)),
                                         list(map(grads.__getitem__, pack.params)), [dict(state)], [fresh], shared,
