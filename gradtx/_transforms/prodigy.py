@@ -69,7 +69,6 @@ def prodigy(learning_rate: ScalarOrSchedule = 1.0, betas: tuple[Any, Any] = (0.9
     Returns:
       A GradientTransformation of the whole tree; its state is a :class:`ProdigyState`.
     """
-    beta1, beta2 = betas
 
     def init(params):
         dtype = _lowest_float_dtype(params)
@@ -82,7 +81,7 @@ def prodigy(learning_rate: ScalarOrSchedule = 1.0, betas: tuple[Any, Any] = (0.9
         del extra_args
         if params is None:
             raise ValueError(NO_PARAMS_MSG)
-        b3 = beta2**0.5 if beta3 is None else beta3
+        b3 = prodigy_beta3(betas, beta3)
         if not decouple:
             updates = gt.tree_map(lambda g, p: prodigy_gradient(g, p, weight_decay), updates, params)
         count_inc = gt.safe_increment(state.count)
@@ -110,6 +109,11 @@ def prodigy(learning_rate: ScalarOrSchedule = 1.0, betas: tuple[Any, Any] = (0.9
 
 # The steps of :func:`prodigy`'s update, leaf by leaf, for a step that visits the leaves in several programs
 # (:class:`gradtx.optim.Prodigy` over thousands of parameters): the sums over every leaf are the only coupling.
+
+
+def prodigy_beta3(betas: tuple[Any, Any], beta3: Any) -> Any:
+    r""":math:`\beta_3`, the sums' decay: ``beta3``, or prodigyopt's :math:`\sqrt{\beta_2}` for None."""
+    return betas[1] ** 0.5 if beta3 is None else beta3
 
 
 def prodigy_gradient(g: Any, p: Any, weight_decay: Any) -> Any:

@@ -23,7 +23,7 @@ import numpy as np
 from gradtx import ProdigyState
 from gradtx import _tree as gt
 from gradtx._transforms.prodigy import (
-    prodigy_direction, prodigy_estimate, prodigy_gradient, prodigy_moments, prodigy_rate,
+    prodigy_beta3, prodigy_direction, prodigy_estimate, prodigy_gradient, prodigy_moments, prodigy_rate,
 )
 from gradtx.optim._engine import alike_runs
 
@@ -32,10 +32,6 @@ __all__ = ["prodigy_step"]
 # Options a Prodigy step takes as numbers (traced: editing them does not recompile) and as structure.
 _NUMBERS = ("lr", "betas", "eps", "weight_decay", "d0", "d_coef")
 _FLAGS = ("use_bias_correction", "decouple", "safeguard_warmup")
-
-
-def _b3(numbers: dict, beta3: Any) -> Any:
-    return numbers["betas"][1] ** 0.5 if beta3 is None else beta3
 
 
 @functools.partial(jax.jit, static_argnames=("bias_correction",))
@@ -56,8 +52,8 @@ def _moments(params: list, grads: list, params0: list, exp_avg: list, exp_avg_sq
         if not decouple:
             g = prodigy_gradient(g, p, numbers["weight_decay"])
         vdots.append(gt.tree_vdot(g, p0 - p))  # the transform's numerator term, for this leaf
-        mi, vi, si = prodigy_moments(g, mi, vi, si, d, dlr, numbers["betas"], _b3(numbers, beta3), numbers["d0"],
-                                     safeguard_warmup)
+        mi, vi, si = prodigy_moments(g, mi, vi, si, d, dlr, numbers["betas"], prodigy_beta3(numbers["betas"], beta3),
+                                     numbers["d0"], safeguard_warmup)
         m.append(mi), v.append(vi), s.append(si)
         norms.append(jnp.sum(jnp.abs(si)))
     return m, v, s, jnp.stack(vdots), jnp.stack(norms)
@@ -74,8 +70,8 @@ def _estimate(vdots: list, norms: list, order: jax.Array, d: Any, dlr: Any, nume
     """The new estimate from every run's terms, summed in parameter order: ``(numerator, d, d_denom, d_hat)``."""
     vdot = _in_order(jnp.concatenate(vdots)[order])
     denominator = _in_order(jnp.concatenate(norms)[order])
-    numerator, estim_lr = prodigy_estimate(d, dlr, numerator_weighted, vdot, denominator, _b3(numbers, beta3),
-                                           numbers["d0"], numbers["d_coef"])
+    numerator, estim_lr = prodigy_estimate(d, dlr, numerator_weighted, vdot, denominator,
+                                           prodigy_beta3(numbers["betas"], beta3), numbers["d0"], numbers["d_coef"])
     return numerator, estim_lr, denominator, numbers["d_coef"] * numerator / denominator
 
 
