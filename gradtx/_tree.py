@@ -107,6 +107,12 @@ def tree_zeros_like(tree: PyTree, dtype: Any = None) -> PyTree:
     return tree_map(lambda x: _zeros_keeping_sharding(x, dtype), tree)
 
 
+def tree_copy(tree: PyTree) -> PyTree:
+    """A copy of each array leaf: a state entry that starts as the parameters gets buffers of its own, so that a
+    jitted step may donate both the parameters and the state (XLA refuses a buffer donated twice)."""
+    return tree_map(lambda x: jnp.array(x, copy=True) if isinstance(x, jax.Array) else x, tree)
+
+
 def real_dtype(x: Any) -> Any:
     """The real dtype matching ``x``'s (``float32`` for ``complex64``)."""
     return jnp.finfo(jnp.asarray(x).dtype).dtype if jnp.iscomplexobj(x) else jnp.asarray(x).dtype

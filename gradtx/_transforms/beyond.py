@@ -165,8 +165,9 @@ def scale_by_ademamix(b1: Any = 0.9, b2: Any = 0.999, b3: Any = 0.9999, alpha: A
     """
 
     def init(params):
-        zeros = gt.tree_zeros_like(params, mu_dtype)
-        return ScaleByAdemamixState(count=gt.zero_count(), count_m2=gt.zero_count(), m1=zeros, m2=zeros, nu=zeros)
+        zeros = lambda: gt.tree_zeros_like(params, mu_dtype)  # noqa: E731 - buffers of their own (a step donates each)
+        return ScaleByAdemamixState(count=gt.zero_count(), count_m2=gt.zero_count(), m1=zeros(), m2=zeros(),
+                                    nu=zeros())
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args

@@ -63,9 +63,9 @@ def scale_by_cocob(alpha: Any = 100.0, eps: Any = 1e-8) -> GradientTransformatio
     """
 
     def init(params):
-        zeros = gt.zeros_like(params)
-        return COCOBState(init_particles=params, cumulative_gradients=zeros, scale=gt.full_like(params, eps),
-                          subgradients=zeros, reward=zeros)
+        zeros = lambda: gt.zeros_like(params)  # noqa: E731 - buffers of their own (a step donates each)
+        return COCOBState(init_particles=gt.tree_copy(params), cumulative_gradients=zeros(),
+                          scale=gt.full_like(params, eps), subgradients=zeros(), reward=zeros())
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
@@ -129,8 +129,8 @@ def scale_by_dog(init_step: tuple[Literal["distance", "learning_rate", "heuristi
         else:
             raise ValueError(f"Invalid init_step specification for scale_by_dog: init_step_type={init_step_type!r}; "
                              "use 'distance', 'heuristic' or 'learning_rate'.")
-        return DoGState(is_init_step=jnp.asarray(True), init_params=params, max_dist=_scalar(r_eps, params),
-                        sum_sq_norm_grads=_scalar(0.0, params))
+        return DoGState(is_init_step=jnp.asarray(True), init_params=gt.tree_copy(params),
+                        max_dist=_scalar(r_eps, params), sum_sq_norm_grads=_scalar(0.0, params))
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
@@ -171,7 +171,7 @@ def scale_by_dowg(init_estim_sq_dist: Any = None, eps: Any = 1e-4) -> GradientTr
 
     def init(params):
         sq_dist = eps if init_estim_sq_dist is None else init_estim_sq_dist
-        return DoWGState(init_params=params, weighted_sq_norm_grads=_scalar(0.0, params),
+        return DoWGState(init_params=gt.tree_copy(params), weighted_sq_norm_grads=_scalar(0.0, params),
                          estim_sq_dist=_scalar(sq_dist, params))
 
     def update(updates, state, params=None, **extra_args):
@@ -436,7 +436,7 @@ def scale_by_madgrad(learning_rate: ScalarOrSchedule, momentum: Any = 0.9, eps: 
 
     def init(params):
         return MadgradState(count=gt.zero_count(), grad_sum_sq=gt.zeros_like(params), s=gt.zeros_like(params),
-                            x0=params)
+                            x0=gt.tree_copy(params))
 
     def update(updates, state, params=None, **extra_args):
         del extra_args

@@ -99,7 +99,7 @@ def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation
 
     def init(params):
         return SAMState(steps_since_sync=jnp.zeros([], jnp.int32), opt_state=optimizer.init(params),
-                        adv_state=adv_optimizer.init(params), cache=None if opaque_mode else params)
+                        adv_state=adv_optimizer.init(params), cache=None if opaque_mode else gt.tree_copy(params))
 
     def transparent_update(updates, state, params=None, *, grad_fn: Callable | None = None, **extra_args):
         del grad_fn, extra_args
@@ -174,9 +174,10 @@ def mechanize(base_optimizer: Any, weight_decay: Any = 1e-2, eps: Any = 1e-8, s_
 
     def init(params):
         lowest = gt.dtype(params, "lowest")
-        zeros = jnp.zeros([num_betas], dtype=lowest)
-        return MechanicState(base_optimizer_state=base_optimizer.init(params), count=gt.zero_count(), r=zeros,
-                             m=zeros, v=zeros, s=jnp.ones([num_betas], dtype=lowest) * s_init, x0=params)
+        zeros = lambda: jnp.zeros([num_betas], dtype=lowest)  # noqa: E731 - three buffers (a step donates each)
+        return MechanicState(base_optimizer_state=base_optimizer.init(params), count=gt.zero_count(), r=zeros(),
+                             m=zeros(), v=zeros(), s=jnp.ones([num_betas], dtype=lowest) * s_init,
+                             x0=gt.tree_copy(params))
 
     def update(updates, state, params=None, **extra_args):
         if params is None:

@@ -113,11 +113,13 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True) -> Gr
         raise ValueError(f"scale_by_lbfgs: memory_size must be >= 1, got {memory_size}")
 
     def init(params):
-        stacked = gt.tree_map(lambda x: jnp.zeros((memory_size,) + jnp.shape(x), jnp.asarray(x).dtype), params)
+        def stacked():  # a memory of its own for each (a step donates each)
+            return gt.tree_map(lambda x: jnp.zeros((memory_size,) + jnp.shape(x), jnp.asarray(x).dtype), params)
+
         dtype = gt.real_dtype(jax.tree.leaves(params)[0])
         return ScaleByLBFGSState(count=gt.zero_count(), params=gt.tree_zeros_like(params),
-                                 updates=gt.tree_zeros_like(params), diff_params_memory=stacked,
-                                 diff_updates_memory=stacked, weights_memory=jnp.zeros([memory_size], dtype))
+                                 updates=gt.tree_zeros_like(params), diff_params_memory=stacked(),
+                                 diff_updates_memory=stacked(), weights_memory=jnp.zeros([memory_size], dtype))
 
     def update(updates, state, params=None, **extra_args):
         del extra_args

@@ -390,10 +390,10 @@ def scale_by_zoom_linesearch(max_linesearch_steps: Any, max_learning_rate: Any =
 
     def init(params):
         dtype = value_dtype(params)
-        inf = jnp.asarray(jnp.inf, dtype)
+        inf = lambda: jnp.asarray(jnp.inf, dtype)  # noqa: E731 - buffers of their own (a step donates each)
         return ScaleByZoomLinesearchState(
-            learning_rate=jnp.asarray(1.0, dtype), value=inf, grad=gt.tree_zeros_like(params),
-            info=ZoomLinesearchInfo(num_linesearch_steps=gt.zero_count(), decrease_error=inf, curvature_error=inf))
+            learning_rate=jnp.asarray(1.0, dtype), value=inf(), grad=gt.tree_zeros_like(params),
+            info=ZoomLinesearchInfo(num_linesearch_steps=gt.zero_count(), decrease_error=inf(), curvature_error=inf()))
 
     def update(updates, state, params=None, *, value, grad, value_fn, **extra_args):
         fn_kwargs = _split_fn_kwargs(value_fn, extra_args, "scale_by_zoom_linesearch")

@@ -73,7 +73,7 @@ def prodigy(learning_rate: ScalarOrSchedule = 1.0, betas: tuple[Any, Any] = (0.9
     def init(params):
         dtype = _lowest_float_dtype(params)
         return ProdigyState(exp_avg=gt.tree_zeros_like(params), exp_avg_sq=gt.tree_zeros_like(params),
-                            grad_sum=gt.tree_zeros_like(params), params0=params,
+                            grad_sum=gt.tree_zeros_like(params), params0=gt.tree_copy(params),
                             estim_lr=jnp.asarray(estim_lr0, dtype=dtype), numerator_weighted=jnp.zeros((), dtype),
                             count=gt.zero_count())
 
