@@ -67,7 +67,9 @@ import jax.numpy as jnp
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
-BYTES_PER_PARAM = {"Adam": 28, "AdamW": 28, "SGD": 20}  # float32; bfloat16 moves half
+# float32; bfloat16 moves half. Prodigy makes two passes (its estimate d sums over every parameter first): the
+# moments read p, p0, g, m, v, s and write m, v, s; the update reads p, m, v and writes p.
+BYTES_PER_PARAM = {"Adam": 28, "AdamW": 28, "SGD": 20, "Prodigy": 52}
 IMPLEMENTATIONS = (
     "gradtx facade (default)",
     "gradtx facade foreach",
@@ -284,7 +286,8 @@ def functional_step(library: str, name: str, sizes: list[int], dtype: str,
     else:
         import gradtx as lib
     alias = {"Adam": lambda: lib.adam(1e-3), "AdamW": lambda: lib.adamw(1e-3, weight_decay=1e-2),
-             "SGD": lambda: lib.sgd(1e-3, momentum=0.9)}[name]
+             "SGD": lambda: lib.sgd(1e-3, momentum=0.9),
+             "Prodigy": lambda: (lib.contrib if library == "optax" else lib).prodigy(1e-3)}[name]
     tx = alias()
     params = [jnp.zeros(n, dtype) for n in sizes]
     grads = grads if grads is not None else [jnp.full(n, 1e-3, dtype) for n in sizes]

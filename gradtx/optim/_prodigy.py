@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -11,22 +12,40 @@ from gradtx import ProdigyState
 from gradtx.optim._declare import check_torch_ranges
 from gradtx.optim._optimizer import Optimizer, number
 from gradtx.optim._prodigy_runs import prodigy_step
-from gradtx.optim._step import program_limit
+from gradtx.optim._step import owned, program_limit
 
 __all__ = ["Prodigy"]
 
 
+def _initial_entry(x: Any) -> dict[str, Any]:
+    """A parameter's entries before its first step: zero moments and sums, and the parameter as its ``p0``."""
+    return {"exp_avg": jnp.zeros_like(x), "exp_avg_sq": jnp.zeros_like(x), "s": jnp.zeros_like(x), "p0": x}
+
+
+def _in_dtype(array: Any, dtype: Any) -> Any:
+    """``array`` in ``dtype`` (converted only when it differs: ``astype`` costs microseconds in Python even then)."""
+    return array if array.dtype == dtype else array.astype(dtype)
+
+
+def _flat_p0(p0: Any, x: Any) -> Any:
+    """``p0`` as prodigyopt keeps it: flattened, in the parameter's dtype (an entry kept so is returned as it is)."""
+    if tuple(p0.shape) == (x.size,) and p0.dtype == x.dtype:
+        return p0
+    p0 = jnp.asarray(p0)
+    return jnp.broadcast_to(p0.reshape(x.shape if p0.size > 1 else ()), x.shape).reshape(-1).astype(x.dtype)
+
+
 class Prodigy(Optimizer):
-    r"""prodigyopt.Prodigy (Mishchenko & Defazio, 2023, https://arxiv.org/abs/2306.06101): Adam with a learned step size.
+    r"""prodigyopt.Prodigy (Mishchenko & Defazio, 2023, https://arxiv.org/abs/2306.06101): Adam, learning its step size.
 
     The step is :func:`gradtx.prodigy` with ``bias_correction=use_bias_correction`` and
     ``decouple=decouple`` over all parameters (the estimate :math:`d` is one number for the
     whole model), run as programs over runs of ``opt.program_max_params`` alike parameters
     (:mod:`gradtx.optim._prodigy_runs`), so thousands of parameters compile a few small
-    programs. The same numbers as ``prodigyopt.Prodigy`` 1.1.2 with ``betas[0] > 0``; the param groups hold ``d``, ``d0``, ``d_max``, ``d_numerator``,
-    ``k`` (and, after a step, ``d_denom`` and ``d_hat``) as prodigyopt's do, and
-    ``opt.state[p]`` holds ``step``, ``s``, ``p0`` (flattened, as prodigyopt keeps them),
-    ``exp_avg`` and ``exp_avg_sq``.
+    programs. The same numbers as ``prodigyopt.Prodigy`` 1.1.2 with ``betas[0] > 0``; the param
+    groups hold ``d``, ``d0``, ``d_max``, ``d_numerator``, ``k`` (and, after a step, ``d_denom``
+    and ``d_hat``) as prodigyopt's do, and ``opt.state[p]`` holds ``step``, ``s``, ``p0``
+    (flattened, as prodigyopt keeps them), ``exp_avg`` and ``exp_avg_sq``.
 
     Not supported (a ``ValueError`` says so): several param groups with different
     options, ``growth_rate`` other than ``inf``, ``slice_p`` other than 1, ``fsdp_in_use``
@@ -94,7 +113,8 @@ class Prodigy(Optimizer):
         if step.size != 1 or not np.issubdtype(step.dtype, np.number) or step.reshape(()) < 0 \
                 or step.reshape(()) != np.floor(step.reshape(())):
             raise ValueError(f"{where}: 'step' must be a non-negative whole number, got {entry['step']!r}")
-        shapes = {"s": [(p.size,)], "p0": [(p.size,), (1,)], "exp_avg": [tuple(p.shape)], "exp_avg_sq": [tuple(p.shape)]}
+        shapes = {"s": [(p.size,)], "p0": [(p.size,), (1,)], "exp_avg": [tuple(p.shape)],
+                  "exp_avg_sq": [tuple(p.shape)]}
         for key, allowed in shapes.items():  # prodigyopt keeps s and p0 flat, the moments in the parameter's shape
             if tuple(np.shape(entry[key])) not in allowed:
                 raise ValueError(f"{where}: {key!r} has shape {np.shape(entry[key])}, but Prodigy keeps it with "
@@ -114,26 +134,33 @@ class Prodigy(Optimizer):
         boxes = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
         if not boxes:
             return loss
-        saved = [self.state.get(p, {}) for p in boxes]
         params = [p.data for p in boxes]
+        entries = [self.state.get(p) or _initial_entry(x) for p, x in zip(boxes, params)]
+        dtype = params[0].dtype
+        # The programs reuse the buffers only the optimizer holds (copies of the others, see _step.owned), so that
+        # memory does not double; the moments' only when every parameter has d's dtype (the moments' new dtype).
+        uniform = all(x.dtype == dtype for x in params)
+        moments = [[e[key] for e in entries] for key in ("exp_avg", "exp_avg_sq", "s")]
+        exp_avg, exp_avg_sq, grad_sum = map(owned, moments) if uniform else moments
         state = ProdigyState(
-            exp_avg=[jnp.asarray(s["exp_avg"]) if s else jnp.zeros_like(x) for s, x in zip(saved, params)],
-            exp_avg_sq=[jnp.asarray(s["exp_avg_sq"]) if s else jnp.zeros_like(x) for s, x in zip(saved, params)],
-            grad_sum=[jnp.asarray(s["s"]).reshape(x.shape) if s else jnp.zeros_like(x) for s, x in zip(saved, params)],
-            params0=[jnp.broadcast_to(jnp.asarray(s["p0"]).reshape(x.shape if jnp.size(s["p0"]) > 1 else ()), x.shape)
-                     if s else x for s, x in zip(saved, params)],
-            estim_lr=jnp.asarray(group["d"], params[0].dtype),
-            numerator_weighted=jnp.asarray(group["d_numerator"], params[0].dtype),
+            exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, grad_sum=grad_sum, params0=[e["p0"] for e in entries],
+            estim_lr=jnp.asarray(group["d"], dtype), numerator_weighted=jnp.asarray(group["d_numerator"], dtype),
             count=jnp.asarray(group["k"], jnp.int32))
+        donate_params = bool(self.donate_params)
+        if donate_params:
+            params = owned(params)
+        del moments, exp_avg, exp_avg_sq, grad_sum
         new_params, state, d_denom, d_hat = prodigy_step(group, params, [p.grad for p in boxes], state,
-                                                         program_limit(self.program_max_params))
-        for i, p in enumerate(boxes):
-            p.data = new_params[i]
+                                                         program_limit(self.program_max_params),
+                                                         donate_state=uniform, donate_params=donate_params)
+        for p, x, data, entry, m, v, s in zip(boxes, params, new_params, entries, state.exp_avg, state.exp_avg_sq,
+                                              state.grad_sum):
+            p.data = data
             # Kept in the parameter's dtype, as prodigyopt's in-place updates keep them (d may be wider).
-            self.state[p] = {"step": saved[i].get("step", 0) + 1, "s": state.grad_sum[i].reshape(-1).astype(p.dtype),
-                             "p0": state.params0[i].reshape(-1).astype(p.dtype),
-                             "exp_avg": state.exp_avg[i].astype(p.dtype), "exp_avg_sq": state.exp_avg_sq[i].astype(p.dtype)}
+            self.state[p] = {"step": entry.get("step", 0) + 1, "s": s, "p0": _flat_p0(entry["p0"], x),
+                             "exp_avg": _in_dtype(m, x.dtype), "exp_avg_sq": _in_dtype(v, x.dtype)}
+        numerator, d_denom, d, d_hat = map(float, jax.device_get((state.numerator_weighted, d_denom, state.estim_lr,
+                                                                   d_hat)))
         for g in self.param_groups:
-            g.update(d_numerator=float(state.numerator_weighted), d_denom=float(d_denom), d=float(state.estim_lr),
-                     d_max=float(state.estim_lr), d_hat=float(d_hat), k=g["k"] + 1)
+            g.update(d_numerator=numerator, d_denom=d_denom, d=d, d_max=d, d_hat=d_hat, k=g["k"] + 1)
         return loss
