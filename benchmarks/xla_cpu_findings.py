@@ -3,7 +3,8 @@
 Run from the repository root::
 
     python -m benchmarks.xla_cpu_findings              # every experiment (a few minutes on 2 cores)
-    python -m benchmarks.xla_cpu_findings fusions      # one of: fusions, fusion-timing, packing, dispatch
+    python -m benchmarks.xla_cpu_findings fusions      # one of: fusions, fusion-timing, packing, dispatch,
+                                                       # runtime-scalars
 
 ``fusions`` and ``fusion-timing`` run twice, in child processes, without and with
 ``XLA_FLAGS=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion`` (XLA
@@ -246,7 +247,52 @@ def dispatch(counts: tuple[int, ...] = (10, 100, 1000, 4000), rounds: int = 15) 
         print(f"  jitted call with {k:5d} array inputs and outputs: {ms:8.3f} ms ({ms / k * 1e3:6.2f} us per array)")
 
 
-EXPERIMENTS = {"fusions": fusions, "fusion-timing": fusion_timing, "packing": packing, "dispatch": dispatch}
+def _moment_constant(ms, gs, b):
+    del b
+    return [m * B1 + g * (1 - B1) for m, g in zip(ms, gs)]
+
+
+def _moment_argument(ms, gs, b):
+    return [m * b + g * (1 - b) for m, g in zip(ms, gs)]
+
+
+def runtime_scalars(rounds: int = 61) -> None:
+    """One moment update, ``m * b + g * (1 - b)``, with ``b`` a constant and ``b`` an argument of the program.
+
+    Over the sizes of ``step_time``'s 200-tensor set (lognormal, nearly all odd),
+    then over those sizes rounded down to multiples of 64; ``m`` donated.
+    XLA:CPU splits a loop fusion into parallel parts and guards each element of a
+    part with a bound check when the length does not divide evenly. With a
+    constant, LLVM vectorizes the guarded loop with masked loads; an argument is a
+    scalar load inside the guard, and the loop stays scalar (its LLVM IR, from
+    ``XLA_FLAGS=--xla_dump_to=DIR``, has no vector instructions). The facade passes
+    its options to its programs as arguments (a scheduler never recompiles them).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks.step_time import parameter_sets
+
+    odd = parameter_sets(False)["200 tensors, 16M total"]
+    for label, sizes in (("as they are", odd), ("multiples of 64", [max(64, n // 64 * 64) for n in odd])):
+        grads = [jnp.ones(n, jnp.float32) for n in sizes]
+        fns = {}
+        for name, fn in (("b a constant", _moment_constant), ("b an argument", _moment_argument)):
+            step = jax.jit(fn, donate_argnums=(0,))
+            box = [[jnp.zeros(n, jnp.float32) for n in sizes]]
+
+            def run(step=step, box=box) -> None:
+                box[0] = step(box[0], grads, B1)
+                jax.block_until_ready(box[0])
+
+            fns[name] = run
+        med = _medians(fns, rounds)
+        print(f"  200 tensors, 16M total, {label}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in med.items())
+              + f" (argument / constant {med['b an argument'] / med['b a constant']:.2f})")
+
+
+EXPERIMENTS = {"fusions": fusions, "fusion-timing": fusion_timing, "packing": packing, "dispatch": dispatch,
+               "runtime-scalars": runtime_scalars}
 PER_FLAGS = ("fusions", "fusion-timing")
 
 
