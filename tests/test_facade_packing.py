@@ -343,6 +343,26 @@ def test_pack_max_numel_zero_keeps_every_parameter_apart():
     assert pickle.loads(pickle.dumps(opt)).pack_max_numel == 0
 
 
+def test_a_pack_of_several_shapes_is_a_program_of_its_own(monkeypatch):
+    """Compiled apart from the large parameters' program, with XLA:CPU's older loop emitter (see
+    ``_engine._compiler_options``); the numbers are the foreach tier's (the bit-for-bit tests above)."""
+    calls = []
+    original = _engine.program
+
+    def spy(kind, donate, spread=False, mixed_packs=False):
+        calls.append(mixed_packs)
+        return original(kind, donate, spread, mixed_packs)
+
+    monkeypatch.setattr(_engine, "program", spy)
+    arrays = [jnp.ones((3, 4)), jnp.ones(5), jnp.ones((300, 300))]
+    opt, plain = optim.Adam(arrays, lr=0.1), optim.Adam(arrays, lr=0.1, foreach=True)
+    for o in (opt, plain):
+        o.step([jnp.full_like(a, 0.5) for a in arrays])
+    assert is_packed(opt) == [True, True, False]
+    assert set(calls) == {False, True}  # the large parameter's program, and the pack's
+    assert_same(opt.params, plain.params)
+
+
 @pytest.mark.parametrize("name", ["Adam", "ASGD"])
 def test_a_group_of_many_small_parameters_packs_in_alike_packs_compiled_once(name, monkeypatch):
     monkeypatch.setattr(_packing, "PACK_MAX_PARAMS", 4)

@@ -11,8 +11,8 @@ concatenation as if it were one parameter (an elementwise chain gives each
 element the numbers it would give it in its own tensor), and returns each
 parameter's slice as its new array. Each run of ``PACK_MAX_PARAMS``
 same-shape parameters is a pack of its own, and the group's other small
-parameters one more; several packs are updated by a program each, and alike
-packs share one compiled program.
+parameters one more; several packs (or one of several shapes) are updated by a
+program each, and alike packs share one compiled program.
 
 The parameters stay their own arrays (``p.data`` is read and assigned as for
 any parameter); only the state is packed, and nothing a user does releases a
@@ -101,6 +101,7 @@ class Pack:
         self.order = order
         self.params = list(params)
         self.shapes = [p.shape for p in params]
+        self.mixed = len(set(self.shapes)) > 1  # of several shapes: a program of its own (see _step._calls)
         self.sizes = [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
         self.size = sum(self.sizes)
         self.offsets = [int(o) for o in np.cumsum([0] + self.sizes[:-1])]

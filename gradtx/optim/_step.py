@@ -505,6 +505,11 @@ class _Call(NamedTuple):
         """Whether its arrays live on several devices (a mesh)."""
         return len(device_key(self.units[0].arrays[0])) > 1
 
+    @property
+    def mixed_packs(self) -> bool:
+        """Whether it updates only packs of several shapes (see ``_engine._compiler_options``)."""
+        return all(unit.pack is not None and unit.pack.mixed for unit in self.units)
+
 
 def _calls(opt: Optimizer, units: dict[str, list[Unit]]) -> list[_Call]:
     cls = type(opt)
@@ -513,8 +518,9 @@ def _calls(opt: Optimizer, units: dict[str, list[Unit]]) -> list[_Call]:
     fused: dict[tuple, list[Unit]] = {}
     packs = sum(unit.pack is not None for unit in units["fused"])
     for unit in units["fused"]:
-        if unit.pack is not None and packs > 1:
-            calls.append(_fused_call(cls, [unit]))  # alike packs: one compiled program; one temporary at a time
+        if unit.pack is not None and (packs > 1 or unit.pack.mixed):
+            # alike packs: one compiled program; one temporary at a time; a pack of several shapes compiles apart
+            calls.append(_fused_call(cls, [unit]))
             continue
         if unit.pack is None:
             chunks, unit = _chunks(unit, limit)
@@ -617,11 +623,11 @@ def run(opt: Optimizer, units: dict[str, list[Unit]]) -> None:
     calls = _calls(opt, units)
     donate = bool(opt.donate_params)
     for call in calls:
-        _engine.trace(call.kind, donate, call.args, call.spread)
+        _engine.trace(call.kind, donate, call.args, call.spread, call.mixed_packs)
     stepped: dict[int, dict] = {}  # a bucket's new shared entries, by its old ones (the for-loop splits buckets)
     pending: dict[int, _Pending] = {}
     for call in calls:
-        new_params, new_states, new_shared = _engine.program(call.kind, donate, call.spread)(*call.args)
+        new_params, new_states, new_shared = _engine.program(call.kind, donate, call.spread, call.mixed_packs)(*call.args)
         if call.kind == "group":
             new_params, new_states, new_shared = [new_params], [new_states], [new_shared]
         for unit, data, states, shared in zip(call.units, new_params, new_states, new_shared):
