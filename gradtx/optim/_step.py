@@ -627,7 +627,8 @@ def run(opt: Optimizer, units: dict[str, list[Unit]]) -> None:
     stepped: dict[int, dict] = {}  # a bucket's new shared entries, by its old ones (the for-loop splits buckets)
     pending: dict[int, _Pending] = {}
     for call in calls:
-        new_params, new_states, new_shared = _engine.program(call.kind, donate, call.spread, call.mixed_packs)(*call.args)
+        program = _engine.program(call.kind, donate, call.spread, call.mixed_packs)
+        new_params, new_states, new_shared = program(*call.args)
         if call.kind == "group":
             new_params, new_states, new_shared = [new_params], [new_states], [new_shared]
         for unit, data, states, shared in zip(call.units, new_params, new_states, new_shared):
