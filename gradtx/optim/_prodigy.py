@@ -18,21 +18,15 @@ __all__ = ["Prodigy"]
 
 
 def _initial_entry(x: Any) -> dict[str, Any]:
-    """A parameter's entries before its first step: zero moments and sums, and the parameter as its ``p0``."""
-    return {"exp_avg": jnp.zeros_like(x), "exp_avg_sq": jnp.zeros_like(x), "s": jnp.zeros_like(x), "p0": x}
+    """A parameter's entries before its first step: zero moments and sums, and the parameter as its ``p0``
+    (``s`` and ``p0`` flattened, as prodigyopt keeps them; the step's programs reshape them)."""
+    return {"exp_avg": jnp.zeros_like(x), "exp_avg_sq": jnp.zeros_like(x), "s": jnp.zeros(x.size, x.dtype),
+            "p0": x.reshape(-1)}
 
 
 def _in_dtype(array: Any, dtype: Any) -> Any:
     """``array`` in ``dtype`` (converted only when it differs: ``astype`` costs microseconds in Python even then)."""
     return array if array.dtype == dtype else array.astype(dtype)
-
-
-def _flat_p0(p0: Any, x: Any) -> Any:
-    """``p0`` as prodigyopt keeps it: flattened, in the parameter's dtype (an entry kept so is returned as it is)."""
-    if tuple(p0.shape) == (x.size,) and p0.dtype == x.dtype:
-        return p0
-    p0 = jnp.asarray(p0)
-    return jnp.broadcast_to(p0.reshape(x.shape if p0.size > 1 else ()), x.shape).reshape(-1).astype(x.dtype)
 
 
 class Prodigy(Optimizer):
@@ -157,7 +151,7 @@ class Prodigy(Optimizer):
                                               state.grad_sum):
             p.data = data
             # Kept in the parameter's dtype, as prodigyopt's in-place updates keep them (d may be wider).
-            self.state[p] = {"step": entry.get("step", 0) + 1, "s": s, "p0": _flat_p0(entry["p0"], x),
+            self.state[p] = {"step": entry.get("step", 0) + 1, "s": s, "p0": entry["p0"],  # p0: as prodigyopt's
                              "exp_avg": _in_dtype(m, x.dtype), "exp_avg_sq": _in_dtype(v, x.dtype)}
         numerator, d_denom, d, d_hat = map(float, jax.device_get((state.numerator_weighted, d_denom, state.estim_lr,
                                                                    d_hat)))
