@@ -121,6 +121,48 @@ def test_writes_through_state_and_data_keep_the_numbers_and_the_pack():
     assert_same(state_arrays(packed), state_arrays(plain))
 
 
+def test_a_pack_keeps_the_chains_own_state_and_translates_only_at_the_boundary():
+    """A step leaves the pack the chain's state over its flat parameter (what a step takes back, untranslated);
+    opt.state reads it under torch's names, never handing out the chain's own arrays."""
+    opt = make("Adam", "float32", "default")
+    opt.step(gradient(opt.params, 0))
+    pack = packs(opt)[0]
+    flat = jnp.zeros((pack.size,), jnp.float32)
+    chain = _engine.build_chain(optim.Adam, *_engine.split_options(optim.Adam, opt.param_groups[0]))
+    assert jax.tree.structure(pack.chain) == jax.tree.structure(chain.init(_engine.Bucket([flat])))
+    first = opt.param_groups[0]["params"][0]
+    read = dict(opt.state[first])
+    assert list(read) == ["step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"] and read["step"].dtype == jnp.float32
+    held = {id(leaf) for leaf in jax.tree.leaves(pack.chain)}
+    assert not held & {id(v) for p in opt.state for v in opt.state[p].values()}
+    chain_before = pack.chain
+    opt.step(gradient(opt.params, 1))  # the state the last step left goes in as it is (and is donated)
+    assert all(leaf.is_deleted() for leaf in jax.tree.leaves(chain_before) if leaf.size > 1)
+    assert all(not v.is_deleted() for v in read.values())
+
+
+@pytest.mark.parametrize("change", ["amsgrad off, then on again", "weight decay off", "loaded"])
+def test_an_option_that_changes_the_chains_structure_translates_the_packed_state(change):
+    """The pack's chain state is translated (through torch's names) when the chain's structure changes; an entry
+    the new chain does not keep stays, as torch keeps it, and a later chain takes it up again."""
+    packed, plain = make("Adam", "float64", "default"), make("Adam", "float64", "foreach")
+    for step in range(6):
+        for opt in (packed, plain):
+            group = opt.param_groups[0]
+            if change.startswith("amsgrad") and step in (2, 4):
+                group["amsgrad"] = step == 4
+            if change == "weight decay off" and step == 2:
+                group["weight_decay"] = 0.0
+            if change == "loaded" and step == 2:
+                opt.load_state_dict(opt.state_dict())
+            opt.step(gradient(opt.params, step))
+        assert_same(packed.params, plain.params)
+        assert_same(state_arrays(packed), state_arrays(plain))
+        assert [list(packed.state[p]) for p in packed.param_groups[0]["params"]] == [
+            list(plain.state[p]) for p in plain.param_groups[0]["params"]]
+    assert all(is_packed(packed)[:-1])
+
+
 WRITES_THE_PACK_CANNOT_HOLD = {
     "state entry of another dtype": lambda opt, p: opt.state[p].__setitem__(
         "exp_avg", opt.state[p]["exp_avg"].astype(jnp.float32)),

@@ -428,20 +428,12 @@ def one_loop_requested() -> bool:
 
 
 def _bucket_update(decl: Any, tx: Any, params: list, grads: list, states: list[dict], shared: dict, fresh: Any,
-                   keep: Any = None, pieces: list | None = None) -> tuple[list, list[dict], dict]:
+                   keep: Any = None) -> tuple[list, list[dict], dict]:
     """One bucket's step: the chain applied once to its parameters, with their state and the shared one.
 
-    With ``keep`` (a runtime True), the parameters are computed a second time:
-    XLA:CPU emits one loop per materialised output (the state entries, then the
-    parameter re-reading them: about 40 bytes per float32 Adam parameter where
-    one loop moves 28). The second computation reads copies of the inputs that
-    XLA cannot merge with the originals (``where(keep, x, 0)``), so that its loop
-    reads only the inputs; under XLA:CPU's multi-output fusion (an ``XLA_FLAGS``
-    option, see ``benchmarks/FINDINGS.md``) all the loops then merge into one.
-
-    With ``pieces`` (a pack: ``params`` is their concatenation), the one new
-    parameter is the list of the pieces' new arrays, each its own array plus
-    its slice of the update (so that no updated concatenation is materialised).
+    The parameters' torch-named entries become the bucket's chain state here
+    (at trace time: a program's inputs and outputs are torch's entries), and
+    the new chain state is split back into them.
     """
     params = Bucket(params)
     # jax.grad of a real loss is the conjugate of torch's gradient
@@ -449,30 +441,77 @@ def _bucket_update(decl: Any, tx: Any, params: list, grads: list, states: list[d
     template = tx.init(params)
     found = bucket_layout(decl, template)
     state = bucket_state(decl, template, found, states, shared, params, fresh)
-    updates, new_state = tx.update(grads, state, params)
-    if keep is not None:
-        grads, state, params = jax.tree.map(lambda x: jnp.where(keep, x, jnp.zeros_like(x)), (grads, state, params))
-        updates, _ = tx.update(grads, state, params)
-    if pieces is None:
-        new_params = [jnp.asarray(p + u).astype(p.dtype) for p, u in zip(params, updates)]
-    else:
-        new_params = [_added_slices(pieces, updates[0])]
+    updates, new_state = _chain_update(tx, params, grads, state, keep)
+    new_params = [jnp.asarray(p + u).astype(p.dtype) for p, u in zip(params, updates)]
     per_param, new_shared = split_bucket_state(decl, new_state, found, params)
     return new_params, per_param, new_shared
 
 
+def _chain_update(tx: Any, params: Any, grads: Any, state: Any, keep: Any) -> tuple[Any, Any]:
+    """``tx.update`` of a bucket; with ``keep`` (a runtime True), the updates computed a second time.
+
+    XLA:CPU emits one loop per materialised output (the state entries, then the
+    parameter re-reading them: about 40 bytes per float32 Adam parameter where
+    one loop moves 28). The second computation reads copies of the inputs that
+    XLA cannot merge with the originals (``where(keep, x, 0)``), so that its loop
+    reads only the inputs; under XLA:CPU's multi-output fusion (an ``XLA_FLAGS``
+    option, see ``benchmarks/FINDINGS.md``) all the loops then merge into one.
+    """
+    updates, new_state = tx.update(grads, state, params)
+    if keep is not None:
+        grads, state, params = jax.tree.map(lambda x: jnp.where(keep, x, jnp.zeros_like(x)), (grads, state, params))
+        updates, _ = tx.update(grads, state, params)
+    return updates, new_state
+
+
+def pack_update(decl: Any, static: tuple, dynamic: dict, pieces: list, grads: list, state: Any,
+                keep: Any = None) -> tuple[list, Any]:
+    """A pack's step: the chain applied to the concatenation of its parameters, as one parameter.
+
+    ``state`` is the chain's own state over that one flat parameter (what the
+    pack keeps; see :func:`packed_chain_state`), so nothing is translated. The
+    gradients are concatenated into a temporary buffer (XLA does not fuse a
+    concatenation read by several loops); each piece then adds its slice of
+    the update, so no updated concatenation is materialised. An elementwise
+    chain gives a flat buffer exactly the numbers it gives each slice.
+    """
+    global _traces
+    _traces += 1
+    tx = build_chain(decl, static, dynamic)
+    updates, new_state = _chain_update(tx, Bucket(_flat(pieces)), Bucket(_flat(grads)), state, keep)
+    return _added_slices(pieces, updates[0]), new_state
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def packed_chain_state(decl: Any, static: tuple, dynamic: dict, param: Any, entries: dict) -> Any:
+    """The chain's state over one flat parameter (a pack's) from its torch-named flat ``entries``.
+
+    Entries it lacks start from the chain's initial state (all of them for a
+    pack without state: the chain's ``init``, as torch's lazy initialisation).
+    """
+    template = build_chain(decl, static, dynamic).init(Bucket([param]))
+    if not entries:
+        return template
+    return bucket_state(decl, template, bucket_layout(decl, template), [entries], entries, [param], False)
+
+
+def packed_entries(decl: Any, state: Any, found: list, param: Any) -> dict:
+    """A pack's chain state under torch's names, in torch's order (the step as a float32 scalar)."""
+    (per_param,), shared = split_bucket_state(decl, state, found, [param])
+    merged = {**shared, **per_param}
+    return {key: merged[key] for key in order_keys(decl) if key in merged}
+
+
 def group_update(decl: Any, static: tuple, buckets: tuple, dynamic: dict, params: list, grads: list,
-                 states: list, shared: list, fresh: Any, keep: Any = None, pieces: list | None = None) -> tuple:
+                 states: list, shared: list, fresh: Any, keep: Any = None) -> tuple:
     """One group's step: the chain for its options, applied once per bucket of parameters.
 
     ``buckets`` (static) lists the parameters' indices bucket by bucket;
     ``shared[b]`` and ``fresh[b]`` are bucket ``b``'s shared entries and whether
     its parameters had no state before (see :func:`bucket_state`). A parameter
     without state yet comes with its initial state from :func:`init_states`, so
-    that the first step and the later ones are one program. ``pieces``: the
-    arrays a packed unit's one flat parameter concatenates (see
-    :func:`_bucket_update`). Returns the new parameters, their entries and each
-    bucket's shared entries.
+    that the first step and the later ones are one program. Returns the new
+    parameters, their entries and each bucket's shared entries.
     """
     global _traces
     _traces += 1
@@ -481,7 +520,7 @@ def group_update(decl: Any, static: tuple, buckets: tuple, dynamic: dict, params
     for b, members in enumerate(buckets):
         out_params, out_states, out_shared = _bucket_update(
             decl, tx, [params[i] for i in members], [grads[i] for i in members],
-            [states[i] for i in members], shared[b], fresh[b], keep, pieces)
+            [states[i] for i in members], shared[b], fresh[b], keep)
         for i, p, s in zip(members, out_params, out_states):
             new_params[i], new_states[i] = p, s
         new_shared.append(out_shared)
@@ -507,22 +546,19 @@ def fused_update(decl: Any, statics: tuple, bucketings: tuple, packed: tuple, dy
                  grads: list, states: list, shared: list, fresh: list, keep: Any) -> tuple:
     """Every unit's step in one program.
 
-    A unit is a group's parameters as separate arrays, or (``packed[i]``) a
-    group's packed parameters: their state is flat, so their arrays and
-    gradients are concatenated here (the gradients into a temporary buffer: XLA
-    does not fuse a concatenation read by several loops) and updated as one
-    flat parameter; each array then adds its slice of the update. An
-    elementwise chain gives a flat buffer exactly the numbers it gives each
-    slice. ``keep`` is a runtime True, used only when :func:`one_loop_requested`.
+    A unit is a group's parameters as separate arrays (their torch-named
+    entries, :func:`group_update`), or (``packed[i]``) a group's packed
+    parameters with the pack's chain state (:func:`pack_update`; its
+    ``shared`` and ``fresh`` are unused). ``keep`` is a runtime True, used only
+    when :func:`one_loop_requested`.
     """
     keep = keep if one_loop_requested() else None
     results = []
     for static, buckets, pack, dynamic, p, g, s, sh, f in zip(statics, bucketings, packed, dynamics, params, grads,
                                                               states, shared, fresh):
         if pack:
-            new_params, new_states, new_shared = group_update(decl, static, buckets, dynamic, _flat(p), _flat(g), s,
-                                                              sh, f, keep, pieces=p)
-            results.append((new_params[0], new_states, new_shared))
+            new_params, new_state = pack_update(decl, static, dynamic, p, g, s, keep)
+            results.append((new_params, new_state, []))
         else:
             results.append(group_update(decl, static, buckets, dynamic, p, g, s, sh, f, keep))
     return [r[0] for r in results], [r[1] for r in results], [r[2] for r in results]

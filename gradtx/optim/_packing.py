@@ -4,12 +4,13 @@ Many small tensors cost per tensor, not per byte: on a CPU each array crossing
 a compiled program's boundary costs microseconds, and each parameter's update is
 a few kernels of its own (``benchmarks/FINDINGS.md``). So the default tier of an
 elementwise optimizer (``Optimizer.elementwise``) keeps the *state* of a group's
-small parameters of one dtype *packed*: each state entry (``exp_avg``...) of
-all of them in one flat buffer, with one step count. The compiled step
+small parameters of one dtype *packed*: the chain's own state over the
+concatenation of them all, as if it were one parameter (each state entry,
+``exp_avg``..., one flat buffer, with one step count). The compiled step
 concatenates the parameters and their gradients inside the program, updates the
-concatenation as if it were one parameter (an elementwise chain gives each
-element the numbers it would give it in its own tensor), and returns each
-parameter's slice as its new array. Each run of ``PACK_MAX_PARAMS``
+concatenation with that state (an elementwise chain gives each element the
+numbers it would give it in its own tensor; nothing is translated), and returns
+each parameter's slice as its new array. Each run of ``PACK_MAX_PARAMS``
 same-shape parameters is a pack of its own, and the group's other small
 parameters one more; several packs (or one of several shapes) are updated by a
 program each, and alike packs share one compiled program.
@@ -20,7 +21,8 @@ pack by reading:
 
 * ``opt.state`` is a :class:`StateView`: ``opt.state[p]`` of a packed parameter
   is a :class:`StateEntry` whose arrays are cut from the flat buffers when read
-  (copies, made once per step, in batches of one shape);
+  (copies, made once per step, in batches of one shape), under torch's names
+  (the chain's state is translated at this boundary only, and never handed out);
 * writes go through: ``opt.state[p]["exp_avg"] = x`` is written into the flat
   buffer before the next step (:meth:`Pack.sync`). Only a write the layout
   cannot hold (another shape or dtype, a step count of its own, a whole entry
@@ -85,7 +87,16 @@ _PACK_OF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a packed pa
 
 
 class Pack:
-    """The state of some parameters of one group, dtype and device, flat under torch's names.
+    """The state of some parameters of one group, dtype and device: the chain's state over their concatenation.
+
+    A step leaves the chain's own state (``chain``, for the chain ``kind`` that
+    made it: the group's static options and option structure). Until the first
+    step, or after the parameters' entries were packed from ``opt.state``, the
+    pack keeps torch-named flat entries instead (``loaded``), which the next
+    step translates (:meth:`chain_state`). :meth:`entries` is the state under
+    torch's names either way; entries the chain does not keep (``max_exp_avg_sq``
+    after ``amsgrad`` was switched off) stay flat beside it (``extra``), as torch
+    keeps them, for a later chain that takes them again.
 
     Args:
       owner_state: the optimizer's per-parameter state dict, where :meth:`release`
@@ -119,12 +130,17 @@ class Pack:
         self.batch_of = {i: b for b, batch in enumerate(self.batches) for i in batch}
         self._batch_offsets = [jnp.asarray([self.offsets[i] for i in batch], jnp.int32) if len(batch) > 1
                                else np.int32(self.offsets[batch[0]]) for batch in self.batches]
-        self.state = state
+        self.loaded = state
+        self.chain: Any = None  # the chain's state after a step (then ``loaded`` is None)
+        self.kind: Any = None  # the chain kind (static options, option structure) ``chain`` is the state of
+        self._found: list = []  # ``chain``'s leaves: (torch name or STEP, None for a leaf kept once for all)
+        self._entries: dict | None = None  # ``chain`` under torch's names, translated once per step when read
+        self.extra: dict = {}  # flat entries beside ``chain`` that it does not keep
+        self._staged: tuple = (None, {})  # (kind, extra) of the state :meth:`chain_state` last translated
         # weak references to the parameters' arrays as the last step stored them (a strong one would count as a
         # holder, and the step would copy the arrays before donating them)
         self.refs = list(map(weakref.ref, map(_DATA, params)))
         self.alive = True  # False once :meth:`release` has handed the state back
-        self.stateless = None  # the chain kind (static options, option structure) whose initial state is empty
         self._views: dict[tuple, jax.Array] = {}  # (entry, index) -> cut array
         self._pending: dict[str, dict[int, jax.Array]] = {}  # state writes made through opt.state, not yet synced
         for p in params:
@@ -172,18 +188,50 @@ class Pack:
             return [_cut_one(flat, self._batch_offsets[b], size, shape)]
         return _cut_many(flat, self._batch_offsets[b], size, shape)
 
+    def chain_state(self, decl: Any, static: tuple, dynamic: dict, kind: tuple) -> Any:
+        """The chain's state for this step's chain ``kind``: the one a step left, or one translated from
+        :meth:`entries` (the initial state for a pack without entries). Nothing is stored: :meth:`updated` keeps
+        the state the step returns, so a step that fails changes nothing."""
+        if self.chain is not None and self.kind == kind:
+            return self.chain
+        entries = self.entries()
+        state = _engine.packed_chain_state(decl, static, dynamic, self.concatenated(), entries)
+        kept = {decl.step_name if name is _engine.STEP else name for name, _ in _engine.bucket_layout(decl, state)}
+        self._staged = (kind, {key: value for key, value in entries.items() if key not in kept})
+        return state
+
+    def entries(self) -> dict:
+        """The state under torch's names, each entry flat or (the step) one for all; nothing if never stepped.
+
+        The entries kept once for all (the step) are copies, and the flat ones
+        are only ever handed out cut (:meth:`entry`): the chain's own arrays
+        never leave the pack, so a step may always donate them.
+        """
+        if self.chain is None:
+            return self.loaded
+        if self._entries is None:
+            entries = _engine.packed_entries(self._decl, self.chain, self._found, self.chain_param)
+            entries = {**self.extra, **entries}
+            self._entries = {key: value if value.shape == (self.size,) else jnp.array(value, copy=True)
+                             for key, value in entries.items()}
+        return self._entries
+
+    @property
+    def has_state(self) -> bool:
+        return bool(self.entries())
+
     def is_per_element(self, key: str) -> bool:
         """Whether entry ``key`` holds one value per element (else it is kept once for all: the step)."""
-        return self.state[key].shape == (self.size,)
+        return self.entries()[key].shape == (self.size,)
 
     def entry(self, key: str, i: int) -> jax.Array:
         """State entry ``key`` of parameter ``i``: its slice (cut with its batch's, once per step), or the one
         array the pack keeps (the step)."""
         if not self.is_per_element(key):
-            return self.state[key]
+            return self.entries()[key]
         if (key, i) not in self._views:
             b = self.batch_of[i]
-            self._views.update({(key, j): v for j, v in zip(self.batches[b], self._cut(self.state[key], b))})
+            self._views.update({(key, j): v for j, v in zip(self.batches[b], self._cut(self.entries()[key], b))})
             for j in self.batches[b]:  # a write made since the last step wins over the buffer's old value
                 if j in self._pending.get(key, {}):
                     self._views[(key, j)] = self._pending[key][j]
@@ -191,13 +239,13 @@ class Pack:
 
     def entry_keys(self) -> list[str]:
         """The state's keys in torch's order."""
-        return sorted(self.state, key=lambda k: self.order.index(k) if k in self.order else len(self.order))
+        return sorted(self.entries(), key=lambda k: self.order.index(k) if k in self.order else len(self.order))
 
     def write(self, key: str, i: int, value: Any) -> bool:
         """Records ``opt.state[p][key] = value`` for the next :meth:`sync`; False if the layout cannot hold it."""
         value = value if isinstance(value, jax.Array) else jnp.asarray(value)
-        if (key not in self.state or not self.is_per_element(key) or tuple(value.shape) != self.shapes[i]
-                or value.dtype != self.state[key].dtype):
+        if (key not in self.entries() or not self.is_per_element(key) or tuple(value.shape) != self.shapes[i]
+                or value.dtype != self.entries()[key].dtype):
             return False
         self._pending.setdefault(key, {})[i] = value
         self._views[(key, i)] = value
@@ -217,8 +265,18 @@ class Pack:
                 return False
             self.refs = list(map(weakref.ref, arrays))
         del arrays
-        for key, writes in self._pending.items():
-            self.state[key] = _write(self.state[key], self._offsets(list(writes)), list(writes.values()))
+        if self._pending and self.chain is not None:
+            leaves, treedef = jax.tree.flatten(self.chain)
+            where = {name: j for j, (name, i) in enumerate(self._found) if i is not None}
+            for key, writes in self._pending.items():
+                offsets, values = self._offsets(list(writes)), list(writes.values())
+                if key in where:
+                    leaves[where[key]] = _write(leaves[where[key]], offsets, values)
+                else:
+                    self.extra[key] = _write(self.extra[key], offsets, values)
+            self.chain, self._entries = jax.tree.unflatten(treedef, leaves), None
+        for key, writes in self._pending.items() if self.chain is None else ():
+            self.loaded[key] = _write(self.loaded[key], self._offsets(list(writes)), list(writes.values()))
         # the cut views go too, before the step: a step's peak memory holds no second copy of the state
         # (an array a user still holds stays theirs)
         self._pending, self._views = {}, {}
@@ -227,9 +285,14 @@ class Pack:
     def _offsets(self, indices: list[int]) -> jax.Array:
         return jnp.asarray([self.offsets[i] for i in indices], jnp.int32)
 
-    def updated(self, arrays: list, state: dict) -> None:
-        """Takes the parameters' arrays and the flat state a step returned (the old ones were donated to it)."""
-        self.refs, self.state = list(map(weakref.ref, arrays)), state
+    def updated(self, arrays: list, state: Any, decl: Any, kind: tuple) -> None:
+        """Takes the parameters' arrays and the chain state a step returned (the old ones were donated to it)."""
+        self.refs, self.chain, self.loaded, self._entries = list(map(weakref.ref, arrays)), state, None, None
+        if kind != self.kind:
+            self.kind, self._decl, self._found = kind, decl, _engine.bucket_layout(decl, state)
+            self.chain_param = jax.ShapeDtypeStruct((self.size,), self.dtype)
+            self.extra = self._staged[1] if self._staged[0] == kind else {}
+        self._staged = (None, {})
         self._views.clear()
 
     def release(self) -> None:
@@ -238,13 +301,14 @@ class Pack:
         State written through ``opt.state`` is kept.
         """
         keys = self.entry_keys()
-        shared = {key: jnp.array(self.state[key], copy=True) for key in keys if not self.is_per_element(key)}
+        shared = {key: jnp.array(self.entries()[key], copy=True) for key in keys if not self.is_per_element(key)}
         for i, p in enumerate(self.params):
             entry = {key: shared[key] if key in shared else self.entry(key, i) for key in keys}
             if entry:
                 self.owner_state[p] = entry
             _PACK_OF.pop(p, None)
-        self.params, self.refs, self.state, self._views, self._pending = [], [], {}, {}, {}
+        self.params, self.refs, self.loaded, self.chain, self._entries, self.extra = [], [], {}, None, None, {}
+        self._views, self._pending = {}, {}
         self.alive = False
 
 
@@ -266,7 +330,7 @@ class StateEntry(MutableMapping):
         pack, i = self._where()
         if pack is None:
             return self._opt._state[self._p][key]
-        if key not in pack.state:
+        if key not in pack.entries():
             raise KeyError(key)
         return pack.entry(key, i)
 
@@ -290,7 +354,7 @@ class StateEntry(MutableMapping):
 
     def __len__(self) -> int:
         pack, _ = self._where()
-        return len(pack.state) if pack is not None else len(self._opt._state.get(self._p, {}))
+        return len(pack.entries()) if pack is not None else len(self._opt._state.get(self._p, {}))
 
     def __repr__(self) -> str:
         return repr(dict(self))
@@ -345,12 +409,12 @@ class StateView(MutableMapping):
 
     def __contains__(self, p: object) -> bool:
         pack, _ = packed_at(self._opt, p)
-        return bool(pack.state) if pack is not None else p in self._opt._state
+        return pack.has_state if pack is not None else p in self._opt._state
 
     def __iter__(self) -> Iterator[Any]:
         yield from list(self._opt._state)
         for pack in list(self._opt._packs):
-            if pack.alive and pack.state:
+            if pack.alive and pack.has_state:
                 yield from list(pack.params)
 
     def __len__(self) -> int:

@@ -64,7 +64,8 @@ class Unit(NamedTuple):
     ``buckets`` lists the parameters' indices bucket by bucket (parameters whose
     shared state, the step, is equal step through one chain state); ``shared``
     and ``fresh`` are each bucket's shared entries and whether its parameters
-    had no state before this step.
+    had no state before this step. A pack's ``states`` is the chain's own state
+    over its flat parameter (``buckets``, ``shared`` and ``fresh`` are empty).
     """
 
     params: list
@@ -217,11 +218,11 @@ def _merge_equal(buckets: tuple, states: list[dict], fresh: list[bool], names: t
 
 
 def _unit(params: list, static: tuple, dynamic: dict, arrays: list, grads: list, states: list, fresh: list,
-          shared_names: tuple, pack: Any = None, pending: Any = None) -> Unit:
+          shared_names: tuple) -> Unit:
     cls_shared, bucketable = shared_names
     buckets, shared = _buckets(states, fresh, cls_shared, bucketable)
     return Unit(params, static, dynamic, owned(arrays), grads, _owned_states(states), buckets, shared,
-                [fresh[members[0]] for members in buckets], pack, pending)
+                [fresh[members[0]] for members in buckets], None)
 
 
 class _Layout(NamedTuple):
@@ -469,16 +470,11 @@ def plan(opt: Optimizer) -> dict[str, list[Unit]]:
         static, dynamic = options[index]
         tier = opt._tier(group)
         packs = _packing.group_packs(opt, group, work)
-        for pack in packs:
-            state, fresh = pack.state, not pack.state
-            kind = (static, _engine._dynamic_structure(dynamic))
-            if fresh and pack.stateless != kind:  # a chain that keeps no state (SGD without momentum): once
-                state = _engine.init_states(cls, static, dynamic, [pack.concatenated()])[0]
-                pack.stateless = kind if not state else None
-            shared = _engine.shared_entries(cls, static, dynamic, (pack.size,), pack.dtype)
-            units["fused"].append(_unit(pack.params, static, dynamic, list(map(_DATA, pack.params)),
-                                        list(map(grads.__getitem__, pack.params)), [dict(state)], [fresh], shared,
-                                        pack))
+        kind = (static, _engine._dynamic_structure(dynamic)) if packs else None
+        for pack in packs:  # its chain state as the step left it (translated after a load, or an option's change)
+            units["fused"].append(Unit(pack.params, static, dynamic, owned(list(map(_DATA, pack.params))),
+                                       list(map(grads.__getitem__, pack.params)),
+                                       pack.chain_state(cls, static, dynamic, kind), (), [], [], pack))
         if packs:
             packed = {p for pack in packs for p in pack.params}
             work = [p for p in work if p not in packed]
@@ -561,7 +557,8 @@ def _fused_call(cls: type, same: list[Unit]) -> _Call:
     return _Call("fused", (cls, tuple(u.static for u in same), tuple(u.buckets for u in same),
                            tuple(u.pack is not None for u in same), [u.dynamic for u in same],
                            [u.arrays for u in same], [u.grads for u in same], [u.states for u in same],
-                           [u.shared for u in same], [np.asarray(u.fresh) for u in same], np.True_), same)
+                           [u.shared for u in same], [None if u.pack is not None else np.asarray(u.fresh) for u in same],
+                           np.True_), same)
 
 
 def program_limit(value: Any) -> float:
@@ -638,7 +635,7 @@ def run(opt: Optimizer, units: dict[str, list[Unit]]) -> None:
                 _consume(map(dict.update, map(states.__getitem__, members), repeat(entries)))
             if unit.pack is not None:
                 _consume(map(setattr, unit.params, repeat("_data"), data))
-                unit.pack.updated(data, states[0])
+                unit.pack.updated(data, states, type(opt), (unit.static, _engine._dynamic_structure(unit.dynamic)))
             else:
                 store(opt, unit.params, data, states, unit.pending)
                 if unit.pending is not None:
