@@ -134,6 +134,8 @@ class Pack:
         self.chain: Any = None  # the chain's state after a step (then ``loaded`` is None)
         self.kind: Any = None  # the chain kind (static options, option structure) ``chain`` is the state of
         self._found: list = []  # ``chain``'s leaves: (torch name or STEP, None for a leaf kept once for all)
+        self._decl: Any = None  # the optimizer class whose chain ``chain`` belongs to
+        self._flat = jax.ShapeDtypeStruct((self.size,), self.dtype)  # the one parameter the chain updates
         self._entries: dict | None = None  # ``chain`` under torch's names, translated once per step when read
         self.extra: dict = {}  # flat entries beside ``chain`` that it does not keep
         self._staged: tuple = (None, {})  # (kind, extra) of the state :meth:`chain_state` last translated
@@ -210,7 +212,7 @@ class Pack:
         if self.chain is None:
             return self.loaded
         if self._entries is None:
-            entries = _engine.packed_entries(self._decl, self.chain, self._found, self.chain_param)
+            entries = _engine.packed_entries(self._decl, self.chain, self._found, self._flat)
             entries = {**self.extra, **entries}
             self._entries = {key: value if value.shape == (self.size,) else jnp.array(value, copy=True)
                              for key, value in entries.items()}
@@ -265,7 +267,10 @@ class Pack:
                 return False
             self.refs = list(map(weakref.ref, arrays))
         del arrays
-        if self._pending and self.chain is not None:
+        if self._pending and self.chain is None:  # not stepped since it was packed: its torch-named entries
+            for key, writes in self._pending.items():
+                self.loaded[key] = _write(self.loaded[key], self._offsets(list(writes)), list(writes.values()))
+        elif self._pending:  # the chain's leaves (or an entry kept beside them)
             leaves, treedef = jax.tree.flatten(self.chain)
             where = {name: j for j, (name, i) in enumerate(self._found) if i is not None}
             for key, writes in self._pending.items():
@@ -275,8 +280,6 @@ class Pack:
                 else:
                     self.extra[key] = _write(self.extra[key], offsets, values)
             self.chain, self._entries = jax.tree.unflatten(treedef, leaves), None
-        for key, writes in self._pending.items() if self.chain is None else ():
-            self.loaded[key] = _write(self.loaded[key], self._offsets(list(writes)), list(writes.values()))
         # the cut views go too, before the step: a step's peak memory holds no second copy of the state
         # (an array a user still holds stays theirs)
         self._pending, self._views = {}, {}
@@ -290,7 +293,6 @@ class Pack:
         self.refs, self.chain, self.loaded, self._entries = list(map(weakref.ref, arrays)), state, None, None
         if kind != self.kind:
             self.kind, self._decl, self._found = kind, decl, _engine.bucket_layout(decl, state)
-            self.chain_param = jax.ShapeDtypeStruct((self.size,), self.dtype)
             self.extra = self._staged[1] if self._staged[0] == kind else {}
         self._staged = (None, {})
         self._views.clear()
