@@ -89,17 +89,20 @@ def test_program_max_params_survives_pickling():
     assert pickle.loads(pickle.dumps(opt)).program_max_params == 7
 
 
-def test_same_shape_parameters_initialise_in_chunks(monkeypatch):
+@pytest.mark.parametrize("tier", ["default", "foreach"])
+def test_same_shape_parameters_initialise_in_chunks(tier, monkeypatch):
+    # the default tier keeps the chain's own state per program (gradtx.optim._stores); foreach, per-parameter dicts
     sizes = []
-    original = _engine.init_states
+    name = "stored_chain_state" if tier == "default" else "init_states"
+    original = getattr(_engine, name)
 
-    def spy(decl, static, dynamic, params):
+    def spy(decl, static, dynamic, params, *entries):
         sizes.append(len(params))
-        return original(decl, static, dynamic, params)
+        return original(decl, static, dynamic, params, *entries)
 
-    monkeypatch.setattr(_engine, "init_states", spy)
+    monkeypatch.setattr(_engine, name, spy)
     params = {**_tree(10), **{f"v{i}": v for i, v in enumerate(_tree(2, shape=(7,), seed=1).values())}}
-    opt = optim.Adafactor(params, lr=0.01)
+    opt = optim.Adafactor(params, lr=0.01, foreach=None if tier == "default" else True)
     opt.program_max_params = 4
     opt.step(_grads(opt.params))
     assert sorted(sizes) == [4, 4, 4]  # two runs of four (3, 2) matrices; the other two and both vectors together

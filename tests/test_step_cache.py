@@ -144,7 +144,8 @@ def test_a_change_between_steps_plans_again_with_the_numbers_of_a_fresh_plan(cha
     reference, _ = _run(CHANGES[change], tier, fresh_plans=True, planned=planned)
     _assert_same(kept, reference)
     assert counts[3] == 0, "an unchanged step planned again"
-    assert counts[4] >= 1, f"{change}: the step after the change reused the old plan"
+    if tier != "fused":  # the default tier keeps the chain's own state (gradtx.optim._stores): no plan to drop
+        assert counts[4] >= 1, f"{change}: the step after the change reused the old plan"
 
 
 @pytest.mark.parametrize("tier", TIERS)

@@ -436,15 +436,29 @@ def _bucket_update(decl: Any, tx: Any, params: list, grads: list, states: list[d
     the new chain state is split back into them.
     """
     params = Bucket(params)
-    # jax.grad of a real loss is the conjugate of torch's gradient
-    grads = Bucket(jnp.conj(g) if jnp.iscomplexobj(g) else g for g in grads)
     template = tx.init(params)
     found = bucket_layout(decl, template)
     state = bucket_state(decl, template, found, states, shared, params, fresh)
-    updates, new_state = _chain_update(tx, params, grads, state, keep)
-    new_params = [jnp.asarray(p + u).astype(p.dtype) for p, u in zip(params, updates)]
+    new_params, new_state = _stepped(tx, params, grads, state, keep)
     per_param, new_shared = split_bucket_state(decl, new_state, found, params)
     return new_params, per_param, new_shared
+
+
+def _stepped(tx: Any, params: list, grads: list, state: Any, keep: Any) -> tuple[list, Any]:
+    """A bucket's new parameters and chain state."""
+    # jax.grad of a real loss is the conjugate of torch's gradient
+    grads = Bucket(jnp.conj(g) if jnp.iscomplexobj(g) else g for g in grads)
+    updates, new_state = _chain_update(tx, Bucket(params), grads, state, keep)
+    return [jnp.asarray(p + u).astype(p.dtype) for p, u in zip(params, updates)], new_state
+
+
+def store_update(decl: Any, static: tuple, dynamic: dict, params: list, grads: list, state: Any,
+                 keep: Any = None) -> tuple[list, Any]:
+    """A store's step: the chain applied once to its parameters, with the chain's own state over them (what
+    the store keeps; see :func:`stored_chain_state`), so nothing is translated."""
+    global _traces
+    _traces += 1
+    return _stepped(build_chain(decl, static, dynamic), params, grads, state, keep)
 
 
 def _chain_update(tx: Any, params: Any, grads: Any, state: Any, keep: Any) -> tuple[Any, Any]:
@@ -493,6 +507,20 @@ def packed_chain_state(decl: Any, static: tuple, dynamic: dict, param: Any, entr
     if not entries:
         return template
     return bucket_state(decl, template, bucket_layout(decl, template), [entries], entries, [param], False)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def stored_chain_state(decl: Any, static: tuple, dynamic: dict, params: list, states: list[dict],
+                       shared: dict) -> Any:
+    """The chain's state over ``params`` (a store's) from their torch-named entries and the shared ones.
+
+    Entries they lack start from the chain's initial state (all of them for
+    parameters without state: the chain's ``init``, as torch's lazy initialisation).
+    """
+    template = build_chain(decl, static, dynamic).init(Bucket(params))
+    if not any(states) and not shared:
+        return template
+    return bucket_state(decl, template, bucket_layout(decl, template), states, shared, Bucket(params), False)
 
 
 def packed_entries(decl: Any, state: Any, found: list, param: Any) -> dict:
@@ -546,18 +574,19 @@ def fused_update(decl: Any, statics: tuple, bucketings: tuple, packed: tuple, dy
                  grads: list, states: list, shared: list, fresh: list, keep: Any) -> tuple:
     """Every unit's step in one program.
 
-    A unit is a group's parameters as separate arrays (their torch-named
-    entries, :func:`group_update`), or (``packed[i]``) a group's packed
-    parameters with the pack's chain state (:func:`pack_update`; its
-    ``shared`` and ``fresh`` are unused). ``keep`` is a runtime True, used only
-    when :func:`one_loop_requested`.
+    A unit is a group's parameters as separate arrays with their
+    torch-named entries (:func:`group_update`), or (``packed[i]``) a pack
+    (``"pack"``: :func:`pack_update`) or a store (``"store"``:
+    :func:`store_update`) with its chain state (their ``shared`` and ``fresh``
+    are unused). ``keep`` is a runtime True, used only when :func:`one_loop_requested`.
     """
     keep = keep if one_loop_requested() else None
     results = []
     for static, buckets, pack, dynamic, p, g, s, sh, f in zip(statics, bucketings, packed, dynamics, params, grads,
                                                               states, shared, fresh):
         if pack:
-            new_params, new_state = pack_update(decl, static, dynamic, p, g, s, keep)
+            update = pack_update if pack == "pack" else store_update
+            new_params, new_state = update(decl, static, dynamic, p, g, s, keep)
             results.append((new_params, new_state, []))
         else:
             results.append(group_update(decl, static, buckets, dynamic, p, g, s, sh, f, keep))

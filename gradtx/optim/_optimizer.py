@@ -262,10 +262,10 @@ class Optimizer(HookRegistry):
     def state(self) -> _packing.StateView:
         """Per-parameter state, ``{Parameter: {torch name: array}}``, as torch's ``optimizer.state``.
 
-        A live view over the optimizer's storage: reading never changes it (a
-        packed parameter's entries are cut from the pack's buffers when read), and
-        assigning ``opt.state[p][name] = array`` writes through to the next step
-        (see :mod:`gradtx.optim._packing`).
+        A live view over the optimizer's storage (the chain's own state, or
+        per-parameter dicts): reading never changes it, and assigning
+        ``opt.state[p][name] = array`` writes through to the next step (see
+        :mod:`gradtx.optim._packing` and :mod:`gradtx.optim._stores`).
         """
         return _packing.StateView(self)
 

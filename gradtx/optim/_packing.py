@@ -107,6 +107,8 @@ class Pack:
       order: torch's key order of a state entry.
     """
 
+    flat = True  # its state is flat (a store's, gradtx.optim._stores, is the chain's over separate arrays)
+
     def __init__(self, owner_state: dict, params: list[Parameter], state: dict, order: list[str]) -> None:
         self.owner_state = owner_state
         self.order = order
@@ -218,10 +220,6 @@ class Pack:
                              for key, value in entries.items()}
         return self._entries
 
-    @property
-    def has_state(self) -> bool:
-        return bool(self.entries())
-
     def is_per_element(self, key: str) -> bool:
         """Whether entry ``key`` holds one value per element (else it is kept once for all: the step)."""
         return self.entries()[key].shape == (self.size,)
@@ -242,6 +240,10 @@ class Pack:
     def entry_keys(self) -> list[str]:
         """The state's keys in torch's order."""
         return sorted(self.entries(), key=lambda k: self.order.index(k) if k in self.order else len(self.order))
+
+    def keys_of(self, i: int) -> list[str]:
+        """Parameter ``i``'s state keys (every packed parameter has the same)."""
+        return self.entry_keys()
 
     def write(self, key: str, i: int, value: Any) -> bool:
         """Records ``opt.state[p][key] = value`` for the next :meth:`sync`; False if the layout cannot hold it."""
@@ -315,11 +317,12 @@ class Pack:
 
 
 class StateEntry(MutableMapping):
-    """``opt.state[p]`` of a packed parameter: reads cut its slices, writes go through to the pack.
+    """``opt.state[p]`` of a packed or stored parameter: reads cut its slices (a pack's) or return the chain's
+    arrays (a store's, :mod:`gradtx.optim._stores`), writes go through.
 
-    A write the pack cannot hold (another shape or dtype, a step of its own, a
-    new or deleted key) hands the pack back to separate arrays first; the entry
-    then reads and writes ``p``'s own dict.
+    A write the pack or store cannot hold (another shape or dtype, a step of
+    its own, a new or deleted key) hands its state back to separate arrays
+    first; the entry then reads and writes ``p``'s own dict.
     """
 
     def __init__(self, opt: Any, p: Parameter) -> None:
@@ -332,7 +335,7 @@ class StateEntry(MutableMapping):
         pack, i = self._where()
         if pack is None:
             return self._opt._state[self._p][key]
-        if key not in pack.entries():
+        if key not in pack.keys_of(i):
             raise KeyError(key)
         return pack.entry(key, i)
 
@@ -351,12 +354,12 @@ class StateEntry(MutableMapping):
         del self._opt._state[self._p][key]
 
     def __iter__(self) -> Iterator[str]:
-        pack, _ = self._where()
-        return iter(pack.entry_keys() if pack is not None else list(self._opt._state.get(self._p, {})))
+        pack, i = self._where()
+        return iter(pack.keys_of(i) if pack is not None else list(self._opt._state.get(self._p, {})))
 
     def __len__(self) -> int:
-        pack, _ = self._where()
-        return len(pack.entries()) if pack is not None else len(self._opt._state.get(self._p, {}))
+        pack, i = self._where()
+        return len(pack.keys_of(i)) if pack is not None else len(self._opt._state.get(self._p, {}))
 
     def __repr__(self) -> str:
         return repr(dict(self))
@@ -379,8 +382,8 @@ class StateEntry(MutableMapping):
 class StateView(MutableMapping):
     """``opt.state``: ``{Parameter: {torch name: array}}``, live over the optimizer's storage.
 
-    A parameter stepped apart maps to its own dict; a packed one to a
-    :class:`StateEntry` over the pack. Reading never changes the storage.
+    A parameter stepped apart maps to its own dict; a packed or stored one to
+    a :class:`StateEntry` over its pack or store. Reading never changes the storage.
     Like torch's ``defaultdict(dict)``, ``opt.state[p]`` of a parameter without
     state is an empty dict, added on first access.
     """
@@ -410,14 +413,14 @@ class StateView(MutableMapping):
         return StateEntry(self._opt, p) if pack is not None else self._opt._state.get(p, default)
 
     def __contains__(self, p: object) -> bool:
-        pack, _ = packed_at(self._opt, p)
-        return pack.has_state if pack is not None else p in self._opt._state
+        pack, i = packed_at(self._opt, p)
+        return bool(pack.keys_of(i)) if pack is not None else p in self._opt._state
 
     def __iter__(self) -> Iterator[Any]:
         yield from list(self._opt._state)
         for pack in list(self._opt._packs):
-            if pack.alive and pack.has_state:
-                yield from list(pack.params)
+            if pack.alive:
+                yield from [p for i, p in enumerate(list(pack.params)) if pack.keys_of(i)]
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -460,7 +463,7 @@ def _packable(opt, p: Parameter) -> bool:
     if len(p._owners) > 1:  # another optimizer steps it too: each keeps its own state, apart
         return False
     pack = pack_of(p)
-    if pack is not None:
+    if pack is not None and pack.flat:
         return pack in opt._packs and p.size <= opt.pack_max_numel
     data = p._data
     return (isinstance(data, jax.Array) and jnp.issubdtype(data.dtype, jnp.floating) and data.ndim >= 1
@@ -506,7 +509,7 @@ def group_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
 
 def _plan_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]:
     cls = type(opt)
-    mine = [pack for pack in map(pack_of, group["params"]) if pack is not None]
+    mine = [pack for pack in map(pack_of, group["params"]) if pack is not None and pack.flat]
     for pack in set(mine):
         if pack not in opt._packs:  # a pack of another optimizer (or orphaned): hand it back first
             pack.release()
@@ -520,7 +523,7 @@ def _plan_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
     result = []
     for params in [[same[i] for i in indices] for same in wanted.values() for indices in _pack_members(same)]:
         pack = pack_of(params[0])
-        if pack is not None and pack.params == params:
+        if pack is not None and pack.flat and pack.params == params:
             result.append(pack)
             current.pop(id(pack), None)
             continue

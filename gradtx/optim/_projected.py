@@ -289,7 +289,7 @@ class SophiaH(_GroupStep, Optimizer):
         for p, h in zip(params, hessian, strict=True):
             if tuple(np.shape(h)) != p.shape:
                 raise ValueError(f"the shape of parameter and hessian does not match. {p.shape} vs {np.shape(h)}")
-            state = self._state[p]
+            state = self.state[p]  # a view: the entries may live in a store (gradtx.optim._stores)
             if not state:  # pytorch-optimizer's order: the moments first, then the estimate
                 state.update(momentum=jnp.zeros_like(p.data), hessian_moment=jnp.zeros_like(p.data))
             state["hessian"] = jnp.asarray(h, p.dtype)

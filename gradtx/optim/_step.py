@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.optim import _engine, _grads, _packing
+from gradtx.optim import _engine, _grads, _packing, _stores
 from gradtx.optim._options import check_group_options
 
 if TYPE_CHECKING:
@@ -470,6 +470,11 @@ def plan(opt: Optimizer) -> dict[str, list[Unit]]:
         static, dynamic = options[index]
         tier = opt._tier(group)
         packs = _packing.group_packs(opt, group, work)
+        if tier == "fused":  # the chain's own state over the group's other parameters, when it can be kept
+            packed = {p for pack in packs for p in pack.params}
+            rest = [p for p in work if p not in packed] if packed else work
+            packs = packs + _stores.group_stores(opt, group, rest, static, dynamic,
+                                                 len(work) == len(group["params"]))
         kind = (static, _engine._dynamic_structure(dynamic)) if packs else None
         for pack in packs:  # its chain state as the step left it (translated after a load, or an option's change)
             units["fused"].append(Unit(pack.params, static, dynamic, owned(list(map(_DATA, pack.params))),
@@ -512,10 +517,11 @@ def _calls(opt: Optimizer, units: dict[str, list[Unit]]) -> list[_Call]:
     limit = program_limit(opt.program_max_params)
     calls, groups = [], []
     fused: dict[tuple, list[Unit]] = {}
-    packs = sum(unit.pack is not None for unit in units["fused"])
+    packs = sum(unit.pack is not None and unit.pack.flat for unit in units["fused"])
     for unit in units["fused"]:
-        if unit.pack is not None and (packs > 1 or unit.pack.mixed):
-            # alike packs: one compiled program; one temporary at a time; a pack of several shapes compiles apart
+        if unit.pack is not None and (unit.pack.alike if not unit.pack.flat else packs > 1 or unit.pack.mixed):
+            # alike packs (or stores): one compiled program; one temporary at a time; a pack of several shapes
+            # compiles apart
             calls.append(_fused_call(cls, [unit]))
             continue
         if unit.pack is None:
@@ -543,9 +549,10 @@ def _alike_units(units: list[Unit], size: float) -> tuple[list[list[Unit]], list
     """
     if len(units) <= size:
         return [], units
-    keys = [None if u.pack is not None else
+    keys = [None if u.pack is not None and u.pack.flat else
             (u.static, _engine._dynamic_structure(u.dynamic), tuple((a.shape, str(a.dtype)) for a in u.arrays),
-             tuple(map(tuple, u.states)), u.buckets, tuple(map(tuple, u.shared)))
+             jax.tree.structure(u.states) if u.pack is not None else tuple(map(tuple, u.states)), u.buckets,
+             tuple(map(tuple, u.shared)))
             for u in units]
     runs, rest = _engine.alike_runs(keys, size)
     runs = [run for run in runs if keys[run[0]] is not None]
@@ -555,7 +562,8 @@ def _alike_units(units: list[Unit], size: float) -> tuple[list[list[Unit]], list
 
 def _fused_call(cls: type, same: list[Unit]) -> _Call:
     return _Call("fused", (cls, tuple(u.static for u in same), tuple(u.buckets for u in same),
-                           tuple(u.pack is not None for u in same), [u.dynamic for u in same],
+                           tuple(("pack" if u.pack.flat else "store") if u.pack is not None else "" for u in same),
+                           [u.dynamic for u in same],
                            [u.arrays for u in same], [u.grads for u in same], [u.states for u in same],
                            [u.shared for u in same], [None if u.pack is not None else np.asarray(u.fresh) for u in same],
                            np.True_), same)

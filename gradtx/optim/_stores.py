@@ -1,0 +1,289 @@
+"""Stored state: the default tier keeps a group's other parameters' state as the chain's own state over them.
+
+A group whose parameters all have gradients and one step count (the common
+case) steps its parameters as optax steps a tree: one chain state over all of
+them. So the default tier keeps exactly that state between steps, a *store*
+(:class:`Store`) per program: the chain's state over each run of
+``opt.program_max_params`` parameters of one shape and dtype, and over the
+group's other parameters (the packed small ones aside: :mod:`gradtx.optim._packing`).
+A step passes a store's state to its program and keeps what the program
+returns; nothing is translated.
+
+torch's per-parameter dicts are a view (``opt.state[p]`` is a
+:class:`~gradtx.optim._packing.StateEntry`): reading an entry returns the
+chain's array for it (the step as a float32 scalar, one array for the store),
+and a step copies an array someone still holds before donating it, so what a
+user reads keeps its value. Writes go through: ``opt.state[p]["exp_avg"] = x``
+replaces the chain's array before the next step. Anything the store cannot
+hold (another shape or dtype, a step of its own, an entry added or deleted, a
+``p.data`` of another shape, dtype or device, a parameter without a gradient,
+another tier) hands the state back to per-parameter dicts
+(:meth:`Store.release`), and the next step stores it again when it can.
+"""
+
+from __future__ import annotations
+
+import operator
+import sys
+import weakref
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx.optim import _engine
+from gradtx.optim._packing import _PACK_OF, pack_of
+from gradtx.optim._parameter import Parameter
+
+__all__ = ["Store", "group_stores"]
+
+_DATA = operator.attrgetter("_data")
+
+
+def _calibrate() -> int:
+    """The references ``sys.getrefcount`` sees for a leaf only a chain state holds, as :func:`owned_state` counts."""
+    state = {"mu": _engine.Bucket([object()])}
+    return max(map(sys.getrefcount, jax.tree.leaves(state)))
+
+
+_OWN_REFERENCES = _calibrate()
+
+
+def owned_state(state: Any) -> Any:
+    """``state`` with each leaf someone else holds too (read through ``opt.state``) replaced by a copy.
+
+    A program may then donate every buffer of the state, and an array a user
+    still holds keeps its value (the test :func:`gradtx.optim._step.owned` makes
+    for parameters). In the ordinary loop nothing is held and nothing is copied.
+    """
+    leaves, treedef = jax.tree.flatten(state)
+    if max(map(sys.getrefcount, leaves), default=0) <= _OWN_REFERENCES:
+        return state
+    counts = list(map(sys.getrefcount, leaves))
+    leaves = [jnp.array(leaf, copy=True) if count > _OWN_REFERENCES else leaf for leaf, count in zip(leaves, counts)]
+    return jax.tree.unflatten(treedef, leaves)
+
+
+class Store:
+    """The state of some parameters of one group and device: the chain's own state over them.
+
+    Until its first step (or after its parameters' entries were stored from
+    ``opt.state``) a store keeps torch-named entries per parameter
+    (``loaded``), which the step translates (:meth:`chain_state`); afterwards
+    the chain's state (``chain``, for the chain ``kind`` that made it). Entries
+    the chain does not keep (``max_exp_avg_sq`` after ``amsgrad`` was switched
+    off) stay beside it (``extra``), as torch keeps them.
+
+    Args:
+      owner_state: the optimizer's per-parameter state dict, where :meth:`release` puts each parameter's entries.
+      params: the boxes, in their group's order.
+      states: each parameter's torch-named entries (empty before its first step).
+      order: torch's key order of a state entry.
+      alike: a run of parameters of one shape and dtype (a program of its own, compiled once for alike stores).
+    """
+
+    flat = False  # a pack's state is flat (gradtx.optim._packing.Pack); a store's is the chain's over the arrays
+    mixed = False
+
+    def __init__(self, owner_state: dict, params: list[Parameter], states: list[dict], order: list[str],
+                 alike: bool) -> None:
+        self.owner_state, self.order, self.alike = owner_state, order, alike
+        self.params = list(params)
+        self.slot = {id(p): i for i, p in enumerate(params)}
+        self.shapes = [p.shape for p in params]
+        self.dtypes = [p.dtype for p in params]
+        self.devices = params[0]._data.sharding.device_set
+        self.loaded: list[dict] | None = states
+        self.chain: Any = None
+        self.kind: Any = None
+        self.extra: list[dict] = [{} for _ in params]
+        self._decl: Any = None
+        self._where: dict = {}  # (torch name, parameter index or None) -> the chain leaf's position
+        self._keys: list[list[str]] = []  # each parameter's keys in the chain, in torch's order
+        self._staged: tuple = (None, None)  # (kind, extra) of the state chain_state last translated
+        self._leaves: list | None = None  # the chain's leaves, while opt.state is read between two steps
+        # the step as torch keeps it (float32), made once when read: one array for the group's stores, which
+        # step together (so a group handed back to per-parameter dicts steps as one bucket)
+        self.step_cell: dict = {}
+        self.refs = list(map(weakref.ref, map(_DATA, params)))
+        self.alive = True
+        for p in params:
+            _PACK_OF[p] = self
+
+    # --- the view ---------------------------------------------------------------------------------------
+
+    def keys_of(self, i: int) -> list[str]:
+        """Parameter ``i``'s state keys, in torch's order."""
+        if self.chain is None:
+            return list(self.loaded[i])
+        keys = self._keys[i] + [key for key in self.extra[i] if key not in self._keys[i]]
+        return sorted(keys, key=lambda k: self.order.index(k) if k in self.order else len(self.order))
+
+    def entry(self, key: str, i: int) -> Any:
+        """Parameter ``i``'s entry ``key``: the chain's array (the step as float32)."""
+        if self.chain is None:
+            return self.loaded[i][key]
+        if key in self.extra[i] and key not in self._keys[i]:
+            return self.extra[i][key]
+        if key == self._decl.step_name and (key, None) not in self._where and (_engine.STEP, None) in self._where:
+            if "step" not in self.step_cell:
+                self.step_cell["step"] = jnp.asarray(self._leaf(_engine.STEP, None), jnp.float32)
+            return self.step_cell["step"]
+        place = (key, i) if (key, i) in self._where else (key, None)
+        if place not in self._where:
+            raise KeyError(key)
+        return self._leaf(*place)
+
+    def _leaf(self, name: Any, i: int | None) -> Any:
+        if self._leaves is None:
+            self._leaves = jax.tree.leaves(self.chain)
+        return self._leaves[self._where[(name, i)]]
+
+    def write(self, key: str, i: int, value: Any) -> bool:
+        """``opt.state[p][key] = value``, put in the state now (the old array is no longer held); False if the
+        store cannot hold it (another shape or dtype, a new key, an entry the parameters share: the step)."""
+        if self.chain is None or key not in self.keys_of(i) or ((key, i) not in self._where
+                                                                and key not in self.extra[i]):
+            return False
+        value = value if isinstance(value, jax.Array) else jnp.asarray(value)
+        old = self.entry(key, i)
+        if tuple(value.shape) != tuple(old.shape) or value.dtype != old.dtype:
+            return False
+        del old
+        if (key, i) not in self._where:
+            self.extra[i][key] = value
+            return True
+        leaves, treedef = jax.tree.flatten(self.chain)
+        leaves[self._where[(key, i)]] = value
+        self.chain, self._leaves = jax.tree.unflatten(treedef, leaves), None
+        return True
+
+    # --- the step ---------------------------------------------------------------------------------------
+
+    def sync(self) -> bool:
+        """Takes the parameters' arrays assigned since the last step; False (nothing changed) when one has
+        another shape, dtype or device: the caller then releases the store."""
+        arrays = list(map(_DATA, self.params))
+        if not all(map(operator.is_, arrays, map(weakref.ref.__call__, self.refs))):
+            changed = [(i, a) for i, (a, old) in enumerate(zip(arrays, self.refs)) if a is not old()]
+            if any(not isinstance(a, jax.Array) or tuple(a.shape) != self.shapes[i] or a.dtype != self.dtypes[i]
+                   or a.sharding.device_set != self.devices for i, a in changed):
+                return False
+            self.refs = list(map(weakref.ref, arrays))
+        del arrays
+        self._leaves = None  # what the view cached goes before the step (a leaf the store alone holds is donated)
+        return True
+
+    def chain_state(self, decl: Any, static: tuple, dynamic: dict, kind: tuple) -> Any:
+        """The chain's state for this step's chain ``kind``, each array someone else holds copied: the one the
+        last step left, or one translated from each parameter's entries (the initial state for parameters
+        without). Nothing is stored: :meth:`updated` keeps what the step returns, so a failed step changes
+        nothing."""
+        if self.chain is not None and self.kind == kind:
+            return owned_state(self.chain)
+        entries = [{key: self.entry(key, i) for key in self.keys_of(i)} for i in range(len(self.params))]
+        state = _engine.stored_chain_state(decl, static, dynamic, list(map(_DATA, self.params)), entries,
+                                           entries[0] if entries else {})
+        layout = _engine.bucket_layout(decl, state)
+        kept = [{decl.step_name if name is _engine.STEP else name for name, at in layout if at in (i, None)}
+                for i in range(len(self.params))]
+        self._staged = (kind, [{k: v for k, v in e.items() if k not in keep} for e, keep in zip(entries, kept)])
+        return owned_state(state)
+
+    def updated(self, arrays: list, state: Any, decl: Any, kind: tuple) -> None:
+        """Takes the parameters' arrays and the chain state a step returned (the old ones were donated to it)."""
+        self.refs, self.chain, self.loaded, self._leaves = list(map(weakref.ref, arrays)), state, None, None
+        self.step_cell.clear()
+        if kind != self.kind:
+            self.kind, self._decl = kind, decl
+            layout = _engine.bucket_layout(decl, state)
+            self._where = {(name, at): j for j, (name, at) in enumerate(layout)}
+            names = [[decl.step_name if name is _engine.STEP else name for name, at in layout if at in (i, None)
+                      and not (name is _engine.STEP and decl.step_name is None)] for i in range(len(self.params))]
+            self._keys = [[key for key in _engine.order_keys(decl) if key in set(n)] for n in names]
+            self.extra = self._staged[1] if self._staged[0] == kind else [{} for _ in self.params]
+        self._staged = (None, None)
+
+    def release(self) -> None:
+        """Hands every parameter's state back to its own dict; the store is empty afterwards.
+
+        The parameters of one store share one step array, so they step in one
+        bucket on the per-parameter path too.
+        """
+        for i, p in enumerate(self.params):
+            entry = {key: self.entry(key, i) for key in self.keys_of(i)}
+            if entry:
+                self.owner_state[p] = entry
+            _PACK_OF.pop(p, None)
+        self.params, self.refs, self.loaded, self.chain, self.extra, self._leaves = [], [], [], None, [], None
+        self.alive = False
+
+    @staticmethod
+    def can_store(owner_state: dict, params: list[Parameter], shared: tuple) -> bool:
+        """Whether the parameters' states line up: the same keys, equal shared entries (the steps)."""
+        states = [owner_state.get(p, {}) for p in params]
+        keys = set(states[0])
+        if any(set(s) != keys for s in states):
+            return False
+        for key in keys & set(shared):  # the steps, read in one transfer
+            if len({np.asarray(value).tobytes() for value in jax.device_get([s[key] for s in states])}) != 1:
+                return False
+        return True
+
+
+def _storable(p: Parameter) -> bool:
+    """Whether ``p``'s state may live in a store: a real array on one device, stepped by this optimizer only."""
+    data = p._data
+    return (len(p._owners) == 1 and isinstance(data, jax.Array) and not jnp.iscomplexobj(data)
+            and len(data.sharding.device_set) == 1)
+
+
+def group_stores(opt: Any, group: dict[str, Any], rest: list[Parameter], static: tuple, dynamic: dict,
+                 complete: bool) -> list:
+    """The stores of a group's parameters that are not packed (``rest``), in the default tier.
+
+    Every parameter of the group must have a gradient (``complete``: torch
+    leaves the state and step of one without as they are), and the chain must
+    step several parameters through one state (its state over two parameters
+    is its state over one, twice); the parameters' states must line up.
+    Otherwise the group's stores are released and its parameters stepped one
+    by one. The same parameters and stores as at the last step are kept.
+    """
+    key = ("stores", id(group))
+    plan = opt._plans.get(key)
+    if (complete and plan is not None and all(store in opt._packs for store in plan[1])
+            and plan[0] == (opt.program_max_params, *map(id, rest))):
+        return plan[1]
+    stores = _plan_stores(opt, group, rest if complete else [], static, dynamic)
+    opt._plans[key] = ((opt.program_max_params, *map(id, rest)), stores)
+    return stores
+
+
+def _plan_stores(opt: Any, group: dict[str, Any], rest: list[Parameter], static: tuple, dynamic: dict) -> list:
+    """The group's stores made anew from its parameters' dicts (the old ones handed back first): one step count
+    for all of them, or none."""
+    for store in {pack_of(p) for p in group["params"]} - {None}:
+        if not store.flat:
+            store.release()
+    opt._packs = [pack for pack in opt._packs if pack.alive]
+    if not rest or not all(map(_storable, rest)):
+        return []
+    cls = type(opt)
+    names, bucketable = _engine.shared_entries(cls, static, dynamic, tuple(rest[0].shape), rest[0].dtype)
+    if not bucketable or not Store.can_store(opt._state, rest, names):
+        return []
+    by_device: dict[tuple, list[Parameter]] = {}
+    for p in rest:
+        by_device.setdefault(tuple(p._data.sharding.device_set), []).append(p)
+    limit = float("inf") if opt.program_max_params is None else opt.program_max_params
+    order, cell, stores = _engine.order_keys(cls), {}, []
+    for same in by_device.values():
+        runs, others = _engine.alike_runs([(str(p.dtype), tuple(p.shape)) for p in same], limit)
+        for indices, alike in [(run, True) for run in runs] + ([(others, False)] if others else []):
+            params = [same[i] for i in indices]
+            store = Store(opt._state, params, [opt._state.pop(p, {}) for p in params], order, alike)
+            store.step_cell = cell
+            stores.append(store)
+    opt._packs.extend(stores)
+    return stores
