@@ -1,9 +1,12 @@
 """The facade's update, top to bottom: plan the work, check it all, trace it all, run it, store it.
 
-1. *Plan*: every parameter with a gradient joins a unit: a group's packed small
-   parameters (default tier, elementwise optimizers), or the group's other
-   parameters for its tier (all groups' in one program by default, one program
-   per group with ``foreach=True``, one per parameter with ``foreach=False``).
+1. *Plan*: every parameter with a gradient joins a unit: in the default tier,
+   a group's packs (small parameters, elementwise optimizers: the chain's state
+   over their concatenation, :mod:`gradtx.optim._packing`) and stores (its other
+   parameters when all have gradients and one step: the chain's state over them,
+   :mod:`gradtx.optim._stores`); otherwise the group's parameters with their
+   per-parameter dicts, for their tier (all groups' in one program by default,
+   one program per group with ``foreach=True``, one per parameter with ``foreach=False``).
    Runs of ``opt.program_max_params`` alike parameters, and packs when there
    are several, are programs of their own, each compiled once for its kind
    (:func:`_chunks`).
@@ -21,8 +24,8 @@
    ``opt.params``, ``p.data`` or ``opt.state``) is copied first (see
    :func:`owned`), so what a user holds is never invalidated and keeps its value.
 
-A step over many large parameters pays per parameter for planning in Python.
-So the plan of a group's unpacked parameters (their devices, buckets and state
+A step over many parameters with per-parameter dicts pays per parameter for
+planning in Python. So the plan of such a group's parameters (their devices, buckets and state
 names) is kept from one step to the next (:class:`_Layout`), with a weak
 reference to each parameter's array and the names and ids of its state
 entries as the step stored them; the next step reuses it when the group's

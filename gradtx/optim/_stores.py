@@ -11,14 +11,18 @@ returns; nothing is translated.
 
 torch's per-parameter dicts are a view (``opt.state[p]`` is a
 :class:`~gradtx.optim._packing.StateEntry`): reading an entry returns the
-chain's array for it (the step as a float32 scalar, one array for the store),
+chain's array for it (the step as a float32 scalar, one array for the group),
 and a step copies an array someone still holds before donating it, so what a
 user reads keeps its value. Writes go through: ``opt.state[p]["exp_avg"] = x``
-replaces the chain's array before the next step. Anything the store cannot
-hold (another shape or dtype, a step of its own, an entry added or deleted, a
-``p.data`` of another shape, dtype or device, a parameter without a gradient,
-another tier) hands the state back to per-parameter dicts
-(:meth:`Store.release`), and the next step stores it again when it can.
+replaces the chain's array at once. Anything the store cannot hold (another
+shape or dtype, a step of its own, an entry added or deleted, a ``p.data`` of
+another shape, dtype or device, a parameter without a gradient, another tier)
+hands the state back to per-parameter dicts (:meth:`Store.release`), and the
+next step stores it again when the group's states line up.
+
+A dict of ``opt.state`` held from before the state was stored (the raw dict
+of a parameter stepped apart) is not updated by later steps; read
+``opt.state[p]`` again, as for a packed parameter.
 """
 
 from __future__ import annotations
