@@ -483,7 +483,7 @@ def pack_update(decl: Any, static: tuple, dynamic: dict, pieces: list, grads: li
     """A pack's step: the chain applied to the concatenation of its parameters, as one parameter.
 
     ``state`` is the chain's own state over that one flat parameter (what the
-    pack keeps; see :func:`packed_chain_state`), so nothing is translated. The
+    pack keeps; see :func:`stored_chain_state`), so nothing is translated. The
     gradients are concatenated into a temporary buffer (XLA does not fuse a
     concatenation read by several loops); each piece then adds its slice of
     the update, so no updated concatenation is materialised. An elementwise
@@ -497,22 +497,10 @@ def pack_update(decl: Any, static: tuple, dynamic: dict, pieces: list, grads: li
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def packed_chain_state(decl: Any, static: tuple, dynamic: dict, param: Any, entries: dict) -> Any:
-    """The chain's state over one flat parameter (a pack's) from its torch-named flat ``entries``.
-
-    Entries it lacks start from the chain's initial state (all of them for a
-    pack without state: the chain's ``init``, as torch's lazy initialisation).
-    """
-    template = build_chain(decl, static, dynamic).init(Bucket([param]))
-    if not entries:
-        return template
-    return bucket_state(decl, template, bucket_layout(decl, template), [entries], entries, [param], False)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
 def stored_chain_state(decl: Any, static: tuple, dynamic: dict, params: list, states: list[dict],
                        shared: dict) -> Any:
-    """The chain's state over ``params`` (a store's) from their torch-named entries and the shared ones.
+    """The chain's state over ``params`` (a store's, or a pack's one flat parameter) from their torch-named
+    entries and the shared ones.
 
     Entries they lack start from the chain's initial state (all of them for
     parameters without state: the chain's ``init``, as torch's lazy initialisation).

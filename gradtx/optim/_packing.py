@@ -45,7 +45,7 @@ import numpy as np
 from gradtx.optim import _engine
 from gradtx.optim._parameter import Parameter
 
-__all__ = ["Pack", "StateEntry", "StateView", "group_packs", "pack_of", "packed_at", "release_packs"]
+__all__ = ["Pack", "StateEntry", "arrays_taken", "StateView", "group_packs", "pack_of", "packed_at", "release_packs"]
 
 
 # Runs of this many same-shape parameters are packs of their own: alike packs share one compiled program, so
@@ -199,7 +199,7 @@ class Pack:
         if self.chain is not None and self.kind == kind:
             return self.chain
         entries = self.entries()
-        state = _engine.packed_chain_state(decl, static, dynamic, self.concatenated(), entries)
+        state = _engine.stored_chain_state(decl, static, dynamic, [self.concatenated()], [entries], entries)
         kept = {decl.step_name if name is _engine.STEP else name for name, _ in _engine.bucket_layout(decl, state)}
         self._staged = (kind, {key: value for key, value in entries.items() if key not in kept})
         return state
@@ -261,14 +261,10 @@ class Pack:
         Returns False, changing nothing, when an assigned ``p.data`` has another
         shape, dtype or device than the pack's: the caller then releases the pack.
         """
-        arrays = list(map(_DATA, self.params))
-        if not all(map(operator.is_, arrays, map(weakref.ref.__call__, self.refs))):  # some p.data assigned
-            changed = [(i, a) for i, (a, old) in enumerate(zip(arrays, self.refs)) if a is not old()]
-            if any(not isinstance(a, jax.Array) or tuple(a.shape) != self.shapes[i] or a.dtype != self.dtype
-                   or a.sharding.device_set != self.devices for i, a in changed):
-                return False
-            self.refs = list(map(weakref.ref, arrays))
-        del arrays
+        refs = arrays_taken(self.params, self.refs, self.shapes, [self.dtype] * len(self.params), self.devices)
+        if refs is None:
+            return False
+        self.refs = refs
         if self._pending and self.chain is None:  # not stepped since it was packed: its torch-named entries
             for key, writes in self._pending.items():
                 self.loaded[key] = _write(self.loaded[key], self._offsets(list(writes)), list(writes.values()))
@@ -314,6 +310,19 @@ class Pack:
         self.params, self.refs, self.loaded, self.chain, self._entries, self.extra = [], [], {}, None, None, {}
         self._views, self._pending = {}, {}
         self.alive = False
+
+
+def arrays_taken(params: list[Parameter], refs: list, shapes: list, dtypes: list, devices: Any) -> list | None:
+    """Weak references to the parameters' arrays, taking any ``p.data`` assigned since ``refs`` were made; None when
+    one has another shape, dtype or device (a pack's or a store's layout cannot hold it)."""
+    arrays = list(map(_DATA, params))
+    if all(map(operator.is_, arrays, map(weakref.ref.__call__, refs))):
+        return refs
+    changed = [(i, a) for i, (a, old) in enumerate(zip(arrays, refs)) if a is not old()]
+    if any(not isinstance(a, jax.Array) or tuple(a.shape) != shapes[i] or a.dtype != dtypes[i]
+           or a.sharding.device_set != devices for i, a in changed):
+        return None
+    return list(map(weakref.ref, arrays))
 
 
 class StateEntry(MutableMapping):

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx.optim import _engine
-from gradtx.optim._packing import _PACK_OF, pack_of
+from gradtx.optim._packing import _PACK_OF, arrays_taken, pack_of
 from gradtx.optim._parameter import Parameter
 
 __all__ = ["Store", "group_stores"]
@@ -168,14 +168,10 @@ class Store:
     def sync(self) -> bool:
         """Takes the parameters' arrays assigned since the last step; False (nothing changed) when one has
         another shape, dtype or device: the caller then releases the store."""
-        arrays = list(map(_DATA, self.params))
-        if not all(map(operator.is_, arrays, map(weakref.ref.__call__, self.refs))):
-            changed = [(i, a) for i, (a, old) in enumerate(zip(arrays, self.refs)) if a is not old()]
-            if any(not isinstance(a, jax.Array) or tuple(a.shape) != self.shapes[i] or a.dtype != self.dtypes[i]
-                   or a.sharding.device_set != self.devices for i, a in changed):
-                return False
-            self.refs = list(map(weakref.ref, arrays))
-        del arrays
+        refs = arrays_taken(self.params, self.refs, self.shapes, self.dtypes, self.devices)
+        if refs is None:
+            return False
+        self.refs = refs
         self._leaves = None  # what the view cached goes before the step (a leaf the store alone holds is donated)
         return True
 
