@@ -77,13 +77,13 @@ def test_parameters_that_stepped_together_share_one_step_array(tier):
 
 def test_a_group_compiles_one_bucket_however_many_parameters(monkeypatch):
     calls = []
-    original = _engine._bucket_update
+    original = _engine.store_update
 
-    def spy(decl, tx, params, *args, **kwargs):
+    def spy(decl, static, dynamic, params, *args, **kwargs):
         calls.append(len(params))
-        return original(decl, tx, params, *args, **kwargs)
+        return original(decl, static, dynamic, params, *args, **kwargs)
 
-    monkeypatch.setattr(_engine, "_bucket_update", spy)
+    monkeypatch.setattr(_engine, "store_update", spy)
     n = optim.NAdam.program_max_params  # a larger group runs as several programs (test_program_chunks.py)
     params = {f"p{i:02d}": jnp.full((300 + i,), 0.5) for i in range(n)}  # new shapes: a fresh trace
     opt = optim.NAdam(params, lr=0.01, foreach=True)

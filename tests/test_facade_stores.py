@@ -1,12 +1,14 @@
-"""Stored state in the facade's default tier: the chain's own state over a group's (unpacked) parameters.
+"""Stored state in the facade: the chain's own state over a group's (unpacked) parameters, in every tier.
 
-The default tier keeps the state of a group whose parameters all have
-gradients and one step as the chain's state over them (gradtx.optim._stores),
-passes it to each step's program untranslated, and shows it through
-``opt.state`` under torch's names. Every test runs the same problem in the
-default tier and in the ``foreach`` tier (per-parameter dicts) and demands the
+Every tier keeps the state of a group's parameters whose states line up (one
+step count) as the chain's state over them (gradtx.optim._stores): the
+default tier a store per program, ``foreach`` the same stores in a program
+per group, the for-loop tier a store per parameter. Each step passes it to its
+program untranslated, and ``opt.state`` shows it under torch's names. Every
+test runs the same problem in two tiers of different layouts and demands the
 same bits, whatever the user does between steps. The parity, tier, bucket,
-contract and step-cache suites run every record through stores too.
+contract and step-cache suites run every record through stores too (the last
+also through per-parameter dicts).
 """
 
 import jax
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 
 from gradtx import optim
-from gradtx.optim import _engine, _packing
+from gradtx.optim import _engine, _packing, _step
 from tests.cases import OPTIMIZERS
 
 SHAPES = {"any": [(40, 30), (30,), (40, 30), (7, 5, 3), ()],  # apart from packing: opt.pack_max_numel = 0
@@ -35,10 +37,14 @@ def gradient(params, step):
 
 
 def make(name, tier, dtype="float64"):
+    """An optimizer of record ``name`` in ``tier``; ``"dicts"``: the default tier with per-parameter dicts (its
+    parameters are another optimizer's too, which never steps)."""
     info = STORED[name]
-    flags = {"default": {}, "foreach": {"foreach": True}}[tier]
+    flags = {"default": {}, "dicts": {}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}[tier]
     opt = info.cls(arrays(dtype, info.params), **{**info.state_options, **flags})
     opt.pack_max_numel = 0
+    if tier == "dicts":
+        opt.neighbour = optim.SGD(opt.param_groups[0]["params"], lr=0.1)
     if info.train_mode:
         opt.train()
     return opt
@@ -87,9 +93,67 @@ def test_entries_read_through_opt_state_keep_their_values_after_a_step():
     assert store_of(first) is not None
 
 
+@pytest.mark.parametrize("tier", ["foreach", "for-loop"])
+def test_every_tier_keeps_stores_a_program_per_group_or_per_parameter(tier, monkeypatch):
+    info = STORED["Adam"]
+    opt = info.cls([{"params": arrays("float32")}, {"params": arrays("float32", seed=1)[:2], "lr": 0.5}],
+                   **{**info.state_options, "foreach": tier == "foreach"})
+    opt.pack_max_numel = 0
+    calls = []
+    original = _step._calls
+    monkeypatch.setattr(_step, "_calls", lambda *args: calls.append(original(*args)) or calls[-1])
+    opt.step(jax.tree.map(lambda x: jnp.sin(x) + 0.1 * x, opt.params))
+    groups = [g["params"] for g in opt.param_groups]
+    stores = [[store_of(p) for p in params] for params in groups]
+    assert all(store is not None for same in stores for store in same)
+    if tier == "foreach":  # the group's parameters in one store, one program per group
+        assert all(len(set(same)) == 1 for same in stores) and len(calls[0]) == 2
+    else:  # each parameter alone, one program each
+        assert len({id(store) for same in stores for store in same}) == 7 and len(calls[0]) == 7
+
+
+@pytest.mark.parametrize("tier", ["default", "foreach", "for-loop"])
+def test_a_parameter_that_skips_a_step_moves_to_a_store_of_its_own(tier):
+    opt, reference = make("Adam", tier), make("Adam", "for-loop" if tier == "default" else "default")
+    for step in range(4):
+        for each in (opt, reference):
+            grads = gradient(each.params, step)
+            if step == 1:
+                grads[1] = None
+            each.step(grads)
+        assert_same(opt.params, reference.params)
+        assert_same(state_arrays(opt), state_arrays(reference))
+    boxes = opt.param_groups[0]["params"]
+    skipped, others = store_of(boxes[1]), [store_of(p) for p in boxes[:1] + boxes[2:]]
+    assert skipped is not None and all(store is not None and store is not skipped for store in others)
+    assert float(opt.state[boxes[1]]["step"]) == 3.0 and float(opt.state[boxes[0]]["step"]) == 4.0
+    if tier != "for-loop":
+        assert len(set(others)) == 1 and skipped.params == [boxes[1]]
+
+
+def test_loaded_states_with_unequal_steps_are_stored_by_step():
+    source = make("Adam", "default")
+    for step in range(3):
+        grads = gradient(source.params, step)
+        if step == 1:
+            grads[1] = None
+        source.step(grads)
+    opt = make("Adam", "default")
+    opt.load_state_dict(source.state_dict())
+    for p, q in zip(opt.param_groups[0]["params"], source.param_groups[0]["params"]):
+        p.data = q.data
+    opt.step(gradient(opt.params, 3))
+    source.step(gradient(source.params, 3))
+    assert_same(opt.params, source.params)
+    boxes = opt.param_groups[0]["params"]
+    assert len({store_of(p) for p in boxes[:1] + boxes[2:]}) == 1
+    assert store_of(boxes[1]) not in {store_of(boxes[0]), None}
+
+
+@pytest.mark.parametrize("other", ["foreach", "for-loop", "dicts"])
 @pytest.mark.parametrize("name", sorted(STORED))
-def test_the_stored_default_tier_equals_foreach_bit_for_bit(name):
-    stored, plain = make(name, "default"), make(name, "foreach")
+def test_the_stored_tiers_agree_bit_for_bit(name, other):
+    stored, plain = make(name, "default"), make(name, other)
     for step in range(3):
         for opt in (stored, plain):
             opt.step(gradient(opt.params, step))
@@ -115,9 +179,10 @@ RELEASES = {
 }
 
 
+@pytest.mark.parametrize("other", ["for-loop", "dicts"])
 @pytest.mark.parametrize("change", sorted(WRITES) + sorted(RELEASES))
-def test_a_change_between_steps_keeps_the_numbers_of_the_other_tier(change):
-    stored, plain = make("Adam", "default"), make("Adam", "foreach")
+def test_a_change_between_steps_keeps_the_numbers_of_the_other_tier(change, other):
+    stored, plain = make("Adam", "default"), make("Adam", other)
     for step in range(5):
         for opt in (stored, plain):
             p = opt.param_groups[0]["params"][0]
@@ -135,3 +200,23 @@ def test_a_change_between_steps_keeps_the_numbers_of_the_other_tier(change):
         assert_same(state_arrays(stored), state_arrays(plain))
         if change in WRITES:
             assert store_of(stored.param_groups[0]["params"][0]) is not None
+
+
+@pytest.mark.parametrize("tier", ["default", "for-loop"])
+def test_complex_parameters_are_stored_and_viewed_as_torch_keeps_them(tier):
+    rng = np.random.default_rng(3)
+    values = [jnp.asarray(rng.normal(size=s) + 1j * rng.normal(size=s)) for s in [(4, 3), (5,)]]
+    stored = optim.Adam(values, lr=0.1, weight_decay=0.1, **({"foreach": False} if tier == "for-loop" else {}))
+    plain = optim.Adam(values, lr=0.1, weight_decay=0.1)
+    plain.neighbour = optim.SGD(plain.param_groups[0]["params"], lr=0.1)  # per-parameter dicts
+    for step in range(4):
+        for opt in (stored, plain):
+            p = opt.param_groups[0]["params"][0]
+            if step == 2:  # a complex write goes through into the chain's real view
+                opt.state[p]["exp_avg"] = opt.state[p]["exp_avg"] * (0.5 + 0.25j)
+            opt.step([jnp.conj(x) * (step + 1.0) for x in opt.params])
+        assert_same(stored.params, plain.params)
+        assert_same(state_arrays(stored), state_arrays(plain))
+    box = stored.param_groups[0]["params"][0]
+    assert store_of(box) is not None and store_of(plain.param_groups[0]["params"][0]) is None
+    assert stored.state[box]["exp_avg"].dtype == jnp.complex128 and stored.state[box]["exp_avg"].shape == (4, 3)

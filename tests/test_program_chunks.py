@@ -91,9 +91,9 @@ def test_program_max_params_survives_pickling():
 
 @pytest.mark.parametrize("tier", ["default", "foreach"])
 def test_same_shape_parameters_initialise_in_chunks(tier, monkeypatch):
-    # the default tier keeps the chain's own state per program (gradtx.optim._stores); foreach, per-parameter dicts
+    # every tier keeps the chain's own state per program (gradtx.optim._stores)
     sizes = []
-    name = "stored_chain_state" if tier == "default" else "init_states"
+    name = "stored_chain_state"
     original = getattr(_engine, name)
 
     def spy(decl, static, dynamic, params, *entries):

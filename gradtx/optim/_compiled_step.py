@@ -589,7 +589,7 @@ class CompiledStep:
                         states[i] = {**states[i], **entries}
         if skipped:
             states = [{} if f else s for s, f in zip(states, plan.all_fresh)]
-        self.optimizer._store(plan.boxes, new_params, states)
+        _step.store(self.optimizer, plan.boxes, new_params, states)
         plan.ids = None
 
     # --- the optimizer's own step, with the compiled loss as its closure ------------------------------------

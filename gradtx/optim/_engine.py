@@ -315,7 +315,8 @@ def torch_shape_dtype(leaf: Any, param: Any) -> tuple[tuple, Any]:
     return tuple(leaf.shape), leaf.dtype
 
 
-def _into_chain(value: Any, template: Any, param: Any, key: str) -> Any:
+def into_chain(value: Any, template: Any, param: Any, key: str) -> Any:
+    """A torch-named entry as the chain keeps it (a complex parameter's as its real view), checked against ``template``."""
     value = jnp.asarray(value)
     if _is_real_view(template, param) and jnp.iscomplexobj(value):
         value = jnp.stack([jnp.real(value), jnp.imag(value)], axis=-1)
@@ -326,7 +327,8 @@ def _into_chain(value: Any, template: Any, param: Any, key: str) -> Any:
     return value.astype(template.dtype)
 
 
-def _out_of_chain(leaf: Any, param: Any) -> Any:
+def out_of_chain(leaf: Any, param: Any) -> Any:
+    """A chain-state leaf as torch keeps the entry (complex for a complex parameter's real view)."""
     if _is_real_view(leaf, param):
         return jax.lax.complex(leaf[..., 0], leaf[..., 1]).astype(param.dtype)
     return leaf
@@ -343,7 +345,7 @@ def _shared_value(decl: Any, name: Any, leaf: Any, shared: dict, param: Any, fre
     if name is STEP:
         step = shared.get(decl.step_name)
         return leaf if step is None else jnp.asarray(step).reshape(()).astype(leaf.dtype)
-    return _into_chain(shared[name], leaf, param, name) if name in shared else leaf
+    return into_chain(shared[name], leaf, param, name) if name in shared else leaf
 
 
 def bucket_state(decl: Any, template: Any, found: list, states: list[dict], shared: dict, params: list,
@@ -362,7 +364,7 @@ def bucket_state(decl: Any, template: Any, found: list, states: list[dict], shar
         if i is None:
             out.append(_shared_value(decl, name, leaf, shared, params[0], fresh))
         elif name is not STEP and name in states[i]:
-            out.append(_into_chain(states[i][name], leaf, params[i], name))
+            out.append(into_chain(states[i][name], leaf, params[i], name))
         else:
             out.append(leaf)
     return jax.tree.unflatten(treedef, out)
@@ -378,7 +380,7 @@ def split_bucket_state(decl: Any, state: Any, found: list, params: list) -> tupl
             if decl.step_name is not None and decl.step_name not in target:
                 target[decl.step_name] = jnp.asarray(leaf, jnp.float32)
         else:
-            target[name] = _out_of_chain(leaf, params[0] if i is None else params[i])
+            target[name] = out_of_chain(leaf, params[0] if i is None else params[i])
     return per_param, shared
 
 
@@ -390,7 +392,7 @@ def to_torch(decl: Any, state: Any, names: list, param: Any) -> dict:
             if decl.step_name is not None and decl.step_name not in found:
                 found[decl.step_name] = jnp.asarray(leaf, jnp.float32)
         else:
-            found[name] = _out_of_chain(leaf, param)
+            found[name] = out_of_chain(leaf, param)
     return {key: found[key] for key in order_keys(decl) if key in found}
 
 
@@ -496,15 +498,25 @@ def pack_update(decl: Any, static: tuple, dynamic: dict, pieces: list, grads: li
     return _added_slices(pieces, updates[0]), new_state
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
 def stored_chain_state(decl: Any, static: tuple, dynamic: dict, params: list, states: list[dict],
                        shared: dict) -> Any:
     """The chain's state over ``params`` (a store's, or a pack's one flat parameter) from their torch-named
     entries and the shared ones.
 
     Entries they lack start from the chain's initial state (all of them for
-    parameters without state: the chain's ``init``, as torch's lazy initialisation).
+    parameters without state: the chain's ``init``, as torch's lazy
+    initialisation). One compiled program does it, reused by alike stores; a
+    single parameter's initial state is the chain's ``init`` run as it is (the
+    per-parameter tiers would otherwise compile one program per shape).
     """
+    if len(params) == 1 and not any(states) and not shared:
+        return build_chain(decl, static, dynamic).init(Bucket(params))
+    return _compiled_chain_state(decl, static, dynamic, params, states, shared)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _compiled_chain_state(decl: Any, static: tuple, dynamic: dict, params: list, states: list[dict],
+                          shared: dict) -> Any:
     template = build_chain(decl, static, dynamic).init(Bucket(params))
     if not any(states) and not shared:
         return template

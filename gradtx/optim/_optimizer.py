@@ -36,11 +36,6 @@ __all__ = ["Optimizer", "number", "required"]
 _all_finite = jax.jit(all_finite)
 
 
-def _is_param_groups(x: Any) -> bool:
-    """Whether ``x`` is a :class:`gradtx.optim.ParamGroups` (groups built from path patterns)."""
-    return isinstance(x, ParamGroups)
-
-
 class Optimizer(HookRegistry):
     """Base class of the torch-style optimizers (docs/declaring.md shows how to declare one).
 
@@ -76,17 +71,14 @@ class Optimizer(HookRegistry):
     (jit the functional face instead); a failing step changes nothing in any
     group; steps from several threads are serialized.
 
-    Packing: in the default tier, an elementwise optimizer (docs/facade.md lists
-    them) keeps the state of each group's small parameters of one dtype (at most
-    ``opt.pack_max_numel`` elements, 8192 by default; 0 turns it off) in one
-    flat buffer per entry: thousands of small tensors cost one update. The
-    numbers are the other tiers' bit for bit; the parameters stay their own
-    arrays, and ``opt.state`` reads and writes as for any parameter (see
-    :mod:`gradtx.optim._packing`).
-    A program updates at most ``opt.program_max_params`` unpacked parameters of
-    a group (32 by default): a larger group runs as several programs, parameters
-    of one shape together, and alike programs compile once (thousands of
-    same-shape matrices under Muon or Adafactor compile one 32-matrix update).
+    State: every tier keeps a group's state as the chain's own state over its
+    parameters, and ``opt.state`` is a view of it under torch's names
+    (:mod:`gradtx.optim._stores`); in the default tier an elementwise optimizer
+    keeps its small parameters' state (at most ``opt.pack_max_numel`` elements,
+    8192 by default; 0 turns it off) as if they were one flat parameter
+    (:mod:`gradtx.optim._packing`). A program updates at most
+    ``opt.program_max_params`` parameters of one shape (32 by default; None: no
+    limit), and alike programs compile once. The numbers are the same in every tier.
 
     Other engine attributes: ``opt.skip_nonfinite = True`` checks every gradient
     before a step and skips the whole step (parameters, state and step counts
@@ -130,7 +122,7 @@ class Optimizer(HookRegistry):
             self.check_options(defaults)
         self._state: defaultdict[Parameter, dict[str, Any]] = defaultdict(dict)
         self.param_groups: list[dict[str, Any]] = []
-        if _is_param_groups(params):  # gradtx.optim.path_groups(...): groups from path patterns, one tree
+        if isinstance(params, ParamGroups):  # gradtx.optim.path_groups(...): groups from path patterns, one tree
             groups, self._single = list(params.groups), False
         else:
             groups, self._single = split_param_groups(params)
@@ -141,7 +133,7 @@ class Optimizer(HookRegistry):
             else:  # the earlier groups' parameters gathered once, not once per group
                 self._add_param_group(group, taken)
                 taken.add(self.param_groups[-1]["params"])
-        if _is_param_groups(params):
+        if isinstance(params, ParamGroups):
             self._whole_tree = (params.tree, len(self.param_groups))
         if defaults.get("fused"):
             if defaults.get("differentiable"):
@@ -357,18 +349,11 @@ class Optimizer(HookRegistry):
             raise NotImplementedError(f"{type(self).__name__} declares no chain_builder; docs/declaring.md "
                                       "shows how to declare an optimizer (or override _step)")
         units = _step.plan(self)
-        if self.skip_nonfinite and not self._grads_finite([g for tier in units.values() for u in tier
-                                                           for g in u.grads]):
+        if self.skip_nonfinite and not bool(_all_finite([g for tier in units.values() for u in tier
+                                                          for g in u.grads])):
             self.skipped_steps += 1
             return
         _step.run(self, units)
-
-    @staticmethod
-    def _grads_finite(grads: list) -> bool:
-        return bool(_all_finite(grads))
-
-    def _store(self, work: list[Parameter], new_params: list, new_states: list) -> None:
-        _step.store(self, work, new_params, new_states)
 
     # --- state_dict, pickling, repr ------------------------------------------------------------------
 

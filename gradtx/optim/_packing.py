@@ -505,7 +505,8 @@ def group_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
     _synced(opt, params)
     if opt._tier(group) != "fused":
         for pack in {pack_of(p) for p in params} - {None}:
-            pack.release()
+            if pack.flat:
+                pack.release()
         return []
     plan = opt._plans.get(id(group))
     if (plan is not None and len(work) == len(params) and all(pack in opt._packs for pack in plan[1])

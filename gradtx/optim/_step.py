@@ -1,12 +1,13 @@
 """The facade's update, top to bottom: plan the work, check it all, trace it all, run it, store it.
 
-1. *Plan*: every parameter with a gradient joins a unit: in the default tier,
-   a group's packs (small parameters, elementwise optimizers: the chain's state
-   over their concatenation, :mod:`gradtx.optim._packing`) and stores (its other
-   parameters when all have gradients and one step: the chain's state over them,
-   :mod:`gradtx.optim._stores`); otherwise the group's parameters with their
-   per-parameter dicts, for their tier (all groups' in one program by default,
-   one program per group with ``foreach=True``, one per parameter with ``foreach=False``).
+1. *Plan*: every parameter with a gradient joins a unit: a group's packs
+   (in the default tier: small parameters, elementwise optimizers, the
+   chain's state over their concatenation, :mod:`gradtx.optim._packing`) and
+   stores (its other parameters, by bucket of one step count: the chain's
+   state over them, :mod:`gradtx.optim._stores`), and, for the parameters a
+   store does not take, the group's parameters with their per-parameter dicts.
+   Units run in programs by tier: all groups' in one by default, one per group
+   with ``foreach=True``, one per parameter with ``foreach=False``.
    Runs of ``opt.program_max_params`` alike parameters, and packs when there
    are several, are programs of their own, each compiled once for its kind
    (:func:`_chunks`).
@@ -83,6 +84,7 @@ class Unit(NamedTuple):
     pack: Any
     pending: Any = None  # the _Pending plan of the group these parameters belong to (unpacked units)
     most_alike: int | None = None  # the most parameters of one shape and dtype (None: not counted yet)
+    group: int = -1  # the index of the group of a pack's or store's parameters
 
 
 _chain = chain.from_iterable
@@ -473,19 +475,15 @@ def plan(opt: Optimizer) -> dict[str, list[Unit]]:
         static, dynamic = options[index]
         tier = opt._tier(group)
         packs = _packing.group_packs(opt, group, work)
-        if tier == "fused":  # the chain's own state over the group's other parameters, when it can be kept
-            packed = {p for pack in packs for p in pack.params}
-            rest = [p for p in work if p not in packed] if packed else work
-            packs = packs + _stores.group_stores(opt, group, rest, static, dynamic,
-                                                 len(work) == len(group["params"]))
-        kind = (static, _engine._dynamic_structure(dynamic)) if packs else None
-        for pack in packs:  # its chain state as the step left it (translated after a load, or an option's change)
-            units["fused"].append(Unit(pack.params, static, dynamic, owned(list(map(_DATA, pack.params))),
-                                       list(map(grads.__getitem__, pack.params)),
-                                       pack.chain_state(cls, static, dynamic, kind), (), [], [], pack))
         if packs:
             packed = {p for pack in packs for p in pack.params}
             work = [p for p in work if p not in packed]
+        stores, work = _stores.group_stores(opt, group, tier, work, static, dynamic)  # the chain's state over them
+        kind = (static, _engine._dynamic_structure(dynamic))
+        for pack in packs + stores:  # its chain state as the step left it (translated after a load, or a change)
+            units[tier].append(Unit(pack.params, static, dynamic, owned(list(map(_DATA, pack.params))),
+                                    list(map(grads.__getitem__, pack.params)),
+                                    pack.chain_state(cls, static, dynamic, kind), (), [], [], pack, group=index))
         if not work:
             continue
         key = (id(group), tier, static, _engine._dynamic_structure(dynamic))
@@ -516,10 +514,12 @@ class _Call(NamedTuple):
 
 
 def _calls(opt: Optimizer, units: dict[str, list[Unit]]) -> list[_Call]:
+    """The step's programs: the default tier's units in one per device (alike packs and stores, and runs of
+    alike units, apart), the ``foreach`` tier's in one per group, the for-loop tier's one per parameter."""
     cls = type(opt)
     limit = program_limit(opt.program_max_params)
     calls, groups = [], []
-    fused: dict[tuple, list[Unit]] = {}
+    joined: dict[tuple, list[Unit]] = {}  # (group, or None for all groups; devices) -> the units of one program
     packs = sum(unit.pack is not None and unit.pack.flat for unit in units["fused"])
     for unit in units["fused"]:
         if unit.pack is not None and (unit.pack.alike if not unit.pack.flat else packs > 1 or unit.pack.mixed):
@@ -531,13 +531,18 @@ def _calls(opt: Optimizer, units: dict[str, list[Unit]]) -> list[_Call]:
             chunks, unit = _chunks(unit, limit)
             groups.extend(chunks)
         if unit is not None:
-            fused.setdefault(device_key(unit.arrays[0]), []).append(unit)
-    for same in fused.values():
+            joined.setdefault((None, device_key(unit.arrays[0])), []).append(unit)
+    for unit, size in [(u, limit) for u in units["foreach"]] + [(u, 1) for u in units["for-loop"]]:
+        if unit.pack is None:
+            chunks, rest = _chunks(unit, size)
+            groups.extend(chunks + ([rest] if rest is not None else []))
+        elif unit.pack.alike:  # a run of alike parameters (one in the for-loop tier): a program of its own
+            calls.append(_fused_call(cls, [unit]))
+        else:
+            joined.setdefault((unit.group, device_key(unit.arrays[0])), []).append(unit)
+    for same in joined.values():
         runs, rest = _alike_units(same, limit)
         calls.extend(_fused_call(cls, run) for run in runs + ([rest] if rest else []))
-    for unit, size in [(u, limit) for u in units["foreach"]] + [(u, 1) for u in units["for-loop"]]:
-        chunks, rest = _chunks(unit, size)
-        groups.extend(chunks + ([rest] if rest is not None else []))
     calls.extend(_Call("group", _group_args(cls, u), [u]) for u in groups)
     return calls
 
@@ -677,15 +682,18 @@ def store(opt: Optimizer, params: list, new_params: list, new_states: list, pend
     keys = frozenset(order)
     for p, data, new in zip(params, new_params, new_states):
         p.data = data
-        if new:
-            entry = state[p]
-            if entry and new.keys() <= entry.keys():
-                entry.update(new)
-            else:
-                entry.update({k: new[k] for k in order if k in new})
+        entry = state[p] if new else state.get(p)
+        grew = bool(new) and not (entry and new.keys() <= entry.keys())
+        if grew:  # an entry it lacked (its first state, or one deleted): every entry in torch's order
+            merged = {**entry, **new}
+            entry.clear()
+            entry.update({k: merged[k] for k in order if k in merged})
+            entry.update({k: v for k, v in merged.items() if k not in keys})
+        elif new:
+            entry.update(new)
         if pending is not None:
             i = pending.slot[id(p)]
-            entry = state.get(p)
             kept = entry is not None and not keys.isdisjoint(entry)
-            if pending.fresh[i] is not None and kept != pending.fresh[i]:  # else its first state: plan again
+            # a parameter that got its first state, or an entry it lacked, plans again
+            if pending.fresh[i] is not None and kept != pending.fresh[i] and not grew:
                 pending.record([p], [p._data], [entry])

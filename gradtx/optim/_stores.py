@@ -1,24 +1,31 @@
-"""Stored state: the default tier keeps a group's other parameters' state as the chain's own state over them.
+"""Stored state: every tier keeps a group's (other) parameters' state as the chain's own state over them.
 
-A group whose parameters all have gradients and one step count (the common
-case) steps its parameters as optax steps a tree: one chain state over all of
-them. So the default tier keeps exactly that state between steps, a *store*
-(:class:`Store`) per program: the chain's state over each run of
+Parameters whose states line up (the same entries, one step count: a
+bucket) step as optax steps a tree: one chain state over all of them. So the
+tiers keep exactly that state between steps, a *store* (:class:`Store`): the
+default tier one per program (the chain's state over each run of
 ``opt.program_max_params`` parameters of one shape and dtype, and over the
-group's other parameters (the packed small ones aside: :mod:`gradtx.optim._packing`).
-A step passes a store's state to its program and keeps what the program
-returns; nothing is translated.
+bucket's other parameters; the packed small ones aside:
+:mod:`gradtx.optim._packing`), ``foreach`` the same stores in one program per
+group, the for-loop tier one per parameter. A chain that cannot step several
+parameters through one state keeps a store per parameter. A step passes a
+store's state to its program and keeps what the program returns; nothing is
+translated.
 
 torch's per-parameter dicts are a view (``opt.state[p]`` is a
 :class:`~gradtx.optim._packing.StateEntry`): reading an entry returns the
-chain's array for it (the step as a float32 scalar, one array for the group),
-and a step copies an array someone still holds before donating it, so what a
-user reads keeps its value. Writes go through: ``opt.state[p]["exp_avg"] = x``
-replaces the chain's array at once. Anything the store cannot hold (another
-shape or dtype, a step of its own, an entry added or deleted, a ``p.data`` of
-another shape, dtype or device, a parameter without a gradient, another tier)
-hands the state back to per-parameter dicts (:meth:`Store.release`), and the
-next step stores it again when the group's states line up.
+chain's array for it (the step as a float32 scalar, one array for the
+bucket), and a step copies an array someone still holds before donating it,
+so what a user reads keeps its value. Writes go through: ``opt.state[p]["exp_avg"] = x``
+replaces the chain's array at once. A parameter without a gradient hands its
+store back (torch leaves its state and step as they are) and the others are
+stored again, so it steps in a store of its own from then on. Anything else
+the store cannot hold (another shape or dtype, a step of its own, an entry
+added or deleted, a ``p.data`` of another shape, dtype or device, another
+tier) hands the state back to per-parameter dicts (:meth:`Store.release`), and
+the next step stores it again, by bucket. Complex parameters, parameters
+spread over several devices and parameters another optimizer steps too keep
+the dicts (:func:`_storable`).
 
 A dict of ``opt.state`` held from before the state was stored (the raw dict
 of a parameter stepped apart) is not updated by later steps; read
@@ -43,6 +50,7 @@ from gradtx.optim._parameter import Parameter
 __all__ = ["Store", "group_stores"]
 
 _DATA = operator.attrgetter("_data")
+_ALIVE = operator.attrgetter("alive")
 
 
 def _calibrate() -> int:
@@ -89,6 +97,7 @@ class Store:
 
     flat = False  # a pack's state is flat (gradtx.optim._packing.Pack); a store's is the chain's over the arrays
     mixed = False
+    made_for: tuple = ()  # (tier, parameters per program) it was planned for
 
     def __init__(self, owner_state: dict, params: list[Parameter], states: list[dict], order: list[str],
                  alike: bool) -> None:
@@ -98,6 +107,7 @@ class Store:
         self.shapes = [p.shape for p in params]
         self.dtypes = [p.dtype for p in params]
         self.devices = params[0]._data.sharding.device_set
+        self.complex = any(map(jnp.iscomplexobj, map(_DATA, params)))  # entries are viewed as torch keeps them
         self.loaded: list[dict] | None = states
         self.chain: Any = None
         self.kind: Any = None
@@ -137,7 +147,8 @@ class Store:
         place = (key, i) if (key, i) in self._where else (key, None)
         if place not in self._where:
             raise KeyError(key)
-        return self._leaf(*place)
+        leaf = self._leaf(*place)
+        return _engine.out_of_chain(leaf, self.params[i]._data) if self.complex else leaf
 
     def _leaf(self, name: Any, i: int | None) -> Any:
         if self._leaves is None:
@@ -159,7 +170,8 @@ class Store:
             self.extra[i][key] = value
             return True
         leaves, treedef = jax.tree.flatten(self.chain)
-        leaves[self._where[(key, i)]] = value
+        j = self._where[(key, i)]
+        leaves[j] = _engine.into_chain(value, leaves[j], self.params[i]._data, key) if self.complex else value
         self.chain, self._leaves = jax.tree.unflatten(treedef, leaves), None
         return True
 
@@ -183,8 +195,9 @@ class Store:
         if self.chain is not None and self.kind == kind:
             return owned_state(self.chain)
         entries = [{key: self.entry(key, i) for key in self.keys_of(i)} for i in range(len(self.params))]
-        state = _engine.stored_chain_state(decl, static, dynamic, list(map(_DATA, self.params)), entries,
-                                           entries[0] if entries else {})
+        known = [{key: value for key, value in entry.items() if key in self.order} for entry in entries]
+        state = _engine.stored_chain_state(decl, static, dynamic, list(map(_DATA, self.params)), known,
+                                           known[0] if known else {})
         layout = _engine.bucket_layout(decl, state)
         kept = [{decl.step_name if name is _engine.STEP else name for name, at in layout if at in (i, None)}
                 for i in range(len(self.params))]
@@ -219,71 +232,101 @@ class Store:
         self.params, self.refs, self.loaded, self.chain, self.extra, self._leaves = [], [], [], None, [], None
         self.alive = False
 
-    @staticmethod
-    def can_store(owner_state: dict, params: list[Parameter], shared: tuple) -> bool:
-        """Whether the parameters' states line up: the same keys, equal shared entries (the steps)."""
-        states = [owner_state.get(p, {}) for p in params]
-        keys = set(states[0])
-        if any(set(s) != keys for s in states):
-            return False
-        for key in keys & set(shared):  # the steps, read in one transfer
-            if len({np.asarray(value).tobytes() for value in jax.device_get([s[key] for s in states])}) != 1:
-                return False
-        return True
-
 
 def _storable(p: Parameter) -> bool:
-    """Whether ``p``'s state may live in a store: a real array on one device, stepped by this optimizer only."""
+    """Whether ``p``'s state may live in a store: an array on one device, stepped by this optimizer only."""
     data = p._data
-    return (len(p._owners) == 1 and isinstance(data, jax.Array) and not jnp.iscomplexobj(data)
+    return (len(p._owners) == 1 and isinstance(data, jax.Array)
             and len(data.sharding.device_set) == 1)
 
 
-def group_stores(opt: Any, group: dict[str, Any], rest: list[Parameter], static: tuple, dynamic: dict,
-                 complete: bool) -> list:
-    """The stores of a group's parameters that are not packed (``rest``), in the default tier.
+def group_stores(opt: Any, group: dict[str, Any], tier: str, work: list[Parameter], static: tuple,
+                 dynamic: dict) -> tuple[list[Store], list[Parameter]]:
+    """The stores of a group's parameters with a gradient that are not packed (``work``), and those of them left
+    to per-parameter dicts (not :func:`_storable`).
 
-    Every parameter of the group must have a gradient (``complete``: torch
-    leaves the state and step of one without as they are), and the chain must
-    step several parameters through one state (its state over two parameters
-    is its state over one, twice); the parameters' states must line up.
-    Otherwise the group's stores are released and its parameters stepped one
-    by one. The same parameters and stores as at the last step are kept.
+    Parameters whose states line up (the same entries, one step count) share
+    stores: in the default tier one per run of ``opt.program_max_params``
+    alike parameters and one for the rest (a parameter alone where the chain
+    cannot step several through one state), one parameter per store in the
+    for-loop tier. A store whose parameters all have a gradient is kept; one
+    with a parameter left out (torch leaves its state and step as they are)
+    is handed back, and its other parameters stored anew: the one left out
+    steps apart from then on, with a step count of its own. The same
+    parameters and stores as at the last step are kept without a look.
     """
     key = ("stores", id(group))
     plan = opt._plans.get(key)
-    if (complete and plan is not None and all(store in opt._packs for store in plan[1])
-            and plan[0] == (opt.program_max_params, *map(id, rest))):
-        return plan[1]
-    stores = _plan_stores(opt, group, rest if complete else [], static, dynamic)
-    opt._plans[key] = ((opt.program_max_params, *map(id, rest)), stores)
-    return stores
+    made = (tier, opt.program_max_params, *map(id, work))
+    if plan is not None and plan[0] == made and all(map(_ALIVE, plan[1])):
+        return plan[1], plan[2]
+    stores, rest = _plan_stores(opt, group, tier, work, static, dynamic)
+    opt._plans[key] = (made, stores, rest)
+    return stores, rest
 
 
-def _plan_stores(opt: Any, group: dict[str, Any], rest: list[Parameter], static: tuple, dynamic: dict) -> list:
-    """The group's stores made anew from its parameters' dicts (the old ones handed back first): one step count
-    for all of them, or none."""
-    for store in {pack_of(p) for p in group["params"]} - {None}:
-        if not store.flat:
+def _plan_stores(opt: Any, group: dict[str, Any], tier: str, work: list[Parameter], static: tuple,
+                 dynamic: dict) -> tuple[list[Store], list[Parameter]]:
+    """Keeps the group's stores made for this tier whose parameters all have a gradient, hands back the others,
+    and stores the parameters not in a kept store anew (see :func:`group_stores`)."""
+    limit = 1 if tier == "for-loop" else float("inf") if opt.program_max_params is None else opt.program_max_params
+    working, kept = set(map(id, work)), []
+    for store in dict.fromkeys(s for s in map(pack_of, group["params"]) if s is not None and not s.flat):
+        if store.made_for == (tier, limit) and working.issuperset(map(id, store.params)):
+            kept.append(store)
+        else:
             store.release()
     opt._packs = [pack for pack in opt._packs if pack.alive]
-    if not rest or not all(map(_storable, rest)):
+    held = {id(p) for store in kept for p in store.params}
+    loose = [p for p in work if id(p) not in held]
+    storable = list(map(_storable, loose))
+    # the step array a kept store shows is in the dicts of the parameters handed back beside it: they share its cell
+    cells = {id(store.step_cell["step"]): store.step_cell for store in kept if "step" in store.step_cell}
+    stores = _new_stores(opt, tier, limit, [p for p, ok in zip(loose, storable) if ok], static, dynamic, cells)
+    opt._packs.extend(stores)
+    return kept + stores, [p for p, ok in zip(loose, storable) if not ok]
+
+
+def _new_stores(opt: Any, tier: str, limit: float, params: list[Parameter], static: tuple, dynamic: dict,
+                cells: dict) -> list[Store]:
+    """Stores of ``params`` (taking their dicts): a set per bucket of equal states, each by device, then runs of
+    ``limit`` alike parameters (a program of their own) and the rest. A bucket whose step is the array a kept
+    store shows (``cells``, by its id) shares that store's step."""
+    if not params:
         return []
     cls = type(opt)
-    names, bucketable = _engine.shared_entries(cls, static, dynamic, tuple(rest[0].shape), rest[0].dtype)
-    if not bucketable or not Store.can_store(opt._state, rest, names):
-        return []
-    by_device: dict[tuple, list[Parameter]] = {}
-    for p in rest:
-        by_device.setdefault(tuple(p._data.sharding.device_set), []).append(p)
-    limit = float("inf") if opt.program_max_params is None else opt.program_max_params
-    order, cell, stores = _engine.order_keys(cls), {}, []
-    for same in by_device.values():
-        runs, others = _engine.alike_runs([(str(p.dtype), tuple(p.shape)) for p in same], limit)
-        for indices, alike in [(run, True) for run in runs] + ([(others, False)] if others else []):
-            params = [same[i] for i in indices]
-            store = Store(opt._state, params, [opt._state.pop(p, {}) for p in params], order, alike)
-            store.step_cell = cell
-            stores.append(store)
-    opt._packs.extend(stores)
+    names, bucketable = _engine.shared_entries(cls, static, dynamic, tuple(params[0].shape), params[0].dtype)
+    order, stores = _engine.order_keys(cls), []
+    buckets = _step_buckets(opt._state, params, names, order) if bucketable else [[p] for p in params]
+    for bucket in buckets:
+        step = opt._state.get(bucket[0], {}).get(cls.step_name)
+        cell: dict = cells.get(id(step), {}) if step is not None else {}  # one step array for the bucket's stores
+        by_device: dict[tuple, list[Parameter]] = {}
+        for p in bucket:
+            by_device.setdefault(tuple(p._data.sharding.device_set), []).append(p)
+        for same in by_device.values():
+            runs, others = _engine.alike_runs([(str(p.dtype), tuple(p.shape)) for p in same], limit)
+            for indices, alike in [(run, True) for run in runs] + ([(others, False)] if others else []):
+                members = [same[i] for i in indices]
+                store = Store(opt._state, members, [opt._state.pop(p, {}) for p in members], order, alike)
+                store.made_for, store.step_cell = (tier, limit), cell
+                stores.append(store)
     return stores
+
+
+def _step_buckets(states: dict, params: list[Parameter], names: tuple, order: list[str]) -> list[list[Parameter]]:
+    """``params`` by bucket: the same chain entries (``order``: the others stay beside the chain's state) and equal
+    shared ones (the step), read in one transfer for the parameters whose entries are not one array already; each
+    bucket in the parameters' order."""
+    by_identity: dict[tuple, list[int]] = {}
+    for i, p in enumerate(params):
+        state = states.get(p, {})
+        keys = frozenset(key for key in state if key in order)
+        by_identity.setdefault((keys, *(id(state.get(name)) for name in names)), []).append(i)
+    firsts = [states.get(params[members[0]], {}) for members in by_identity.values()]
+    values = jax.device_get([[state[name] for name in names if name in state] for state in firsts])
+    buckets: dict[tuple, list[int]] = {}
+    for (keys, *_), members, shared in zip(by_identity, by_identity.values(), values):
+        same = tuple((np.asarray(v).dtype.str, np.asarray(v).tobytes()) for v in shared)
+        buckets.setdefault((keys, same), []).extend(members)
+    return [[params[i] for i in sorted(members)] for members in buckets.values()]
