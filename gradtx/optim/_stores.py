@@ -23,9 +23,10 @@ stored again, so it steps in a store of its own from then on. Anything else
 the store cannot hold (another shape or dtype, a step of its own, an entry
 added or deleted, a ``p.data`` of another shape, dtype or device, another
 tier) hands the state back to per-parameter dicts (:meth:`Store.release`), and
-the next step stores it again, by bucket. Complex parameters, parameters
-spread over several devices and parameters another optimizer steps too keep
-the dicts (:func:`_storable`).
+the next step stores it again, by bucket. Parameters spread over several
+devices and parameters another optimizer steps too keep the dicts
+(:func:`_storable`); a complex parameter's entries are shown, and written, as
+torch keeps them (complex), the chain's real view of them converted.
 
 A dict of ``opt.state`` held from before the state was stored (the raw dict
 of a parameter stepped apart) is not updated by later steps; read
