@@ -11,6 +11,9 @@ contract and step-cache suites run every record through stores too (the last
 also through per-parameter dicts).
 """
 
+import gc
+import weakref
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -220,3 +223,19 @@ def test_complex_parameters_are_stored_and_viewed_as_torch_keeps_them(tier):
     box = stored.param_groups[0]["params"][0]
     assert store_of(box) is not None and store_of(plain.param_groups[0]["params"][0]) is None
     assert stored.state[box]["exp_avg"].dtype == jnp.complex128 and stored.state[box]["exp_avg"].shape == (4, 3)
+
+
+@pytest.mark.parametrize("tier", ["default", "foreach", "for-loop"])
+def test_an_optimizer_that_is_gone_frees_its_state_while_its_parameters_live(tier):
+    boxes = [optim.Parameter(x) for x in arrays("float32")]  # the user's: they outlive the optimizer
+    flags = {"default": {}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}[tier]
+    opt = optim.Adam(boxes, lr=0.1, **flags)
+    opt.step(gradient([p.data for p in boxes], 0))
+    held = {_packing.pack_of(p) for p in boxes} - {None}
+    assert held and (tier != "default" or any(pack.flat for pack in held))  # packs in the default tier, stores too
+    leaves = [weakref.ref(leaf) for pack in held for leaf in jax.tree.leaves(pack.chain)]
+    held = [weakref.ref(pack) for pack in held]
+    del opt
+    gc.collect()
+    assert all(ref() is None for ref in held + leaves)
+    assert all(_packing.pack_of(p) is None for p in boxes)

@@ -316,7 +316,8 @@ def torch_shape_dtype(leaf: Any, param: Any) -> tuple[tuple, Any]:
 
 
 def into_chain(value: Any, template: Any, param: Any, key: str) -> Any:
-    """A torch-named entry as the chain keeps it (a complex parameter's as its real view), checked against ``template``."""
+    """A torch-named entry as the chain keeps it (a complex parameter's as its real view), checked against
+    ``template``."""
     value = jnp.asarray(value)
     if _is_real_view(template, param) and jnp.iscomplexobj(value):
         value = jnp.stack([jnp.real(value), jnp.imag(value)], axis=-1)

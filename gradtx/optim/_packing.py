@@ -83,7 +83,9 @@ def _write(flat: jax.Array, offsets: jax.Array, values: list) -> jax.Array:
     return flat
 
 
-_PACK_OF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a packed parameter -> its pack
+# a packed (or stored) parameter -> a weak reference to its pack (or store): the optimizer (``opt._packs``) holds
+# them, so an optimizer that is gone frees its state while its parameters live on
+_PACK_OF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class Pack:
@@ -148,7 +150,7 @@ class Pack:
         self._views: dict[tuple, jax.Array] = {}  # (entry, index) -> cut array
         self._pending: dict[str, dict[int, jax.Array]] = {}  # state writes made through opt.state, not yet synced
         for p in params:
-            _PACK_OF[p] = self
+            _PACK_OF[p] = weakref.ref(self)
 
     @classmethod
     def build(cls, owner_state: dict, params: list[Parameter], shared: frozenset, order: list[str]) -> Pack:
@@ -441,8 +443,8 @@ class StateView(MutableMapping):
 def packed_at(opt: Any, p: Any) -> tuple[Pack | None, int | None]:
     """The pack of ``opt`` that holds ``p``'s state (and its value, unless ``p.data`` was assigned since the last
     step), and ``p``'s place in it; ``(None, None)`` if none."""
-    pack = _PACK_OF.get(p) if isinstance(p, Parameter) else None
-    if pack is not None and pack.alive and pack in opt._packs:
+    pack = pack_of(p) if isinstance(p, Parameter) else None
+    if pack is not None and pack.owner_state is opt._state:  # made for (and held by) opt
         return pack, pack.slot[id(p)]
     return None, None
 
@@ -459,7 +461,8 @@ def release_packs(opt) -> None:
 
 def pack_of(p: Parameter) -> Pack | None:
     """The live pack that holds ``p`` (of whichever optimizer), or None."""
-    pack = _PACK_OF.get(p)
+    ref = _PACK_OF.get(p)
+    pack = ref() if ref is not None else None
     return pack if pack is not None and pack.alive else None
 
 

@@ -124,7 +124,7 @@ class Store:
         self.refs = list(map(weakref.ref, map(_DATA, params)))
         self.alive = True
         for p in params:
-            _PACK_OF[p] = self
+            _PACK_OF[p] = weakref.ref(self)
 
     # --- the view ---------------------------------------------------------------------------------------
 
