@@ -45,7 +45,8 @@ import numpy as np
 from gradtx.optim import _engine
 from gradtx.optim._parameter import Parameter
 
-__all__ = ["Pack", "StateEntry", "arrays_taken", "StateView", "group_packs", "pack_of", "packed_at", "release_packs"]
+__all__ = ["Pack", "StateEntry", "arrays_taken", "StateView", "group_packs", "pack_of", "packed_at", "release_packs",
+           "sync_packs"]
 
 
 # Runs of this many same-shape parameters are packs of their own: alike packs share one compiled program, so
@@ -57,6 +58,7 @@ PACK_MAX_PARAMS = 32
 VIEW_BATCH = 32  # state entries of one shape cut by one program (0.4 s to compile per shape; ~7 us per view)
 
 _DATA = operator.attrgetter("_data")
+_ALIVE = operator.attrgetter("alive")
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
@@ -482,16 +484,16 @@ def _packable(opt, p: Parameter) -> bool:
             and data.size <= opt.pack_max_numel and len(data.sharding.device_set) == 1)
 
 
-def _synced(opt, params: list[Parameter]) -> None:
-    """Writes what users assigned since the last step into the packs of these parameters (one group's); releases
-    a pack that cannot take it."""
-    if not opt._packs:
-        return
-    ids = set(map(id, params))
-    for pack in [pack for pack in opt._packs if not ids.isdisjoint(map(id, pack.params))]:
-        if not pack.sync():
-            pack.release()
-    opt._packs = [pack for pack in opt._packs if pack.alive]
+def sync_packs(opt) -> None:
+    """Writes what users assigned since the last step (``p.data``) into ``opt``'s packs and stores, once per step;
+    releases one that cannot take it (another shape, dtype or device)."""
+    if not all(map(_ALIVE, opt._packs)):  # released through opt.state since the last step
+        opt._packs = [pack for pack in opt._packs if pack.alive]
+    failed = [pack for pack in opt._packs if not pack.sync()]
+    for pack in failed:
+        pack.release()
+    if failed:
+        opt._packs = [pack for pack in opt._packs if pack.alive]
 
 
 def group_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]:
@@ -505,7 +507,6 @@ def group_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
     parameters stepped one by one.
     """
     params = group["params"]
-    _synced(opt, params)
     if opt._tier(group) != "fused":
         for pack in {pack_of(p) for p in params} - {None}:
             if pack.flat:

@@ -466,6 +466,7 @@ def plan(opt: Optimizer) -> dict[str, list[Unit]]:
         if any(p.grad is not None for p in group["params"]):
             options[index] = _options(opt, group, index)
     cache = _cache(opt)
+    _packing.sync_packs(opt)  # the arrays users assigned (p.data) since the last step
     units: dict[str, list[Unit]] = {"fused": [], "foreach": [], "for-loop": []}
     for index, group in enumerate(opt.param_groups):
         if index not in options:
