@@ -310,7 +310,7 @@ class Pack:
             entry = {key: shared[key] if key in shared else self.entry(key, i) for key in keys}
             if entry:
                 self.owner_state[p] = entry
-            _PACK_OF.pop(p, None)
+            forget(p, self)
         self.params, self.refs, self.loaded, self.chain, self._entries, self.extra = [], [], {}, None, None, {}
         self._views, self._pending = {}, {}
         self.alive = False
@@ -446,7 +446,7 @@ def packed_at(opt: Any, p: Any) -> tuple[Pack | None, int | None]:
     """The pack of ``opt`` that holds ``p``'s state (and its value, unless ``p.data`` was assigned since the last
     step), and ``p``'s place in it; ``(None, None)`` if none."""
     pack = pack_of(p) if isinstance(p, Parameter) else None
-    if pack is not None and pack.owner_state is opt._state:  # made for (and held by) opt
+    if pack is not None and owned_by(opt, pack):
         return pack, pack.slot[id(p)]
     return None, None
 
@@ -459,6 +459,24 @@ def release_packs(opt) -> None:
     packs, opt._packs = opt._packs, []
     for pack in packs:
         pack.release()
+
+
+def owned_by(opt: Any, pack: Any) -> bool:
+    """Whether ``pack`` (a live pack or store) is ``opt``'s: made for its state, and so held in ``opt._packs``."""
+    return pack.owner_state is opt._state
+
+
+def prune(opt: Any) -> None:
+    """Drops the packs and stores released since they were listed from ``opt._packs``."""
+    if not all(map(_ALIVE, opt._packs)):
+        opt._packs = [pack for pack in opt._packs if pack.alive]
+
+
+def forget(p: Parameter, pack: Any) -> None:
+    """Removes ``p``'s entry for ``pack`` (on release): an entry another pack made since stays."""
+    ref = _PACK_OF.get(p)
+    if ref is not None and ref() is pack:
+        del _PACK_OF[p]
 
 
 def pack_of(p: Parameter) -> Pack | None:
@@ -478,7 +496,7 @@ def _packable(opt, p: Parameter) -> bool:
         return False
     pack = pack_of(p)
     if pack is not None and pack.flat:
-        return pack in opt._packs and p.size <= opt.pack_max_numel
+        return owned_by(opt, pack) and p.size <= opt.pack_max_numel
     data = p._data
     return (isinstance(data, jax.Array) and jnp.issubdtype(data.dtype, jnp.floating) and data.ndim >= 1
             and data.size <= opt.pack_max_numel and len(data.sharding.device_set) == 1)
@@ -487,13 +505,11 @@ def _packable(opt, p: Parameter) -> bool:
 def sync_packs(opt) -> None:
     """Writes what users assigned since the last step (``p.data``) into ``opt``'s packs and stores, once per step;
     releases one that cannot take it (another shape, dtype or device)."""
-    if not all(map(_ALIVE, opt._packs)):  # released through opt.state since the last step
-        opt._packs = [pack for pack in opt._packs if pack.alive]
+    prune(opt)  # released through opt.state since the last step
     failed = [pack for pack in opt._packs if not pack.sync()]
     for pack in failed:
         pack.release()
-    if failed:
-        opt._packs = [pack for pack in opt._packs if pack.alive]
+    prune(opt)
 
 
 def group_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]:
@@ -513,7 +529,7 @@ def group_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
                 pack.release()
         return []
     plan = opt._plans.get(id(group))
-    if (plan is not None and len(work) == len(params) and all(pack in opt._packs for pack in plan[1])
+    if (plan is not None and len(work) == len(params) and all(map(_ALIVE, plan[1]))
             and plan[0] == (opt.pack_max_numel, *map(id, params))):
         return plan[1]  # the same parameters and packs as at the last step
     packs = _plan_packs(opt, group, work)
@@ -525,9 +541,9 @@ def _plan_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
     cls = type(opt)
     mine = [pack for pack in map(pack_of, group["params"]) if pack is not None and pack.flat]
     for pack in set(mine):
-        if pack not in opt._packs:  # a pack of another optimizer (or orphaned): hand it back first
+        if not owned_by(opt, pack):  # a pack of another optimizer (or orphaned): hand it back first
             pack.release()
-    current = {id(pack): pack for pack in mine if pack in opt._packs}
+    current = {id(pack): pack for pack in mine if owned_by(opt, pack)}
     wanted: dict[tuple, list[Parameter]] = {}
     if cls.elementwise and len(work) == len(group["params"]):
         for p in group["params"]:
@@ -552,7 +568,7 @@ def _plan_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
             result.append(pack)
     for pack in current.values():
         pack.release()
-    opt._packs = [pack for pack in opt._packs if pack.alive]
+    prune(opt)
     return result
 
 

@@ -45,13 +45,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx.optim import _engine
-from gradtx.optim._packing import _PACK_OF, arrays_taken, pack_of
+from gradtx.optim._packing import _ALIVE, _PACK_OF, arrays_taken, forget, pack_of, prune
 from gradtx.optim._parameter import Parameter
 
 __all__ = ["Store", "group_stores"]
 
 _DATA = operator.attrgetter("_data")
-_ALIVE = operator.attrgetter("alive")
 
 
 def _calibrate() -> int:
@@ -229,7 +228,7 @@ class Store:
             entry = {key: self.entry(key, i) for key in self.keys_of(i)}
             if entry:
                 self.owner_state[p] = entry
-            _PACK_OF.pop(p, None)
+            forget(p, self)
         self.params, self.refs, self.loaded, self.chain, self.extra, self._leaves = [], [], [], None, [], None
         self.alive = False
 
@@ -277,7 +276,7 @@ def _plan_stores(opt: Any, group: dict[str, Any], tier: str, work: list[Paramete
             kept.append(store)
         else:
             store.release()
-    opt._packs = [pack for pack in opt._packs if pack.alive]
+    prune(opt)
     held = {id(p) for store in kept for p in store.params}
     loose = [p for p in work if id(p) not in held]
     storable = list(map(_storable, loose))
