@@ -291,6 +291,17 @@ def test_rejected_calls_change_nothing():
         optim.Prodigy(_mlp()).compile_step(mlp_loss, max_grad_norm=1.0)
 
 
+@pytest.mark.skipif(len(jax.devices()) < 2, reason="needs 2 (simulated) devices")
+def test_parameters_on_two_devices_are_a_clear_error():
+    """One program takes one device's (or one mesh's) arrays: the error names two parameters and the ways out."""
+    devices = jax.devices()
+    opt = optim.Adam({k: jax.device_put(v, devices[k == "b2"]) for k, v in _mlp().items()}, lr=0.1)
+    opt.step(jax.tree.map(jnp.ones_like, opt.params))  # step() runs each device's parameters apart
+    x, y = _batch()
+    _rejects(opt, lambda: opt.compile_step(mlp_loss)(x, y), ValueError,
+             r"parameter 'w1' on .*0, parameter 'b2' on .*1\); one compiled program .* opt.step\(grads\)")
+
+
 @pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 (simulated) devices")
 @pytest.mark.parametrize("zero", [False, True], ids=["sharded", "zero-1"])
 def test_sharded_parameters_keep_their_shardings(zero):

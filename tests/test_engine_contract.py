@@ -194,6 +194,30 @@ def test_parameters_on_different_devices_step_together(tier):
         assert spread.params[key].sharding.device_set == placed[key].sharding.device_set
 
 
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("size", SIZES)
+def test_state_read_and_skipped_steps_stay_on_each_parameters_device(tier, size):
+    """Parameters on two devices with one step count: each one's ``step`` is on its own device, and a parameter
+    that skips a step (handed back, then stored again) keeps stepping there, with single-device numbers."""
+    devices = jax.devices()
+    if len(devices) < 2:
+        pytest.skip("needs two devices (tests/conftest.py simulates eight CPU devices)")
+    tree = _tree(SIZES[size])
+    placed = {"a": jax.device_put(tree["a"], devices[0]), "b": jax.device_put(tree["b"], devices[1]),
+              "c": jax.device_put(tree["c"], devices[1])}
+    spread = optim.Adam(placed, lr=0.1, **TIERS[tier])
+    single = optim.Adam(jax.tree.map(jnp.array, tree), lr=0.1, **TIERS[tier])
+    for skip in ((), ("c",), (), ("a",), ()):
+        for opt in (spread, single):
+            opt.step({k: None if k in skip else jax.device_put(jnp.full_like(v, 0.5), v.sharding)
+                      for k, v in opt.params.items()})
+            for p in opt.param_groups[0]["params"]:
+                assert opt.state[p]["step"].sharding.device_set <= p.data.sharding.device_set, p.name
+    for key in tree:
+        np.testing.assert_array_equal(np.asarray(spread.params[key]), np.asarray(single.params[key]))
+        assert spread.params[key].sharding.device_set == placed[key].sharding.device_set
+
+
 def test_edited_hyperparameters_do_not_grow_the_state_layout_cache():
     opt = optim.Adam([jnp.ones(3)], lr=0.1)
     scheduler = optim.lr_scheduler.ExponentialLR(opt, gamma=0.9)

@@ -123,6 +123,24 @@ def _sharding(array: jax.Array) -> Any:
     return sharding if sharding is not None and len(sharding.device_set) > 1 else None
 
 
+def _check_one_placement(opt: Optimizer, boxes: list[Parameter]) -> None:
+    """One program takes arrays of one device or one mesh: parameters committed to different ones are an error
+    that names two of them and the ways out, raised before anything runs."""
+    seen: dict[frozenset, Parameter] = {}
+    for p in boxes:
+        data = p._data
+        if isinstance(data, jax.Array) and data.committed:
+            seen.setdefault(frozenset(data.sharding.device_set), p)
+    if len(seen) > 1:
+        (first, p), (second, q) = list(seen.items())[:2]
+        where = lambda devices: ", ".join(sorted(map(str, devices)))  # noqa: E731
+        raise ValueError(f"compile_step: the parameters live on different devices ({opt._describe(p)} on "
+                         f"{where(first)}, {opt._describe(q)} on {where(second)}); one compiled program takes "
+                         "arrays of one device or one mesh. Put them on one device or shard them over one mesh "
+                         "(jax.device_put), or step with opt.step(grads), which steps each device's parameters "
+                         "with programs of their own")
+
+
 def _leaked_tracer_error(error: Exception) -> RuntimeError:
     """JAX's error for a tracer that ``loss_fn`` closes over, with what to change (raised while tracing, before
     the program runs: nothing has changed)."""
@@ -192,6 +210,7 @@ class _Plan:
 
     @classmethod
     def make(cls, opt: Optimizer, step: CompiledStep) -> _Plan:
+        _check_one_placement(opt, [p for g in opt.param_groups for p in g["params"]])
         plan = cls()
         decl = type(opt)
         keys = set(_engine.order_keys(decl))

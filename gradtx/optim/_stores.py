@@ -280,8 +280,10 @@ def _plan_stores(opt: Any, group: dict[str, Any], tier: str, work: list[Paramete
     held = {id(p) for store in kept for p in store.params}
     loose = [p for p in work if id(p) not in held]
     storable = list(map(_storable, loose))
-    # the step array a kept store shows is in the dicts of the parameters handed back beside it: they share its cell
-    cells = {id(store.step_cell["step"]): store.step_cell for store in kept if "step" in store.step_cell}
+    # the step array a kept store shows is in the dicts of the parameters handed back beside it: on its device,
+    # they share its cell
+    cells = {(id(store.step_cell["step"]), frozenset(store.devices)): store.step_cell
+             for store in kept if "step" in store.step_cell}
     stores = _new_stores(opt, tier, limit, [p for p, ok in zip(loose, storable) if ok], static, dynamic, cells)
     opt._packs.extend(stores)
     return kept + stores, [p for p, ok in zip(loose, storable) if not ok]
@@ -290,8 +292,9 @@ def _plan_stores(opt: Any, group: dict[str, Any], tier: str, work: list[Paramete
 def _new_stores(opt: Any, tier: str, limit: float, params: list[Parameter], static: tuple, dynamic: dict,
                 cells: dict) -> list[Store]:
     """Stores of ``params`` (taking their dicts): a set per bucket of equal states, each by device, then runs of
-    ``limit`` alike parameters (a program of their own) and the rest. A bucket whose step is the array a kept
-    store shows (``cells``, by its id) shares that store's step."""
+    ``limit`` alike parameters (a program of their own) and the rest. A bucket's stores on one device share one
+    step array, the one a kept store on that device shows when it is the bucket's step (``cells``, by its id and
+    devices): a step on another device would commit the parameters' next programs there."""
     if not params:
         return []
     cls = type(opt)
@@ -300,11 +303,11 @@ def _new_stores(opt: Any, tier: str, limit: float, params: list[Parameter], stat
     buckets = _step_buckets(opt._state, params, names, order) if bucketable else [[p] for p in params]
     for bucket in buckets:
         step = opt._state.get(bucket[0], {}).get(cls.step_name)
-        cell: dict = cells.get(id(step), {}) if step is not None else {}  # one step array for the bucket's stores
-        by_device: dict[tuple, list[Parameter]] = {}
+        by_device: dict[frozenset, list[Parameter]] = {}
         for p in bucket:
-            by_device.setdefault(tuple(p._data.sharding.device_set), []).append(p)
-        for same in by_device.values():
+            by_device.setdefault(frozenset(p._data.sharding.device_set), []).append(p)
+        for devices, same in by_device.items():
+            cell: dict = cells.get((id(step), devices), {}) if step is not None else {}
             runs, others = _engine.alike_runs([(str(p.dtype), tuple(p.shape)) for p in same], limit)
             for indices, alike in [(run, True) for run in runs] + ([(others, False)] if others else []):
                 members = [same[i] for i in indices]
