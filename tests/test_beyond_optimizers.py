@@ -15,7 +15,7 @@ import torch
 import gradtx
 import gradtx.optim as optim
 from tests.cases.beyond import CONTRIB_CASES
-from tests.cases.optimizers import BY_NAME
+from tests.cases.optimizers import BY_NAME, OPTIMIZERS
 from tests.harness import assert_trees_close, dtype_rows, grad_fn, make_params, run_functional, run_torch
 
 
@@ -149,6 +149,8 @@ STATE_LAYOUTS = [
     (BY_NAME["Prodigy"], dict(weight_decay=0.1, use_bias_correction=True), set()),
     (BY_NAME["AdamWScheduleFree"], dict(lr=0.05, warmup_steps=2, weight_decay=0.1), set()),
     (BY_NAME["RAdamScheduleFree"], dict(lr=0.05), set()),
+    (BY_NAME["LaProp"], dict(lr=0.05, centered=True, steps_before_using_centered=2, ams_bound=True),
+     {"maximize", "steps_before_using_centered", "cautious"}),
 ]
 
 
@@ -206,3 +208,26 @@ def test_pytorch_optimizer_checks_as_the_reference(name, kwargs, error, message)
     with pytest.raises(Exception, match=message) as ours:
         getattr(optim, name)([jnp.zeros(2)], **kwargs)
     assert type(theirs.value).__name__ == type(ours.value).__name__ == error
+
+
+GROUP_STEPS = [info for info in OPTIMIZERS if "step" in getattr(info.cls, "group_options", ())]
+
+
+@pytest.mark.parametrize("info", GROUP_STEPS, ids=lambda info: info.name)
+def test_a_parameter_without_a_gradient_still_counts_the_group_step(info):
+    """pytorch_optimizer counts steps per param group: a parameter that skips a step resumes at the group's count."""
+    import importlib
+
+    kwargs = next(case.kwargs for case in info.cases if "float64" in case.dtypes)  # a row compared in float64
+    params = make_params("float64")
+    tensors, theirs = _reference(info.name, kwargs, params, importlib.import_module(info.module))
+    ours = info.cls(jax.tree.map(jnp.array, params), **kwargs)
+    for skipped in ((), (0,), (), (0, 2), ()):
+        grads = jax.tree.leaves(grad_fn(ours.params))
+        for i, (box, t, g) in enumerate(zip(ours.param_groups[0]["params"], tensors, grads)):
+            box.grad = None if i in skipped else g
+            t.grad = None if i in skipped else torch.tensor(np.asarray(g))
+        theirs.step()
+        ours.step()
+        _assert_same_params(ours, tensors, f"{info.name}, skipping {skipped}")
+    assert ours.param_groups[0]["step"] == theirs.param_groups[0]["step"] == 5

@@ -148,7 +148,8 @@ def scale_by_mars(b1: Any = 0.95, b2: Any = 0.99, gamma: Any = 0.025, eps: Any =
 
 def scale_by_laprop(learning_rate: Any = 4e-4, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-15, *,
                     centered: bool = False, steps_before_using_centered: int = 10, ams_bound: bool = False,
-                    cautious: bool = False, float32_step_size: bool = False) -> GradientTransformation:
+                    cautious: bool = False, float32_step_size: bool = False,
+                    step: Any = None) -> GradientTransformation:
     r"""LaProp's step (https://arxiv.org/abs/2002.04839), learning rate included, as pytorch_optimizer's LaProp.
 
     The momentum averages the *normalized* gradient, each scaled by the learning rate of its step:
@@ -174,6 +175,8 @@ def scale_by_laprop(learning_rate: Any = 4e-4, b1: Any = 0.9, b2: Any = 0.999, e
       ams_bound: divide by the running maximum of the second moment.
       cautious: mask the entries of :math:`m_t` whose sign disagrees with :math:`g_t` (:func:`cautious_mask`).
       float32_step_size: round :math:`\eta_t / \bar\eta_t` to float32 (the reference's batched path does).
+      step: the steps taken before this one, from outside the state (a param group's counter, as
+        ``pytorch_optimizer`` keeps it); default: the state's count.
 
     Returns:
       A ``GradientTransformation`` whose state is :class:`ScaleByLapropState`.
@@ -189,9 +192,10 @@ def scale_by_laprop(learning_rate: Any = 4e-4, b1: Any = 0.9, b2: Any = 0.999, e
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
-        count = gt.safe_increment(state.count)
-        lr = value_at(learning_rate, state.count)
-        beta1, beta2 = value_at(b1, state.count), value_at(b2, state.count)
+        before = state.count if step is None else jnp.asarray(step).astype(state.count.dtype)
+        count = gt.safe_increment(before)
+        lr = value_at(learning_rate, before)
+        beta1, beta2 = value_at(b1, before), value_at(b2, before)
         lr_avg = state.lr_avg * beta1 + (1.0 - beta1) * lr
         weight_avg = state.weight_avg * beta2 + (1.0 - beta2)
         step_size = 1.0 / jnp.where(lr != 0.0, lr_avg / jnp.where(lr != 0.0, lr, 1.0), 1.0)
@@ -206,7 +210,7 @@ def scale_by_laprop(learning_rate: Any = 4e-4, b1: Any = 0.9, b2: Any = 0.999, e
             if centered:
                 mean = mean + (1.0 - beta2) * (g - mean)
                 second = jnp.where(use_centered, nu - mean * mean, nu)
-            denominator, nu_max = _denominator(second, nu_max, value_at(eps, state.count), ams_bound)
+            denominator, nu_max = _denominator(second, nu_max, value_at(eps, before), ams_bound)
             mu = (beta1 * mu + ((1.0 - beta1) * lr) * (g / (denominator / bc2_sq))).astype(mu.dtype)
             u = cautious_mask(mu, g) if cautious else mu
             return (-(u * step_size)).astype(g.dtype), mu, nu, mean, nu_max

@@ -11,6 +11,7 @@ from gradtx import (
     multi_transform, negate_if, scale_by_adam_mini, scale_by_laprop, scale_by_learning_rate, scale_by_mars,
     scale_by_shampoo, scion, soap,
 )
+from gradtx.optim._beyond import _GroupStep
 from gradtx.optim._groups import ParamGroups, path_groups
 from gradtx.optim._declare import check_betas, check_lr, check_non_negative, check_positive
 from gradtx.optim._optimizer import Optimizer, number
@@ -164,8 +165,9 @@ def mars_chain(lr: Any = 3e-3, betas: Any = (0.95, 0.99), gamma: Any = 0.025, ma
 def laprop_chain(lr: Any = 4e-4, betas: Any = (0.9, 0.999), centered: bool = False,
                  steps_before_using_centered: int = 10, weight_decay: Any = 0.0, weight_decouple: bool = True,
                  fixed_decay: bool = False, ams_bound: bool = False, eps: Any = 1e-15, cautious: bool = False,
-                 maximize: bool = False) -> GradientTransformation:
-    """pytorch_optimizer.LaProp's step for one parameter, as a chain.
+                 maximize: bool = False, step: Any = None) -> GradientTransformation:
+    """pytorch_optimizer.LaProp's step for one parameter, as a chain, at the group's ``step`` (1 at the first;
+    None: the chain counts its own steps).
 
     ``maximize -> scale_by_laprop -> (p + u)(1 - lr*wd)``: the reference decays after the step, and its
     coupled decay (``weight_decouple=False``) changes only the gradient after it was used, so it has no
@@ -176,7 +178,7 @@ def laprop_chain(lr: Any = 4e-4, betas: Any = (0.9, 0.999), centered: bool = Fal
     b1, b2 = betas
     direction = scale_by_laprop(lr, b1, b2, eps, centered=centered, ams_bound=ams_bound, cautious=cautious,
                                 steps_before_using_centered=steps_before_using_centered,
-                                float32_step_size=not cautious)
+                                float32_step_size=not cautious, step=None if step is None else step - 1)
     return chain(negate_if(maximize), direction,
                  _decay(weight_decay, lr, weight_decouple, fixed_decay, after=True))
 
@@ -255,7 +257,7 @@ class MARS(Optimizer):
         check_non_negative(group, "gamma", "weight_decay", "weight_decay_1d", "eps")
 
 
-class LaProp(Optimizer):
+class LaProp(_GroupStep):
     r"""pytorch_optimizer.LaProp: momentum over the normalized gradient.
 
     Ziyin et al., 2020, *LaProp: Separating Momentum and Adaptivity in Adam*, https://arxiv.org/abs/2002.04839.
@@ -268,9 +270,10 @@ class LaProp(Optimizer):
     with :math:`\bar\gamma_t = \beta_1\bar\gamma_{t-1} + (1-\beta_1)\gamma_t` (``exp_avg_lr_1``). The numbers
     of ``pytorch_optimizer.LaProp`` (4.1.0); the step is :func:`laprop_chain` (direction
     :func:`gradtx.scale_by_laprop`). ``cautious`` (which the reference takes through ``**kwargs``) masks
-    momentum entries whose sign disagrees with the gradient. Differences: the step count is per parameter
-    instead of per group; ``steps_before_using_centered`` and ``maximize`` are param-group options;
-    ``exp_avg_lr_1``/``exp_avg_lr_2`` are 0-d arrays (Python floats in the reference).
+    momentum entries whose sign disagrees with the gradient. As the reference's, each param group holds the
+    step count ``step`` (a parameter without a gradient still counts the step). Differences:
+    ``steps_before_using_centered`` and ``maximize`` are param-group options; ``exp_avg_lr_1``/``exp_avg_lr_2``
+    are 0-d arrays (Python floats in the reference).
 
     Args:
       params: parameters or param groups (see :class:`gradtx.optim.Optimizer`).
@@ -291,6 +294,7 @@ class LaProp(Optimizer):
     chain_builder = staticmethod(laprop_chain)
     chain_options = ("lr", "betas", "centered", "steps_before_using_centered", "weight_decay", "weight_decouple",
                      "fixed_decay", "ams_bound", "eps", "cautious", "maximize")
+    group_options = ("step",)
     state_names = {**_ADAM_STATE, "exp_avg_lr_1": "lr_avg", "exp_avg_lr_2": "weight_avg",
                    "exp_mean_avg_beta2": "mean", "max_exp_avg_sq": "nu_max"}
     static_options = ("steps_before_using_centered",)
