@@ -126,16 +126,15 @@ def _sharding(array: jax.Array) -> Any:
 def _check_one_placement(opt: Optimizer, boxes: list[Parameter]) -> None:
     """One program takes arrays of one device or one mesh: parameters committed to different ones are an error
     that names two of them and the ways out, raised before anything runs."""
-    seen: dict[frozenset, Parameter] = {}
+    seen: dict[tuple, Parameter] = {}
     for p in boxes:
-        data = p._data
-        if isinstance(data, jax.Array) and data.committed:
-            seen.setdefault(frozenset(data.sharding.device_set), p)
+        if isinstance(p._data, jax.Array) and p._data.committed:
+            seen.setdefault(_step.device_key(p._data), p)  # the key step() groups its programs by
     if len(seen) > 1:
-        (first, p), (second, q) = list(seen.items())[:2]
-        where = lambda devices: ", ".join(sorted(map(str, devices)))  # noqa: E731
+        p, q = list(seen.values())[:2]
+        where = lambda box: ", ".join(sorted(map(str, box._data.sharding.device_set)))  # noqa: E731
         raise ValueError(f"compile_step: the parameters live on different devices ({opt._describe(p)} on "
-                         f"{where(first)}, {opt._describe(q)} on {where(second)}); one compiled program takes "
+                         f"{where(p)}, {opt._describe(q)} on {where(q)}); one compiled program takes "
                          "arrays of one device or one mesh. Put them on one device or shard them over one mesh "
                          "(jax.device_put), or step with opt.step(grads), which steps each device's parameters "
                          "with programs of their own")
