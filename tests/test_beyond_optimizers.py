@@ -17,6 +17,7 @@ import gradtx.optim as optim
 from tests.cases.beyond import CONTRIB_CASES
 from tests.cases.optimizers import BY_NAME, OPTIMIZERS
 from tests.harness import assert_trees_close, dtype_rows, grad_fn, make_params, run_functional, run_torch
+from tests.test_facade_engine import to_numpy
 
 
 def _resolve(module, dotted):
@@ -86,6 +87,17 @@ def _lockstep(ours, theirs, tensors, steps):
         ours.step(grads)
 
 
+def step_skipping(ours, theirs, tensors, skipped):
+    """One step of both optimizers (of one param group) with the gradient at the current parameters, the
+    parameters at the indices ``skipped`` left without one."""
+    grads = jax.tree.leaves(grad_fn(ours.params))
+    for i, (box, t, g) in enumerate(zip(ours.param_groups[0]["params"], tensors, grads)):
+        box.grad = None if i in skipped else g
+        t.grad = None if i in skipped else torch.tensor(np.asarray(g))
+    theirs.step()
+    ours.step()
+
+
 def _assert_same_params(opt, tensors, context):
     for a, t in zip(jax.tree.leaves(opt.params), tensors):
         np.testing.assert_allclose(np.asarray(a), t.detach().numpy(), rtol=1e-7, atol=1e-10, err_msg=context)
@@ -151,6 +163,9 @@ STATE_LAYOUTS = [
     (BY_NAME["RAdamScheduleFree"], dict(lr=0.05), set()),
     (BY_NAME["LaProp"], dict(lr=0.05, centered=True, steps_before_using_centered=2, ams_bound=True),
      {"maximize", "steps_before_using_centered", "cautious"}),
+    (BY_NAME["MARS"], dict(lr=0.05, ams_bound=True, weight_decay=0.1), {"maximize"}),
+    (BY_NAME["Shampoo"], dict(lr=0.05, momentum=0.5, preconditioning_compute_steps=2),
+     {"maximize", "preconditioning_compute_steps", "foreach"}),
 ]
 
 
@@ -177,6 +192,15 @@ def test_state_and_groups_as_the_reference(info, kwargs, extra):
         np.testing.assert_allclose(np.asarray(ours.state[box][key]), _as_numpy(value), rtol=1e-7, err_msg=key)
     extra = extra | {"param_names"}
     assert set(ours.param_groups[0]) - extra == set(theirs.param_groups[0]) - extra
+    # The reference's own state dict loads (options it keeps on the optimizer come from the constructor), and the
+    # run continues as the reference's.
+    loaded = info.cls(jax.tree.map(jnp.array, ours.params), **kwargs)
+    if info.train_mode:
+        loaded.train()
+    loaded.load_state_dict(to_numpy(theirs.state_dict()))
+    _lockstep(loaded, theirs, tensors, 2)
+    _assert_same_params(loaded, tensors, f"{name}, loaded from the reference's state dict")
+    ours = loaded
     # A state dict round trip keeps the group's counters, so the bias corrections continue.
     again = info.cls(jax.tree.map(jnp.array, ours.params), **kwargs)
     again.load_state_dict(ours.state_dict())
@@ -215,19 +239,16 @@ GROUP_STEPS = [info for info in OPTIMIZERS if "step" in getattr(info.cls, "group
 
 @pytest.mark.parametrize("info", GROUP_STEPS, ids=lambda info: info.name)
 def test_a_parameter_without_a_gradient_still_counts_the_group_step(info):
-    """pytorch_optimizer counts steps per param group: a parameter that skips a step resumes at the group's count."""
+    """pytorch_optimizer counts steps per param group: a parameter that skips a step resumes at the group's count,
+    and one whose first gradient comes at a later step (the matrices here) starts at the group's count (the
+    refreshes of SOAP's and Shampoo's preconditioners at such a step: tests/test_preconditioned.py)."""
     import importlib
 
     kwargs = next(case.kwargs for case in info.cases if "float64" in case.dtypes)  # a row compared in float64
     params = make_params("float64")
     tensors, theirs = _reference(info.name, kwargs, params, importlib.import_module(info.module))
     ours = info.cls(jax.tree.map(jnp.array, params), **kwargs)
-    for skipped in ((), (0,), (), (0, 2), ()):
-        grads = jax.tree.leaves(grad_fn(ours.params))
-        for i, (box, t, g) in enumerate(zip(ours.param_groups[0]["params"], tensors, grads)):
-            box.grad = None if i in skipped else g
-            t.grad = None if i in skipped else torch.tensor(np.asarray(g))
-        theirs.step()
-        ours.step()
+    for skipped in ((1, 3), (0, 1), (), (0, 2), ()):
+        step_skipping(ours, theirs, tensors, skipped)
         _assert_same_params(ours, tensors, f"{info.name}, skipping {skipped}")
     assert ours.param_groups[0]["step"] == theirs.param_groups[0]["step"] == 5

@@ -9,6 +9,7 @@ import gradtx
 import gradtx.optim as optim
 from tests.cases.preconditioned import SOAP_QR_CASES
 from tests.harness import TOLERANCES, assert_trees_close, make_params, run_functional, run_torch
+from tests.test_beyond_optimizers import step_skipping
 from tests.test_facade_parity import jit_grad
 
 
@@ -40,13 +41,43 @@ def test_soap_facade_refresh_matches_reference_to_float32_precision():
     _close_at_float32_tolerance(ours, theirs, case.id + " (facade)")
 
 
+# The leaves of make_params are b (5,), nested (2, 2), s () and w (4, 3): nested first gets a gradient at step 5,
+# and w skips it, where SOAP (precondition_frequency=4, counted from its statistics-only first step) and Shampoo
+# (preconditioning_compute_steps=5) refresh. SOAP's refresh takes a float32 QR: float32 tolerance. (A late
+# parameter's statistics come from one gradient; for nested they have full rank, so its basis is unique.)
+LATE_STARTS = [
+    ("SOAP", SOAP_QR_CASES[0].kwargs, TOLERANCES["float32"]),
+    ("Shampoo", dict(lr=0.05, momentum=0.3, weight_decay=0.1, preconditioning_compute_steps=5),
+     dict(rtol=1e-7, atol=1e-10)),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,tolerance", LATE_STARTS, ids=[row[0] for row in LATE_STARTS])
+def test_a_parameter_first_stepped_at_a_refresh_step_as_the_reference(name, kwargs, tolerance):
+    """The refreshes follow the param group's step count: a parameter whose first gradient comes at a refresh
+    step is refreshed at once (SOAP gathers its statistics and steps in the same call), one that skips a refresh
+    step is not refreshed at its next."""
+    import pytorch_optimizer
+    import torch
+
+    params = make_params("float64")
+    tensors = [torch.tensor(np.asarray(x), requires_grad=True) for x in jax.tree.leaves(params)]
+    theirs = getattr(pytorch_optimizer, name)(tensors, **kwargs)
+    ours = getattr(optim, name)(jax.tree.map(jnp.array, params), **kwargs)
+    for step, skipped in enumerate([(1,), (1,), (1,), (1,), (3,), ()], 1):
+        step_skipping(ours, theirs, tensors, skipped)
+        for a, t in zip(jax.tree.leaves(ours.params), tensors):
+            np.testing.assert_allclose(np.asarray(a), t.detach().numpy(), err_msg=f"{name} step {step}", **tolerance)
+
+
 def test_soap_state_names_one_entry_per_rotated_axis():
     opt = optim.SOAP({"w": jnp.ones((4, 3)), "b": jnp.ones(5)}, lr=0.1, max_precondition_dim=3)
     opt.step({"w": jnp.arange(12.0).reshape(4, 3), "b": jnp.ones(5)})
     w, b = opt.param_groups[0]["params"]  # in the order written
-    assert list(opt.state[w]) == ["step", "exp_avg", "exp_avg_sq", "GG.1", "Q.1"]  # the 4-long axis is not rotated
+    assert list(opt.state[w]) == ["exp_avg", "exp_avg_sq", "GG.1", "Q.1"]  # the 4-long axis is not rotated
     assert opt.state[w]["GG.1"].shape == (3, 3)
-    assert list(opt.state[b]) == ["step", "exp_avg", "exp_avg_sq"]
+    assert list(opt.state[b]) == ["exp_avg", "exp_avg_sq"]
+    assert opt.param_groups[0]["step"] == 1  # the step count is the group's, as the reference keeps it
     np.testing.assert_array_equal(opt.params["w"], jnp.ones((4, 3)))  # the first step only gathers statistics
 
 

@@ -72,7 +72,7 @@ def _leaves(treedef: Any, tree: Any, flag: bool = True) -> list:
 
 def scale_by_mars(b1: Any = 0.95, b2: Any = 0.99, gamma: Any = 0.025, eps: Any = 1e-8, *, correct: bool = True,
                   sign: bool = False, ams_bound: bool = False, cautious: bool = False,
-                  stored_grad_decay: Any = 0.0) -> GradientTransformation:
+                  stored_grad_decay: Any = 0.0, step: Any = None) -> GradientTransformation:
     r"""MARS's direction (https://arxiv.org/abs/2411.10438), as pytorch_optimizer's MARS computes it.
 
     .. math::
@@ -97,6 +97,8 @@ def scale_by_mars(b1: Any = 0.95, b2: Any = 0.99, gamma: Any = 0.025, eps: Any =
       cautious: mask the entries of :math:`m_t` whose sign disagrees with :math:`g_t` (:func:`cautious_mask`).
       stored_grad_decay: :math:`\lambda`, adds :math:`\lambda \theta` to the gradient kept as :math:`g_{t}` for the
         next step (the reference's coupled weight decay, applied to the gradient after the update used it).
+      step: the steps taken before this one, from outside the state (a param group's counter, as
+        ``pytorch_optimizer`` keeps it); default: the state's count.
 
     Returns:
       A ``GradientTransformation`` whose state is :class:`ScaleByMarsState`.
@@ -111,16 +113,17 @@ def scale_by_mars(b1: Any = 0.95, b2: Any = 0.99, gamma: Any = 0.025, eps: Any =
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
-        count = gt.safe_increment(state.count)
-        beta1, beta2 = value_at(b1, state.count), value_at(b2, state.count)
-        decay = value_at(stored_grad_decay, state.count)
+        before = state.count if step is None else jnp.asarray(step).astype(state.count.dtype)
+        count = gt.safe_increment(before)
+        beta1, beta2 = value_at(b1, before), value_at(b2, before)
+        decay = value_at(stored_grad_decay, before)
         t = count.astype(jnp.result_type(float))
         bc1, bc2_sq = 1.0 - beta1**t, jnp.sqrt(1.0 - beta2**t)
 
         def leaf(g, mu, nu, last, nu_max, p):
             c = g
             if correct:
-                c = (g - last) * (value_at(gamma, state.count) * beta1 / (1.0 - beta1)) + g
+                c = (g - last) * (value_at(gamma, before) * beta1 / (1.0 - beta1)) + g
                 c = c / jnp.maximum(jnp.sqrt(jnp.sum(c * c)), 1.0)
             mu = mu + (1.0 - beta1) * (c - mu)
             u = cautious_mask(mu, g) if cautious else mu
@@ -128,7 +131,7 @@ def scale_by_mars(b1: Any = 0.95, b2: Any = 0.99, gamma: Any = 0.025, eps: Any =
                 u = jnp.sign(u)
             else:
                 nu = beta2 * nu + (1.0 - beta2) * c * c
-                denominator, nu_max = _denominator(nu, nu_max, value_at(eps, state.count), ams_bound)
+                denominator, nu_max = _denominator(nu, nu_max, value_at(eps, before), ams_bound)
                 u = u / (denominator / bc2_sq * bc1)
             stored = g if p is None else g + decay * p
             return u.astype(g.dtype), mu, nu, stored.astype(g.dtype), nu_max

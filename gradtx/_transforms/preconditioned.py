@@ -145,7 +145,7 @@ def _power_iteration(gg: tuple, bases: tuple, nu: jax.Array) -> tuple[tuple, jax
 def scale_by_soap(b1: Any = 0.95, b2: Any = 0.95, shampoo_beta: Any = None, eps: Any = 1e-8,
                   precondition_frequency: Any = 10, max_precondition_dim: int = 10000, merge_dims: bool = False,
                   precondition_1d: bool = False, correct_bias: bool = True, normalize_gradient: bool = False,
-                  data_format: str = "channels_first") -> GradientTransformation:
+                  data_format: str = "channels_first", step: Any = None) -> GradientTransformation:
     r"""SOAP's direction: Adam in the eigenbasis of Shampoo's statistics (https://arxiv.org/abs/2409.11321).
 
     Per leaf and per axis :math:`i` (with at most ``max_precondition_dim`` entries) the transform keeps
@@ -176,6 +176,10 @@ def scale_by_soap(b1: Any = 0.95, b2: Any = 0.95, shampoo_beta: Any = None, eps:
       correct_bias: apply the bias corrections above.
       normalize_gradient: divide the direction by its RMS plus ``eps``.
       data_format: ``"channels_last"`` reads 4-D leaves as NHWC before merging (with ``merge_dims``).
+      step: the steps taken before this one, from outside the state (a param group's counter, as
+        ``pytorch_optimizer`` keeps it); default: the state's count. A state that has not stepped yet (count 0)
+        then first gathers its statistics and eigenbasis from the gradient, and at a ``step`` above 0 goes on
+        to the update in the same call, as the reference does for a parameter whose first gradient comes late.
 
     Returns:
       A ``GradientTransformation`` whose state is :class:`ScaleBySoapState`.
@@ -200,7 +204,8 @@ def scale_by_soap(b1: Any = 0.95, b2: Any = 0.95, shampoo_beta: Any = None, eps:
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
-        count = state.count
+        fresh = state.count == 0
+        count = state.count if step is None else jnp.asarray(step).astype(state.count.dtype)
         beta1, beta2 = value_at(b1, count), value_at(b2, count)
         beta_s = beta2 if shampoo_beta is None else value_at(shampoo_beta, count)
         frequency = value_at(precondition_frequency, count)
@@ -220,11 +225,27 @@ def scale_by_soap(b1: Any = 0.95, b2: Any = 0.95, shampoo_beta: Any = None, eps:
                 return tuple(None if s is None else m + (1.0 - beta_s) * (s.astype(m.dtype) - m)
                              for m, s in zip(gg, stats))
 
-            def first(operands):
-                mu, nu, gg, q = operands
+            def refresh_if_due(gg, q, nu):
+                if not rotated:
+                    return q, nu
+
+                def refresh(operands):
+                    q, nu = operands
+                    q, nu = _power_iteration(gg, q, layout.to_merged(nu))
+                    return q, layout.from_merged(nu)
+
+                refreshing = jnp.logical_and(count > 0, count % frequency == 0)
+                return jax.lax.cond(refreshing, refresh, lambda operands: operands, (q, nu))
+
+            def gather_first(mu, nu, gg, q):
                 gg = gather(gg, q)
                 q = tuple(None if m is None else _eigenbasis(m) for m in gg)
-                return jnp.zeros_like(g), mu, nu, gg, q
+                if step is not None:  # at a due step the reference refreshes a late parameter's new basis at once
+                    q, nu = refresh_if_due(gg, q, nu)
+                return mu, nu, gg, q
+
+            def first(operands):
+                return jnp.zeros_like(g), *gather_first(*operands)
 
             def later(operands):
                 mu, nu, gg, q = operands
@@ -237,17 +258,17 @@ def scale_by_soap(b1: Any = 0.95, b2: Any = 0.95, shampoo_beta: Any = None, eps:
                 if normalize_gradient:
                     direction = direction / (jnp.sqrt(jnp.mean(direction * direction)) + epsilon)
                 gg = gather(gg, q)
-                if rotated:
-                    def refresh(operands):
-                        q, nu = operands
-                        q, nu = _power_iteration(gg, q, layout.to_merged(nu))
-                        return q, layout.from_merged(nu)
-
-                    refreshing = jnp.logical_and(count > 0, count % frequency == 0)
-                    q, nu = jax.lax.cond(refreshing, refresh, lambda operands: operands, (q, nu))
+                q, nu = refresh_if_due(gg, q, nu)
                 return (factor * direction).astype(g.dtype), mu, nu, gg, q
 
-            return jax.lax.cond(count == 0, first, later, (mu, nu, gg, q))
+            if step is None:
+                return jax.lax.cond(count == 0, first, later, (mu, nu, gg, q))
+
+            def late_first(operands):
+                return later(gather_first(*operands))
+
+            return jax.lax.switch(jnp.where(count == 0, 0, jnp.where(fresh, 1, 2)), (first, late_first, later),
+                                  (mu, nu, gg, q))
 
         treedef = jax.tree.structure(updates)
         gs = treedef.flatten_up_to(updates)
@@ -260,7 +281,8 @@ def scale_by_soap(b1: Any = 0.95, b2: Any = 0.95, shampoo_beta: Any = None, eps:
     return GradientTransformation(init, update)
 
 
-def decay_after_step(weight_decay: Any, learning_rate: Any = 1.0, *, skip_first: bool = False) -> GradientTransformation:
+def decay_after_step(weight_decay: Any, learning_rate: Any = 1.0, *, skip_first: bool = False,
+                     step: Any = None) -> GradientTransformation:
     r"""Shrinks the parameters *after* the step: :math:`\theta \leftarrow (\theta + u)(1 - \eta\lambda)`.
 
     Place it last, after the learning-rate scaling: the decay then multiplies the already updated
@@ -272,6 +294,8 @@ def decay_after_step(weight_decay: Any, learning_rate: Any = 1.0, *, skip_first:
       weight_decay: :math:`\lambda` (a number, array or schedule).
       learning_rate: :math:`\eta` (a number, array or schedule).
       skip_first: no decay at the first step.
+      step: the steps taken before this one, from outside the state (a param group's counter); default: the
+        state's count.
 
     Returns:
       A ``GradientTransformation`` that needs ``params``; its state is :class:`DecayAfterStepState`.
@@ -284,9 +308,10 @@ def decay_after_step(weight_decay: Any, learning_rate: Any = 1.0, *, skip_first:
         del extra_args
         if params is None:
             raise ValueError("decay_after_step needs the parameters: call update(updates, state, params)")
-        shrink = 1.0 - value_at(learning_rate, state.count) * value_at(weight_decay, state.count)
+        before = state.count if step is None else jnp.asarray(step).astype(state.count.dtype)
+        shrink = 1.0 - value_at(learning_rate, before) * value_at(weight_decay, before)
         if skip_first:
-            shrink = jnp.where(state.count == 0, 1.0, shrink)
+            shrink = jnp.where(before == 0, 1.0, shrink)
         new = gt.tree_map(lambda u, p: ((p + u) * shrink - p).astype(u.dtype), updates, params)
         return new, DecayAfterStepState(gt.safe_increment(state.count))
 
@@ -301,7 +326,8 @@ def _inverse_root(m: jax.Array, power: int) -> jax.Array:
 
 
 def scale_by_shampoo(momentum: Any = 0.0, matrix_eps: Any = 1e-6, preconditioning_compute_steps: Any = 1,
-                     coupled_weight_decay: Any = 0.0, *, maximize: bool = False) -> GradientTransformation:
+                     coupled_weight_decay: Any = 0.0, *, maximize: bool = False,
+                     step: Any = None) -> GradientTransformation:
     r"""Shampoo's preconditioned step (https://arxiv.org/abs/1802.09568), as ``pytorch_optimizer.Shampoo``.
 
     For a leaf of order :math:`k`, with :math:`\tilde g_t = g_t + \mu (u_{t-1} - g_t)` (:math:`u_0 = g_1`) plus
@@ -319,6 +345,9 @@ def scale_by_shampoo(momentum: Any = 0.0, matrix_eps: Any = 1e-6, preconditionin
       coupled_weight_decay: :math:`\lambda`, adds :math:`\lambda\theta` to :math:`\tilde g_t` (needs ``params``).
       maximize: negate the gradient; the first step's buffer :math:`u_0` is still the gradient before the
         negation, as in the reference (which copies it before negating).
+      step: the steps taken before this one, from outside the state (a param group's counter, as
+        ``pytorch_optimizer`` keeps it), which times the refreshes; default: the state's count. :math:`u_0` is
+        still taken where the state has not stepped yet (count 0).
 
     Returns:
       A ``GradientTransformation`` whose state is :class:`ScaleByShampooState`.
@@ -336,8 +365,9 @@ def scale_by_shampoo(momentum: Any = 0.0, matrix_eps: Any = 1e-6, preconditionin
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
-        refresh = (state.count + 1) % value_at(preconditioning_compute_steps, state.count) == 0
-        mu, decay = value_at(momentum, state.count), value_at(coupled_weight_decay, state.count)
+        before = state.count if step is None else jnp.asarray(step).astype(state.count.dtype)
+        refresh = (before + 1) % value_at(preconditioning_compute_steps, before) == 0
+        mu, decay = value_at(momentum, before), value_at(coupled_weight_decay, before)
 
         def leaf(g, buf, pre, inv, p):
             buf = jnp.where(state.count == 0, g, buf)

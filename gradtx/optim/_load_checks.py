@@ -82,8 +82,11 @@ def check_saved_group(opt: Optimizer, saved: Mapping, index: int) -> None:
     where = f"param group {index} of the state dict"
     if "step" in saved and not callable(saved["step"]):
         check_step(saved["step"], where, "step")
+    # options the reference keeps on the optimizer object, not in its groups, declared as `optimizer_options`: a
+    # group it saved lacks them, and the loaded group takes the constructor's value, as the reference's step would
+    kept = getattr(type(opt), "optimizer_options", ())
     needed = [name for name, default in opt.defaults.items()
-              if name not in saved and (_engine.is_dynamic(default) or default is required)]
+              if name not in saved and name not in kept and (_engine.is_dynamic(default) or default is required)]
     # flags the class's step reads from the group, declared as `saved_group_keys` (schedule-free's train_mode)
     needed += [name for name in getattr(type(opt), "saved_group_keys", ()) if name not in saved]
     if not needed:

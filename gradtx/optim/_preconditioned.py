@@ -9,7 +9,7 @@ import jax
 from gradtx import (
     GradientTransformation, add_decayed_weights, chain, decay_after_step, decoupled_weight_decay, identity,
     multi_transform, negate_if, scale_by_adam_mini, scale_by_laprop, scale_by_learning_rate, scale_by_mars,
-    scale_by_shampoo, scion, soap,
+    scale_by_shampoo, scale_by_soap, scion,
 )
 from gradtx.optim._beyond import _GroupStep
 from gradtx.optim._groups import ParamGroups, path_groups
@@ -25,20 +25,24 @@ def soap_chain(lr: Any = 3e-3, betas: Any = (0.95, 0.95), shampoo_beta: Any = No
                precondition_frequency: Any = 10, max_precondition_dim: int = 10000, merge_dims: bool = False,
                precondition_1d: bool = False, correct_bias: bool = True, normalize_gradient: bool = False,
                data_format: str = "channels_first", eps: Any = 1e-8, maximize: bool = False,
-               use_weight_decay: bool | None = None) -> GradientTransformation:
-    """pytorch_optimizer.SOAP's step for one parameter, as a chain.
+               use_weight_decay: bool | None = None, step: Any = None) -> GradientTransformation:
+    """pytorch_optimizer.SOAP's step for one parameter, as a chain, at the group's ``step`` (1 at the first;
+    None: the chain counts its own steps).
 
     ``maximize -> scale_by_soap -> -lr -> (p + u)(1 - lr*wd)``; the decay, as the reference's
-    ``apply_weight_decay`` after ``p.add_``, multiplies the updated parameter and skips the first
+    ``apply_weight_decay`` after ``p.add_``, multiplies the updated parameter and skips the group's first
     (statistics-only) step. State: ``exp_avg``, ``exp_avg_sq`` as ``mu``, ``nu``; the reference's
     lists ``GG`` and ``Q`` as one entry per rotated axis, ``GG.<axis>`` and ``Q.<axis>``.
     """
     use_weight_decay = bool(weight_decay != 0) if use_weight_decay is None else use_weight_decay
     b1, b2 = betas
+    before = None if step is None else step - 1
     return chain(
         negate_if(maximize),
-        soap(lr, b1, b2, shampoo_beta, eps, weight_decay if use_weight_decay else None, precondition_frequency,
-             max_precondition_dim, merge_dims, precondition_1d, correct_bias, normalize_gradient, data_format),
+        scale_by_soap(b1, b2, shampoo_beta, eps, precondition_frequency, max_precondition_dim, merge_dims,
+                      precondition_1d, correct_bias, normalize_gradient, data_format, step=before),
+        scale_by_learning_rate(lr),
+        decay_after_step(weight_decay, lr, skip_first=True, step=before) if use_weight_decay else identity(),
     )
 
 
@@ -46,7 +50,7 @@ def _axis_names(field: str) -> dict[str, str]:
     return {f"{field}.{axis}": f"{field}.{axis}" for axis in range(_MAX_AXES)}
 
 
-class SOAP(Optimizer):
+class SOAP(_GroupStep):
     r"""pytorch_optimizer.SOAP: Adam in the eigenbasis of Shampoo's preconditioner.
 
     Vyas et al., 2024, *SOAP: Improving and Stabilizing Shampoo using Adam*, https://arxiv.org/abs/2409.11321.
@@ -62,12 +66,12 @@ class SOAP(Optimizer):
     eigendecomposes them; every ``precondition_frequency`` steps the bases are refreshed by a power
     iteration and a QR decomposition (computed in float32 for every dtype, as the reference does).
 
-    Differences from the reference: the step count is kept per parameter (``opt.state[p]["step"]``,
-    1 after the statistics-only step) instead of in the param group, so a parameter that first gets a
-    gradient late starts with its own statistics-only step; ``GG`` and ``Q`` are one state entry per
-    rotated axis (``"GG.0"``, ``"Q.0"``, ...) instead of lists; ``maximize`` and ``foreach`` are
-    param-group options; 1-D parameters are never merged (the reference's reshape fails for them);
-    a negative learning rate raises ``ValueError`` (the reference's own ``NegativeLRError``).
+    As the reference's, each param group holds the step count ``step``: only the group's first step is
+    statistics-only, and a parameter whose first gradient comes later gathers its statistics and steps at once.
+    Differences from the reference: ``GG`` and ``Q`` are one state entry per rotated axis (``"GG.0"``,
+    ``"Q.0"``, ...) instead of lists; ``maximize``, ``data_format`` and ``foreach`` are param-group options;
+    1-D parameters are never merged (the reference's reshape fails for them); a negative learning rate raises
+    ``ValueError`` (the reference's own ``NegativeLRError``).
 
     Args:
       params: parameters or param groups (see :class:`gradtx.optim.Optimizer`).
@@ -91,6 +95,7 @@ class SOAP(Optimizer):
     chain_options = ("lr", "betas", "shampoo_beta", "weight_decay", "precondition_frequency", "max_precondition_dim",
                      "merge_dims", "precondition_1d", "correct_bias", "normalize_gradient", "data_format", "eps",
                      "maximize")
+    group_options = ("step",)
     switches = ('weight_decay',)
     state_names = {"exp_avg": "mu", "exp_avg_sq": "nu", **_axis_names("GG"), **_axis_names("Q")}
     static_options = ("max_precondition_dim",)
@@ -128,8 +133,9 @@ def mars_chain(lr: Any = 3e-3, betas: Any = (0.95, 0.99), gamma: Any = 0.025, ma
                optimize_1d: bool = False, lr_1d: Any = 3e-3, lr_1d_factor: Any = None, betas_1d: Any = (0.9, 0.95),
                weight_decay: Any = 0.0, weight_decay_1d: Any = 1e-1, weight_decouple: bool = True,
                fixed_decay: bool = False, ams_bound: bool = False, cautious: bool = False, eps: Any = 1e-8,
-               maximize: bool = False) -> GradientTransformation:
-    """pytorch_optimizer.MARS's step for one parameter, as a chain.
+               maximize: bool = False, step: Any = None) -> GradientTransformation:
+    """pytorch_optimizer.MARS's step for one parameter, as a chain, at the group's ``step`` (1 at the first;
+    None: the chain counts its own steps).
 
     Parameters of rank >= 2 (every parameter with ``optimize_1d``) take ``maximize -> scale_by_mars ->
     -lr -> decay``; the others AdamW's step ``scale_by_mars(correct=False)`` with ``betas_1d``, the
@@ -147,7 +153,8 @@ def mars_chain(lr: Any = 3e-3, betas: Any = (0.95, 0.99), gamma: Any = 0.025, ma
         return chain(
             scale_by_mars(b1, b2, gamma, eps, correct=correct, sign=correct and mars_type == "lion",
                           ams_bound=ams_bound, cautious=cautious,
-                          stored_grad_decay=0.0 if weight_decouple else wd),
+                          stored_grad_decay=0.0 if weight_decouple else wd,
+                          step=None if step is None else step - 1),
             scale_by_learning_rate(lr_),
             _decay(wd, lr_, weight_decouple, fixed_decay, after=False),
         )
@@ -186,7 +193,7 @@ def laprop_chain(lr: Any = 4e-4, betas: Any = (0.9, 0.999), centered: bool = Fal
 _ADAM_STATE = {"exp_avg": "mu", "exp_avg_sq": "nu"}
 
 
-class MARS(Optimizer):
+class MARS(_GroupStep):
     r"""pytorch_optimizer.MARS: variance reduction for adaptive optimizers.
 
     Yuan et al., 2024, *MARS: Unleashing the Power of Variance Reduction for Training Large Models*,
@@ -202,9 +209,9 @@ class MARS(Optimizer):
     below 2 take AdamW's step with ``betas_1d``, ``lr_1d`` and ``weight_decay_1d`` unless ``optimize_1d``.
     The numbers of ``pytorch_optimizer.MARS`` (4.1.0); the step is :func:`mars_chain` (direction
     :func:`gradtx.scale_by_mars`). ``mars_type='shampoo'`` (a bfloat16 Newton-Schulz step in the
-    reference) is not provided. Differences: the step count is per parameter (``opt.state[p]["step"]``)
-    instead of per group; ``maximize`` is a param-group option; a negative learning rate raises
-    ``ValueError`` (the reference's ``NegativeLRError``).
+    reference) is not provided. As the reference's, each param group holds the step count ``step`` (a
+    parameter without a gradient still counts the step). Differences: ``maximize`` is a param-group option;
+    a negative learning rate raises ``ValueError`` (the reference's ``NegativeLRError``).
 
     Args:
       params: parameters or param groups (see :class:`gradtx.optim.Optimizer`).
@@ -228,6 +235,7 @@ class MARS(Optimizer):
     chain_options = ("lr", "betas", "gamma", "mars_type", "optimize_1d", "lr_1d", "lr_1d_factor", "betas_1d",
                      "weight_decay", "weight_decay_1d", "weight_decouple", "fixed_decay", "ams_bound", "cautious",
                      "eps", "maximize")
+    group_options = ("step",)
     state_names = {**_ADAM_STATE, "last_grad": "last_grad", "max_exp_avg_sq": "nu_max"}
 
     def __init__(self, params: Any, lr: Any = 3e-3, betas: tuple[Any, Any] = (0.95, 0.99), gamma: float = 0.025,
@@ -295,6 +303,7 @@ class LaProp(_GroupStep):
     chain_options = ("lr", "betas", "centered", "steps_before_using_centered", "weight_decay", "weight_decouple",
                      "fixed_decay", "ams_bound", "eps", "cautious", "maximize")
     group_options = ("step",)
+    optimizer_options = ("steps_before_using_centered", "maximize")  # the reference's attributes
     state_names = {**_ADAM_STATE, "exp_avg_lr_1": "lr_avg", "exp_avg_lr_2": "weight_avg",
                    "exp_mean_avg_beta2": "mean", "max_exp_avg_sq": "nu_max"}
     static_options = ("steps_before_using_centered",)
@@ -396,8 +405,10 @@ class SCION(Optimizer):
 
 def shampoo_chain(lr: Any = 1e-3, momentum: Any = 0.0, weight_decay: Any = 0.0, weight_decouple: bool = False,
                   fixed_decay: bool = False, preconditioning_compute_steps: Any = 1, matrix_eps: Any = 1e-6,
-                  maximize: bool = False, use_weight_decay: bool | None = None) -> GradientTransformation:
-    """pytorch_optimizer.Shampoo's step for one parameter, as a chain.
+                  maximize: bool = False, use_weight_decay: bool | None = None,
+                  step: Any = None) -> GradientTransformation:
+    """pytorch_optimizer.Shampoo's step for one parameter, as a chain, at the group's ``step`` (1 at the first;
+    None: the chain counts its own steps).
 
     ``scale_by_shampoo (maximize and coupled decay inside, after the momentum) -> -lr -> decoupled decay``.
     State: ``momentum_buffer``, ``pre_cond_<axis>``, ``inv_pre_cond_<axis>``.
@@ -406,13 +417,13 @@ def shampoo_chain(lr: Any = 1e-3, momentum: Any = 0.0, weight_decay: Any = 0.0, 
     coupled = use_weight_decay and not weight_decouple
     return chain(
         scale_by_shampoo(momentum, matrix_eps, preconditioning_compute_steps, weight_decay if coupled else 0.0,
-                         maximize=maximize),
+                         maximize=maximize, step=None if step is None else step - 1),
         scale_by_learning_rate(lr),
         _decay(weight_decay, lr, weight_decouple, fixed_decay, after=False) if use_weight_decay else identity(),
     )
 
 
-class Shampoo(Optimizer):
+class Shampoo(_GroupStep):
     r"""pytorch_optimizer.Shampoo: one preconditioner per tensor axis.
 
     Gupta et al., 2018, *Shampoo: Preconditioned Stochastic Tensor Optimization*, https://arxiv.org/abs/1802.09568.
@@ -423,9 +434,9 @@ class Shampoo(Optimizer):
 
     The numbers of ``pytorch_optimizer.Shampoo`` (4.1.0); the step is :func:`shampoo_chain` (direction
     :func:`gradtx.scale_by_shampoo`; the inverse roots by SVD, refreshed every ``preconditioning_compute_steps``
-    steps). Differences: the step count is per parameter (``opt.state[p]["step"]``) instead of per group,
-    ``momentum_buffer`` is listed first from the first step on (the reference adds it after the statistics when
-    ``momentum == 0``); ``preconditioning_compute_steps`` and ``maximize`` are param-group options.
+    steps of the param group's count ``step``, which, as the reference's, counts every step of the group).
+    Differences: ``momentum_buffer`` is listed first from the first step on (the reference adds it after the
+    statistics when ``momentum == 0``); ``preconditioning_compute_steps`` and ``maximize`` are param-group options.
 
     Args:
       params: parameters or param groups (see :class:`gradtx.optim.Optimizer`).
@@ -447,6 +458,8 @@ class Shampoo(Optimizer):
     state_names = {"momentum_buffer": "momentum_buffer",
                    **{f"{name}_{axis}": f"{field}.{axis}" for axis in range(_MAX_AXES)
                       for name, field in (("pre_cond", "preconditioners"), ("inv_pre_cond", "inverse_roots"))}}
+    group_options = ("step",)
+    optimizer_options = ("preconditioning_compute_steps", "maximize")  # the reference's attributes
 
     def __init__(self, params: Any, lr: Any = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0,
                  weight_decouple: bool = False, fixed_decay: bool = False, preconditioning_compute_steps: int = 1,
@@ -562,6 +575,7 @@ class AdamMini(Optimizer):
     chain_builder = staticmethod(adam_mini_chain)
     chain_options = ("lr", "betas", "eps", "weight_decay", "num_heads", "num_query_groups", "maximize")
     group_options = ("parameter_per_head",)
+    optimizer_options = ("num_heads", "num_query_groups", "maximize")  # the reference's attributes
     switches = ('weight_decay',)
     state_names = {"m": "m", "v": "v", "v_mean": "v_mean", "dimension": "dimension"}
     static_options = ("parameter_per_head", "num_heads", "num_query_groups")
