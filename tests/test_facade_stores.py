@@ -67,6 +67,30 @@ def state_arrays(opt):
     return [{k: np.asarray(v) for k, v in opt.state[p].items()} for g in opt.param_groups for p in g["params"]]
 
 
+@pytest.mark.parametrize("tier", ["default", "foreach", "for-loop"])
+@pytest.mark.parametrize("name", ["Adam", "SGD"])
+def test_sharded_parameters_are_stored_with_their_state_sharded_as_they_are(name, tier):
+    """A parameter sharded over several devices keeps its state in a store too, laid out as the parameter is,
+    and steps with the numbers of the same run on one device."""
+    mesh = jax.make_mesh((2,), ("x",))
+    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("x"))
+    columns = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "x"))
+    values = arrays("float32")[:3]
+    placed = [jax.device_put(values[0], rows), jax.device_put(values[1], rows), jax.device_put(values[2], columns)]
+    info, flags = STORED[name], {"default": {}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}[tier]
+    sharded, plain = (info.cls(v, **{**info.state_options, **flags}) for v in (placed, values))
+    for step in range(3):
+        for opt in (sharded, plain):
+            opt.pack_max_numel = 0
+            opt.step([jax.device_put(g, x.sharding) for g, x in zip(gradient(opt.params, step), opt.params)])
+        assert_same(sharded.params, plain.params)
+    assert_same(state_arrays(sharded), state_arrays(plain))
+    for p, where in zip(sharded.param_groups[0]["params"], placed):
+        assert store_of(p) is not None
+        assert p.data.sharding.is_equivalent_to(where.sharding, p.ndim)
+        assert all(v.sharding.is_equivalent_to(where.sharding, p.ndim) for v in sharded.state[p].values() if v.ndim)
+
+
 def test_a_store_keeps_the_chains_own_state_and_the_step_passes_it_untranslated():
     opt = make("Adam", "default", "float32")
     opt.step(gradient(opt.params, 0))

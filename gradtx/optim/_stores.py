@@ -234,10 +234,10 @@ class Store:
 
 
 def _storable(p: Parameter) -> bool:
-    """Whether ``p``'s state may live in a store: an array on one device, stepped by this optimizer only."""
-    data = p._data
-    return (len(p._owners) == 1 and isinstance(data, jax.Array)
-            and len(data.sharding.device_set) == 1)
+    """Whether ``p``'s state may live in a store: an array (on one device or sharded over several) that this
+    optimizer alone steps (a store is found from the parameter, :func:`gradtx.optim._packing.pack_of`, so a
+    parameter has one)."""
+    return len(p._owners) == 1 and isinstance(p._data, jax.Array)
 
 
 def group_stores(opt: Any, group: dict[str, Any], tier: str, work: list[Parameter], static: tuple,
