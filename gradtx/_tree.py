@@ -184,6 +184,12 @@ def safe_increment(count: jax.Array) -> jax.Array:
     return jnp.where(count < limit, count + 1, limit).astype(count.dtype)
 
 
+def steps_before(count: jax.Array, step: Any) -> jax.Array:
+    """The steps taken before this update: ``step`` where one comes from outside the state (a param group's
+    counter, as pytorch_optimizer keeps it), in the dtype of the state's ``count``; otherwise ``count``."""
+    return count if step is None else jnp.asarray(step).astype(count.dtype)
+
+
 def zero_count() -> jax.Array:
     """A fresh int32 step counter."""
     return jnp.zeros([], jnp.int32)

@@ -113,7 +113,7 @@ def scale_by_mars(b1: Any = 0.95, b2: Any = 0.99, gamma: Any = 0.025, eps: Any =
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
-        before = state.count if step is None else jnp.asarray(step).astype(state.count.dtype)
+        before = gt.steps_before(state.count, step)
         count = gt.safe_increment(before)
         beta1, beta2 = value_at(b1, before), value_at(b2, before)
         decay = value_at(stored_grad_decay, before)
@@ -195,7 +195,7 @@ def scale_by_laprop(learning_rate: Any = 4e-4, b1: Any = 0.9, b2: Any = 0.999, e
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
-        before = state.count if step is None else jnp.asarray(step).astype(state.count.dtype)
+        before = gt.steps_before(state.count, step)
         count = gt.safe_increment(before)
         lr = value_at(learning_rate, before)
         beta1, beta2 = value_at(b1, before), value_at(b2, before)

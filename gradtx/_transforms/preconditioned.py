@@ -205,7 +205,7 @@ def scale_by_soap(b1: Any = 0.95, b2: Any = 0.95, shampoo_beta: Any = None, eps:
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         fresh = state.count == 0
-        count = state.count if step is None else jnp.asarray(step).astype(state.count.dtype)
+        count = gt.steps_before(state.count, step)
         beta1, beta2 = value_at(b1, count), value_at(b2, count)
         beta_s = beta2 if shampoo_beta is None else value_at(shampoo_beta, count)
         frequency = value_at(precondition_frequency, count)
@@ -308,7 +308,7 @@ def decay_after_step(weight_decay: Any, learning_rate: Any = 1.0, *, skip_first:
         del extra_args
         if params is None:
             raise ValueError("decay_after_step needs the parameters: call update(updates, state, params)")
-        before = state.count if step is None else jnp.asarray(step).astype(state.count.dtype)
+        before = gt.steps_before(state.count, step)
         shrink = 1.0 - value_at(learning_rate, before) * value_at(weight_decay, before)
         if skip_first:
             shrink = jnp.where(before == 0, 1.0, shrink)
@@ -365,7 +365,7 @@ def scale_by_shampoo(momentum: Any = 0.0, matrix_eps: Any = 1e-6, preconditionin
 
     def update(updates, state, params=None, **extra_args):
         del extra_args
-        before = state.count if step is None else jnp.asarray(step).astype(state.count.dtype)
+        before = gt.steps_before(state.count, step)
         refresh = (before + 1) % value_at(preconditioning_compute_steps, before) == 0
         mu, decay = value_at(momentum, before), value_at(coupled_weight_decay, before)
 
