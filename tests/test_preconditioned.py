@@ -70,6 +70,31 @@ def test_a_parameter_first_stepped_at_a_refresh_step_as_the_reference(name, kwar
             np.testing.assert_allclose(np.asarray(a), t.detach().numpy(), err_msg=f"{name} step {step}", **tolerance)
 
 
+def test_soap_loads_the_references_state_dict_and_continues_as_the_reference():
+    """pytorch_optimizer.SOAP's lists GG and Q (and the options it copies into each parameter's state) load as one
+    entry per rotated axis; the run then continues as the reference's (the 1-D leaves have no preconditioner)."""
+    import pytorch_optimizer
+    import torch
+
+    from tests.test_beyond_optimizers import _assert_same_params, _lockstep
+    from tests.test_facade_engine import to_numpy
+
+    kwargs = dict(lr=0.05, eps=1e-3, precondition_frequency=100, weight_decay=0.1)
+    params = make_params("float64")
+    tensors = [torch.tensor(np.asarray(x), requires_grad=True) for x in jax.tree.leaves(params)]
+    theirs = pytorch_optimizer.SOAP(tensors, **kwargs)
+    ours = optim.SOAP(jax.tree.map(jnp.array, params), **kwargs)
+    _lockstep(ours, theirs, tensors, 3)
+    loaded = optim.SOAP(jax.tree.map(jnp.array, ours.params), **kwargs)
+    loaded.load_state_dict(to_numpy(theirs.state_dict()))
+    w = loaded.param_groups[0]["params"][3]
+    assert list(loaded.state[w]) == ["exp_avg", "exp_avg_sq", "GG.0", "GG.1", "Q.0", "Q.1"]
+    for name, axis in (("GG", 0), ("Q", 1)):
+        np.testing.assert_array_equal(loaded.state[w][f"{name}.{axis}"], theirs.state[tensors[3]][name][axis].numpy())
+    _lockstep(loaded, theirs, tensors, 3)
+    _assert_same_params(loaded, tensors, "SOAP, loaded from the reference's state dict")
+
+
 def test_soap_state_names_one_entry_per_rotated_axis():
     opt = optim.SOAP({"w": jnp.ones((4, 3)), "b": jnp.ones(5)}, lr=0.1, max_precondition_dim=3)
     opt.step({"w": jnp.arange(12.0).reshape(4, 3), "b": jnp.ones(5)})

@@ -69,7 +69,8 @@ class SOAP(_GroupStep):
     As the reference's, each param group holds the step count ``step``: only the group's first step is
     statistics-only, and a parameter whose first gradient comes later gathers its statistics and steps at once.
     Differences from the reference: ``GG`` and ``Q`` are one state entry per rotated axis (``"GG.0"``,
-    ``"Q.0"``, ...) instead of lists; ``maximize``, ``data_format`` and ``foreach`` are param-group options;
+    ``"Q.0"``, ...) instead of lists (a state dict the reference saved loads: :meth:`from_reference_entry`);
+    ``maximize``, ``data_format`` and ``foreach`` are param-group options;
     1-D parameters are never merged (the reference's reshape fails for them); a negative learning rate raises
     ``ValueError`` (the reference's own ``NegativeLRError``).
 
@@ -111,6 +112,19 @@ class SOAP(_GroupStep):
                     "normalize_gradient": normalize_gradient, "eps": eps, "data_format": data_format,
                     "maximize": maximize, "foreach": foreach}
         super().__init__(params, defaults)
+
+    @staticmethod
+    def from_reference_entry(entry: Any) -> dict[str, Any]:
+        """A parameter's state as pytorch_optimizer.SOAP saves it, in this class's names: its lists ``GG`` and
+        ``Q`` (``[]`` for an axis without a preconditioner) as ``GG.<axis>`` and ``Q.<axis>``, without the
+        options it copies into every parameter's state (``precondition_frequency``, ``shampoo_beta``)."""
+        out = {}
+        for key, value in entry.items():
+            if key in ("GG", "Q") and isinstance(value, (list, tuple)):
+                out.update({f"{key}.{axis}": m for axis, m in enumerate(value) if not isinstance(m, (list, tuple))})
+            elif key not in ("precondition_frequency", "shampoo_beta"):
+                out[key] = value
+        return out
 
     @classmethod
     def check_options(cls, group: dict[str, Any]) -> None:

@@ -322,6 +322,9 @@ def load_state_dict(opt: Optimizer, state_dict: Mapping, match: str = "position"
             continue
         p = id_map[key]
         where = f"state of {opt._describe(p)} (saved index {key})"
+        reference_layout = getattr(type(opt), "from_reference_entry", None)  # a package's own layout, translated
+        if reference_layout is not None and isinstance(entry, Mapping):
+            entry = reference_layout(entry)
         converted = _convert_entry(opt, group_of[p], p, entry, where)
         _load_checks.check_entry(opt, group_of[p], p, converted, where)
         opt.check_loaded_state(p, converted, where)
