@@ -9,7 +9,7 @@ import gradtx
 import gradtx.optim as optim
 from tests.cases.preconditioned import SOAP_QR_CASES
 from tests.harness import TOLERANCES, assert_trees_close, make_params, run_functional, run_torch
-from tests.test_beyond_optimizers import step_skipping
+from tests.test_beyond_optimizers import _assert_same_params, _lockstep, _reference, step_skipping
 from tests.test_facade_parity import jit_grad
 
 
@@ -58,11 +58,9 @@ def test_a_parameter_first_stepped_at_a_refresh_step_as_the_reference(name, kwar
     step is refreshed at once (SOAP gathers its statistics and steps in the same call), one that skips a refresh
     step is not refreshed at its next."""
     import pytorch_optimizer
-    import torch
 
     params = make_params("float64")
-    tensors = [torch.tensor(np.asarray(x), requires_grad=True) for x in jax.tree.leaves(params)]
-    theirs = getattr(pytorch_optimizer, name)(tensors, **kwargs)
+    tensors, theirs = _reference(name, kwargs, params, pytorch_optimizer)
     ours = getattr(optim, name)(jax.tree.map(jnp.array, params), **kwargs)
     for step, skipped in enumerate([(1,), (1,), (1,), (1,), (3,), ()], 1):
         step_skipping(ours, theirs, tensors, skipped)
@@ -74,15 +72,12 @@ def test_soap_loads_the_references_state_dict_and_continues_as_the_reference():
     """pytorch_optimizer.SOAP's lists GG and Q (and the options it copies into each parameter's state) load as one
     entry per rotated axis; the run then continues as the reference's (the 1-D leaves have no preconditioner)."""
     import pytorch_optimizer
-    import torch
 
-    from tests.test_beyond_optimizers import _assert_same_params, _lockstep
     from tests.test_facade_engine import to_numpy
 
     kwargs = dict(lr=0.05, eps=1e-3, precondition_frequency=100, weight_decay=0.1)
     params = make_params("float64")
-    tensors = [torch.tensor(np.asarray(x), requires_grad=True) for x in jax.tree.leaves(params)]
-    theirs = pytorch_optimizer.SOAP(tensors, **kwargs)
+    tensors, theirs = _reference("SOAP", kwargs, params, pytorch_optimizer)
     ours = optim.SOAP(jax.tree.map(jnp.array, params), **kwargs)
     _lockstep(ours, theirs, tensors, 3)
     loaded = optim.SOAP(jax.tree.map(jnp.array, ours.params), **kwargs)

@@ -312,6 +312,7 @@ def load_state_dict(opt: Optimizer, state_dict: Mapping, match: str = "position"
     for p, entry in opt.state.items():  # with match="name", parameters without saved state keep theirs
         if p not in paired and entry:
             state[p] = dict(entry)
+    reference_layout = getattr(type(opt), "from_reference_entry", None)  # a package's own layout, translated
     for key, entry in state_dict["state"].items():
         if key not in id_map:
             if match == "position" and strict:
@@ -322,7 +323,6 @@ def load_state_dict(opt: Optimizer, state_dict: Mapping, match: str = "position"
             continue
         p = id_map[key]
         where = f"state of {opt._describe(p)} (saved index {key})"
-        reference_layout = getattr(type(opt), "from_reference_entry", None)  # a package's own layout, translated
         if reference_layout is not None and isinstance(entry, Mapping):
             entry = reference_layout(entry)
         converted = _convert_entry(opt, group_of[p], p, entry, where)
