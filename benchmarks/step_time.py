@@ -462,8 +462,8 @@ def _facade_program_bytes(sizes: list[int], dtype: str, name: str = "Adam") -> f
     captured = []
     original = _engine.program
 
-    def spy(kind: str, donate: bool, spread: bool = False, mixed_packs: bool = False) -> Callable:
-        program = original(kind, donate, spread, mixed_packs)
+    def spy(donate: bool, spread: bool = False, mixed_packs: bool = False) -> Callable:
+        program = original(donate, spread, mixed_packs)
 
         def call(*args: object) -> object:
             captured.append((program, jax.tree.map(

@@ -20,10 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 import gradtx
 import gradtx.optim as optim
-from gradtx.optim import _engine
+from gradtx.optim import _engine, _packing
+from tests.harness import TOLERANCES
 
 TIERS = {"fused": {}, "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
 # A small parameter (packed with the others in the default tier) and a large one (its own buffer).
@@ -159,18 +161,34 @@ def test_steps_from_several_threads_all_land(tier):
     assert float(threaded.state_dict()["state"][0]["step"]) == 41.0
 
 
-def test_a_parameter_shared_by_two_optimizers_keeps_complete_state_in_both():
-    shared = optim.Parameter(jnp.ones(5), name="shared")
-    first = optim.Adam([shared, optim.Parameter(jnp.ones(5))], lr=0.1)
-    second = optim.SGD([shared, optim.Parameter(jnp.ones(5))], lr=0.1, momentum=0.9)
-    for _ in range(3):
-        for opt in (first, second):
-            for p in opt.param_groups[0]["params"]:
-                p.grad = jnp.full(5, 0.5)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("tier", TIERS)
+def test_a_parameter_shared_by_two_optimizers_keeps_complete_state_in_both(tier, size):
+    """Each optimizer keeps its own state of the shared parameter (packed or stored, as its others), and the
+    interleaved steps give torch's numbers."""
+    rng = np.random.default_rng(5)
+    values = [rng.normal(size=SIZES[size]) for _ in range(3)]
+    shared = optim.Parameter(jnp.asarray(values[0]), name="shared")
+    first = optim.Adam([shared, optim.Parameter(jnp.asarray(values[1]))], lr=0.1, **TIERS[tier])
+    second = optim.SGD([shared, optim.Parameter(jnp.asarray(values[2]))], lr=0.1, momentum=0.9, **TIERS[tier])
+    tensors = [torch.tensor(v, requires_grad=True) for v in values]
+    torch_first = torch.optim.Adam(tensors[:2], lr=0.1, foreach=False)
+    torch_second = torch.optim.SGD([tensors[0], tensors[2]], lr=0.1, momentum=0.9, foreach=False)
+    for step in range(3):
+        for opt, reference in ((first, torch_first), (second, torch_second)):
+            for p, t in zip(opt.param_groups[0]["params"], reference.param_groups[0]["params"]):
+                p.grad = jnp.sin(p.data) * (step + 1.0)
+                t.grad = torch.sin(t.detach()) * (step + 1.0)
             opt.step()
-    assert sorted(first.state_dict()["state"]) == [0, 1]
-    assert sorted(second.state_dict()["state"]) == [0, 1]
-    assert set(first.state_dict()["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
+            reference.step()
+    for opt, reference in ((first, torch_first), (second, torch_second)):
+        for p, t in zip(opt.param_groups[0]["params"], reference.param_groups[0]["params"]):
+            np.testing.assert_allclose(np.asarray(p.data), t.detach().numpy(), **TOLERANCES["float64"])
+            assert list(opt.state[p]) == list(reference.state[t])
+            for key, value in reference.state[t].items():
+                np.testing.assert_allclose(np.asarray(opt.state[p][key]), value.numpy(), **TOLERANCES["float64"])
+        assert _packing.pack_of(shared, opt) is not None  # its own pack or store, in each optimizer
+    assert sorted(first.state_dict()["state"]) == [0, 1] and sorted(second.state_dict()["state"]) == [0, 1]
     assert set(second.state_dict()["state"][0]) == {"momentum_buffer"}
     assert float(first.state_dict()["state"][0]["step"]) == 3.0
 

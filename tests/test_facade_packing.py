@@ -57,8 +57,7 @@ def assert_same(a, b):
 
 def flat_pack(p):
     """``p``'s pack (flat state), or None (the parameter is stepped apart, or in a store: gradtx.optim._stores)."""
-    pack = _packing.pack_of(p)
-    return pack if pack is not None and pack.flat else None
+    return next((pack for pack in _packing.packs_holding(p) if pack.flat), None)
 
 
 def is_packed(opt):
@@ -397,9 +396,9 @@ def test_a_pack_of_several_shapes_is_a_program_of_its_own(monkeypatch):
     calls = []
     original = _engine.program
 
-    def spy(kind, donate, spread=False, mixed_packs=False):
+    def spy(donate, spread=False, mixed_packs=False):
         calls.append(mixed_packs)
-        return original(kind, donate, spread, mixed_packs)
+        return original(donate, spread, mixed_packs)
 
     monkeypatch.setattr(_engine, "program", spy)
     arrays = [jnp.ones((3, 4)), jnp.ones(5), jnp.ones((300, 300))]

@@ -7,8 +7,9 @@ per group, the for-loop tier a store per parameter. Each step passes it to its
 program untranslated, and ``opt.state`` shows it under torch's names. Every
 test runs the same problem in two tiers of different layouts and demands the
 same bits, whatever the user does between steps. The parity, tier, bucket,
-contract and step-cache suites run every record through stores too (the last
-also through per-parameter dicts).
+contract and step-cache suites run every record through stores too. Each
+optimizer finds its own store of a parameter, so parameters another
+optimizer steps too are stored in both (the ``"shared"`` rows).
 """
 
 import gc
@@ -18,10 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 from gradtx import optim
 from gradtx.optim import _engine, _packing, _step
 from tests.cases import OPTIMIZERS
+from tests.harness import TOLERANCES
 
 SHAPES = {"any": [(40, 30), (30,), (40, 30), (7, 5, 3), ()],  # apart from packing: opt.pack_max_numel = 0
           "matrices": [(40, 30), (30, 20), (40, 30)]}
@@ -40,22 +43,31 @@ def gradient(params, step):
 
 
 def make(name, tier, dtype="float64"):
-    """An optimizer of record ``name`` in ``tier``; ``"dicts"``: the default tier with per-parameter dicts (its
-    parameters are another optimizer's too, which never steps)."""
+    """An optimizer of record ``name`` in ``tier``; ``"shared"``: the default tier over parameters another
+    optimizer steps too, after each of its steps, with the same gradients (SGD with momentum and ``lr=0``: it
+    keeps state of its own and leaves the parameters as they are)."""
     info = STORED[name]
-    flags = {"default": {}, "dicts": {}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}[tier]
+    flags = {"default": {}, "shared": {}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}[tier]
     opt = info.cls(arrays(dtype, info.params), **{**info.state_options, **flags})
     opt.pack_max_numel = 0
-    if tier == "dicts":
-        opt.neighbour = optim.SGD(opt.param_groups[0]["params"], lr=0.1)
+    if tier == "shared":
+        share(opt)
     if info.train_mode:
         opt.train()
     return opt
 
 
-def store_of(p):
-    store = _packing.pack_of(p)
-    return store if store is not None and not store.flat else None
+def share(opt):
+    """Adds an SGD (momentum, ``lr=0``) over ``opt``'s parameters that steps after each step of ``opt``."""
+    opt.neighbour = optim.SGD([p for g in opt.param_groups for p in g["params"]], lr=0.0, momentum=0.9)
+    opt.neighbour.pack_max_numel = 0
+    opt.register_step_post_hook(lambda *_: opt.neighbour.step())
+
+
+def store_of(p, opt=None):
+    """``opt``'s store of ``p`` (any optimizer's when ``opt`` is None), or None."""
+    held = [_packing.pack_of(p, opt)] if opt is not None else _packing.packs_holding(p)
+    return next((store for store in held if store is not None and not store.flat), None)
 
 
 def assert_same(a, b):
@@ -177,10 +189,10 @@ def test_loaded_states_with_unequal_steps_are_stored_by_step():
     assert store_of(boxes[1]) not in {store_of(boxes[0]), None}
 
 
-# The for-loop tier (a store per parameter) and per-parameter dicts are the layouts furthest from the default
-# tier's; foreach keeps the default tier's stores in a program per group, and tests/test_facade_parity.py
-# compares it with the default tier for every record.
-@pytest.mark.parametrize("other", ["for-loop", "dicts"])
+# The for-loop tier (a store per parameter) is the layout furthest from the default tier's; foreach keeps the
+# default tier's stores in a program per group, and tests/test_facade_parity.py compares it with the default tier
+# for every record. "shared": stores of parameters another optimizer steps and stores too.
+@pytest.mark.parametrize("other", ["for-loop", "shared"])
 @pytest.mark.parametrize("name", sorted(STORED))
 def test_the_stored_tiers_agree_bit_for_bit(name, other):
     stored, plain = make(name, "default"), make(name, other)
@@ -191,6 +203,10 @@ def test_the_stored_tiers_agree_bit_for_bit(name, other):
     assert_same(state_arrays(stored), state_arrays(plain))
     assert [list(stored.state[p]) for p in stored.param_groups[0]["params"]] == [
         list(plain.state[p]) for p in plain.param_groups[0]["params"]]
+    if other == "shared":
+        for p in plain.param_groups[0]["params"]:
+            assert store_of(p, plain) is not None and store_of(p, plain.neighbour) is not None
+            assert list(plain.neighbour.state[p]) == ["momentum_buffer"]
 
 
 WRITES = {
@@ -209,7 +225,7 @@ RELEASES = {
 }
 
 
-@pytest.mark.parametrize("other", ["for-loop", "dicts"])
+@pytest.mark.parametrize("other", ["for-loop", "shared"])
 @pytest.mark.parametrize("change", sorted(WRITES) + sorted(RELEASES))
 def test_a_change_between_steps_keeps_the_numbers_of_the_other_tier(change, other):
     stored, plain = make("Adam", "default"), make("Adam", other)
@@ -232,23 +248,34 @@ def test_a_change_between_steps_keeps_the_numbers_of_the_other_tier(change, othe
             assert store_of(stored.param_groups[0]["params"][0]) is not None
 
 
-@pytest.mark.parametrize("tier", ["default", "for-loop"])
+@pytest.mark.parametrize("tier", ["default", "foreach", "for-loop"])
 def test_complex_parameters_are_stored_and_viewed_as_torch_keeps_them(tier):
+    """A complex parameter's state is the chain's real view of it; ``opt.state`` shows it complex, as torch keeps it,
+    and a complex write goes through: the numbers are torch's, step by step."""
     rng = np.random.default_rng(3)
-    values = [jnp.asarray(rng.normal(size=s) + 1j * rng.normal(size=s)) for s in [(4, 3), (5,)]]
-    stored = optim.Adam(values, lr=0.1, weight_decay=0.1, **({"foreach": False} if tier == "for-loop" else {}))
-    plain = optim.Adam(values, lr=0.1, weight_decay=0.1)
-    plain.neighbour = optim.SGD(plain.param_groups[0]["params"], lr=0.1)  # per-parameter dicts
+    values = [rng.normal(size=s) + 1j * rng.normal(size=s) for s in [(4, 3), (5,)]]
+    flags = {"default": {}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}[tier]
+    stored = optim.Adam([jnp.asarray(v) for v in values], lr=0.1, weight_decay=0.1, **flags)
+    stored.pack_max_numel = 0
+    tensors = [torch.tensor(v, requires_grad=True) for v in values]
+    reference = torch.optim.Adam(tensors, lr=0.1, weight_decay=0.1, foreach=False)
     for step in range(4):
-        for opt in (stored, plain):
-            p = opt.param_groups[0]["params"][0]
-            if step == 2:  # a complex write goes through into the chain's real view
-                opt.state[p]["exp_avg"] = opt.state[p]["exp_avg"] * (0.5 + 0.25j)
-            opt.step([jnp.conj(x) * (step + 1.0) for x in opt.params])
-        assert_same(stored.params, plain.params)
-        assert_same(state_arrays(stored), state_arrays(plain))
+        if step == 2:  # a complex write goes through into the chain's real view
+            box, first = stored.param_groups[0]["params"][0], tensors[0]
+            stored.state[box]["exp_avg"] = stored.state[box]["exp_avg"] * (0.5 + 0.25j)
+            reference.state[first]["exp_avg"].mul_(0.5 + 0.25j)
+        stored.step([jnp.conj(x) * (step + 1.0) for x in stored.params])  # jax.grad's conjugate of torch's
+        for t in tensors:
+            t.grad = t.detach() * (step + 1.0)
+        reference.step()
+        for x, t in zip(stored.params, tensors):
+            np.testing.assert_allclose(np.asarray(x), t.detach().numpy(), **TOLERANCES["float64"])
+        for p, t in zip(stored.param_groups[0]["params"], tensors):
+            for key in ("exp_avg", "exp_avg_sq"):
+                np.testing.assert_allclose(np.asarray(stored.state[p][key]), reference.state[t][key].numpy(),
+                                           **TOLERANCES["float64"])
     box = stored.param_groups[0]["params"][0]
-    assert store_of(box) is not None and store_of(plain.param_groups[0]["params"][0]) is None
+    assert store_of(box) is not None
     assert stored.state[box]["exp_avg"].dtype == jnp.complex128 and stored.state[box]["exp_avg"].shape == (4, 3)
 
 
@@ -258,11 +285,11 @@ def test_an_optimizer_that_is_gone_frees_its_state_while_its_parameters_live(tie
     flags = {"default": {}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}[tier]
     opt = optim.Adam(boxes, lr=0.1, **flags)
     opt.step(gradient([p.data for p in boxes], 0))
-    held = {_packing.pack_of(p) for p in boxes} - {None}
+    held = {pack for p in boxes for pack in _packing.packs_holding(p)}
     assert held and (tier != "default" or any(pack.flat for pack in held))  # packs in the default tier, stores too
     leaves = [weakref.ref(leaf) for pack in held for leaf in jax.tree.leaves(pack.chain)]
     held = [weakref.ref(pack) for pack in held]
     del opt
     gc.collect()
     assert all(ref() is None for ref in held + leaves)
-    assert all(_packing.pack_of(p) is None for p in boxes)
+    assert all(not _packing.packs_holding(p) for p in boxes)

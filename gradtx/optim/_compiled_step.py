@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import gradtx
-from gradtx.optim import _engine, _hooks, _packing, _step
+from gradtx.optim import _dict_state, _engine, _hooks, _packing, _step
 from gradtx.optim._hooks import _global_step_post_hooks, _global_step_pre_hooks
 from gradtx.optim._options import check_group_options
 from gradtx.optim._parameter import Parameter
@@ -228,7 +228,7 @@ class _Plan:
             first = group["params"][0] if group["params"] else None
             names, bucketable = ((), True) if first is None else _engine.shared_entries(
                 decl, static, dynamic, tuple(first.shape), jnp.dtype(first.dtype))
-            buckets, shared = _step._buckets(group_states, flags, names, bucketable)  # as step() buckets them
+            buckets, shared = _dict_state.buckets(group_states, flags, names, bucketable)
             plan.members.append([[len(states) + i for i in members] for members in buckets])
             plan.shared.append(shared)
             statics.append(static)
@@ -607,7 +607,7 @@ class CompiledStep:
                         states[i] = {**states[i], **entries}
         if skipped:
             states = [{} if f else s for s, f in zip(states, plan.all_fresh)]
-        _step.store(self.optimizer, plan.boxes, new_params, states)
+        _dict_state.store(self.optimizer, plan.boxes, new_params, states)
         plan.ids = None
 
     # --- the optimizer's own step, with the compiled loss as its closure ------------------------------------

@@ -401,7 +401,7 @@ def alike_runs(keys: list, size: float) -> tuple[list[list[int]], list[int]]:
     """Indices of equal ``keys`` in runs of ``size``, and the indices left over (fewer than ``size`` of a key).
 
     Programs over alike runs (parameters of one shape...) compile once for all
-    of them: the step's chunks (``_step._chunks``) and packs (``_packing``).
+    of them: the step's stores (``_stores``), packs (``_packing``) and programs (``_step``).
     """
     alike: dict = {}
     for i, key in enumerate(keys):
@@ -571,31 +571,15 @@ def _added_slices(pieces: list, update: Any) -> list:
     return out
 
 
-def fused_update(decl: Any, statics: tuple, bucketings: tuple, packed: tuple, dynamics: list, params: list,
-                 grads: list, states: list, shared: list, fresh: list, keep: Any) -> tuple:
-    """Every unit's step in one program.
-
-    A unit is a group's parameters as separate arrays with their
-    torch-named entries (:func:`group_update`), or (``packed[i]``) a pack
-    (``"pack"``: :func:`pack_update`) or a store (``"store"``:
-    :func:`store_update`) with its chain state (their ``shared`` and ``fresh``
-    are unused). ``keep`` is a runtime True, used only when :func:`one_loop_requested`.
-    """
+def fused_update(decl: Any, statics: tuple, kinds: tuple, dynamics: list, params: list, grads: list, states: list,
+                 keep: Any) -> tuple[list, list]:
+    """Every unit's step in one program: each a pack (``kinds[i] == "pack"``: :func:`pack_update`) or a store
+    (``"store"``: :func:`store_update`) with its chain state. ``keep`` is a runtime True, used only when
+    :func:`one_loop_requested`."""
     keep = keep if one_loop_requested() else None
-    results = []
-    for static, buckets, pack, dynamic, p, g, s, sh, f in zip(statics, bucketings, packed, dynamics, params, grads,
-                                                              states, shared, fresh):
-        if pack:
-            update = pack_update if pack == "pack" else store_update
-            new_params, new_state = update(decl, static, dynamic, p, g, s, keep)
-            results.append((new_params, new_state, []))
-        else:
-            results.append(group_update(decl, static, buckets, dynamic, p, g, s, sh, f, keep))
-    return [r[0] for r in results], [r[1] for r in results], [r[2] for r in results]
-
-
-# (function, static arguments, params argument, state argument) of each kind of program.
-_ARGUMENTS = {"fused": (fused_update, (0, 1, 2, 3), 5, 7), "group": (group_update, (0, 1, 2), 4, 6)}
+    results = [(pack_update if kind == "pack" else store_update)(decl, static, dynamic, p, g, s, keep)
+               for static, kind, dynamic, p, g, s in zip(statics, kinds, dynamics, params, grads, states)]
+    return [r[0] for r in results], [r[1] for r in results]
 
 
 def _compiler_options(spread: bool, mixed_packs: bool = False) -> dict:
@@ -642,16 +626,14 @@ def _older_loop_emitter_available() -> bool:
 
 
 @functools.cache
-def program(kind: str, donate_params: bool, spread: bool = False, mixed_packs: bool = False) -> Callable:
-    """The jitted fused (all units) or group update; the state's buffers are donated, the parameters' optionally.
+def program(donate_params: bool, spread: bool = False, mixed_packs: bool = False) -> Callable:
+    """The jitted :func:`fused_update`; the state's buffers are donated, the parameters' optionally.
 
-    The engine passes only buffers that it alone holds (see :mod:`gradtx.optim._step`);
-    the entries a bucket shares (its step) are never donated. ``spread``: the
-    arrays live on several devices; ``mixed_packs``: the program updates only
-    packs of several shapes (see :func:`_compiler_options`).
+    The engine passes only buffers that it alone holds (see :mod:`gradtx.optim._step`).
+    ``spread``: the arrays live on several devices; ``mixed_packs``: the
+    program updates only packs of several shapes (see :func:`_compiler_options`).
     """
-    fn, static, params, state = _ARGUMENTS[kind]
-    return jax.jit(fn, static_argnums=static, donate_argnums=(params, state) if donate_params else (state,),
+    return jax.jit(fused_update, static_argnums=(0, 1, 2), donate_argnums=(4, 6) if donate_params else (6,),
                    compiler_options=_compiler_options(spread, mixed_packs))
 
 
@@ -659,18 +641,17 @@ _TRACED: collections.OrderedDict = collections.OrderedDict()
 _TRACED_LIMIT = 256
 
 
-def trace(kind: str, donate: bool, args: tuple, spread: bool = False, mixed_packs: bool = False) -> None:
+def trace(donate: bool, args: tuple, spread: bool = False, mixed_packs: bool = False) -> None:
     """Traces (and so checks) a program before any program of the step runs, once per static signature.
 
     A chain that cannot be built from a group's options fails here, before any
     group has changed. Signatures already traced are remembered (boundedly).
     """
-    key = (kind, donate, spread, mixed_packs, *args[1:4]) if kind == "fused" else (kind, donate, spread, mixed_packs,
-                                                                                   *args[1:3])
+    key = (donate, spread, mixed_packs, *args[:3])
     if key in _TRACED:
         _TRACED.move_to_end(key)
         return
-    program(kind, donate, spread, mixed_packs).trace(*args)
+    program(donate, spread, mixed_packs).trace(*args)
     _TRACED[key] = None
     if len(_TRACED) > _TRACED_LIMIT:
         _TRACED.popitem(last=False)

@@ -108,7 +108,7 @@ class Optimizer(HookRegistry):
     # tier may then pack a group's small parameters into one flat buffer (gradtx.optim._packing).
     elementwise: bool = False
     pack_max_numel: int = 1 << 13  # larger parameters keep their own state buffers (their updates cost per byte)
-    program_max_params: int = 32  # a larger group runs as programs over this many parameters (see _step._chunks)
+    program_max_params: int = 32  # a larger group runs as programs over this many parameters (see _stores.group_stores)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -216,10 +216,6 @@ class Optimizer(HookRegistry):
         if not taken.boxes.isdisjoint(params):
             raise ValueError("some parameters appear in more than one parameter group")
         self.check_options(group)
-        for p in params:
-            p._owners.add(self)
-            if len(p._owners) > 1 and _packing.pack_of(p) is not None:  # stepped by two optimizers: never packed
-                _packing.pack_of(p).release()
         self.param_groups.append(group)
         self._trees.append(boxed.tree)
 

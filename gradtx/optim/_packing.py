@@ -45,8 +45,8 @@ import numpy as np
 from gradtx.optim import _engine
 from gradtx.optim._parameter import Parameter
 
-__all__ = ["Pack", "StateEntry", "arrays_taken", "StateView", "group_packs", "pack_of", "packed_at", "release_packs",
-           "sync_packs"]
+__all__ = ["Pack", "StateEntry", "arrays_taken", "StateView", "group_packs", "hold", "pack_of", "packed_at",
+           "packs_holding", "release_packs", "sync_packs"]
 
 
 # Runs of this many same-shape parameters are packs of their own: alike packs share one compiled program, so
@@ -85,8 +85,8 @@ def _write(flat: jax.Array, offsets: jax.Array, values: list) -> jax.Array:
     return flat
 
 
-# a packed (or stored) parameter -> a weak reference to its pack (or store): the optimizer (``opt._packs``) holds
-# them, so an optimizer that is gone frees its state while its parameters live on
+# a packed (or stored) parameter -> weak references to its packs (or stores), one per optimizer that steps it: the
+# optimizer (``opt._packs``) holds them, so an optimizer that is gone frees its state while its parameters live on
 _PACK_OF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -152,7 +152,7 @@ class Pack:
         self._views: dict[tuple, jax.Array] = {}  # (entry, index) -> cut array
         self._pending: dict[str, dict[int, jax.Array]] = {}  # state writes made through opt.state, not yet synced
         for p in params:
-            _PACK_OF[p] = weakref.ref(self)
+            hold(p, self)
 
     @classmethod
     def build(cls, owner_state: dict, params: list[Parameter], shared: frozenset, order: list[str]) -> Pack:
@@ -445,8 +445,8 @@ class StateView(MutableMapping):
 def packed_at(opt: Any, p: Any) -> tuple[Pack | None, int | None]:
     """The pack of ``opt`` that holds ``p``'s state (and its value, unless ``p.data`` was assigned since the last
     step), and ``p``'s place in it; ``(None, None)`` if none."""
-    pack = pack_of(p) if isinstance(p, Parameter) else None
-    if pack is not None and owned_by(opt, pack):
+    pack = pack_of(p, opt) if isinstance(p, Parameter) else None
+    if pack is not None:
         return pack, pack.slot[id(p)]
     return None, None
 
@@ -472,18 +472,35 @@ def prune(opt: Any) -> None:
         opt._packs = [pack for pack in opt._packs if pack.alive]
 
 
+def hold(p: Parameter, pack: Any) -> None:
+    """Records that ``pack`` (a pack or store) holds ``p``'s state for its optimizer, in place of any other of the
+    same optimizer's."""
+    refs = [ref for ref in _PACK_OF.get(p, ()) if (held := ref()) is not None and held.alive
+            and held.owner_state is not pack.owner_state]
+    _PACK_OF[p] = [*refs, weakref.ref(pack)]
+
+
 def forget(p: Parameter, pack: Any) -> None:
-    """Removes ``p``'s entry for ``pack`` (on release): an entry another pack made since stays."""
-    ref = _PACK_OF.get(p)
-    if ref is not None and ref() is pack:
-        del _PACK_OF[p]
+    """Removes ``p``'s entry for ``pack`` (on release): the entries of other packs stay."""
+    refs = [ref for ref in _PACK_OF.get(p, ()) if ref() is not pack]
+    if refs:
+        _PACK_OF[p] = refs
+    else:
+        _PACK_OF.pop(p, None)
 
 
-def pack_of(p: Parameter) -> Pack | None:
-    """The live pack that holds ``p`` (of whichever optimizer), or None."""
-    ref = _PACK_OF.get(p)
-    pack = ref() if ref is not None else None
-    return pack if pack is not None and pack.alive else None
+def pack_of(p: Parameter, opt: Any) -> Pack | None:
+    """The live pack (or store) of ``opt`` that holds ``p``'s state, or None."""
+    for ref in _PACK_OF.get(p, ()):
+        pack = ref()
+        if pack is not None and pack.alive and owned_by(opt, pack):
+            return pack
+    return None
+
+
+def packs_holding(p: Parameter) -> list:
+    """The live packs and stores, of every optimizer that steps ``p``, holding ``p``'s state."""
+    return [pack for pack in (ref() for ref in _PACK_OF.get(p, ())) if pack is not None and pack.alive]
 
 
 def _packable(opt, p: Parameter) -> bool:
@@ -492,11 +509,9 @@ def _packable(opt, p: Parameter) -> bool:
     0-d parameters stay apart: XLA simplifies an all-scalar update differently
     (a last-bit difference), and the tiers agree bit for bit.
     """
-    if len(p._owners) > 1:  # another optimizer steps it too: each keeps its own state, apart
-        return False
-    pack = pack_of(p)
+    pack = pack_of(p, opt)
     if pack is not None and pack.flat:
-        return owned_by(opt, pack) and p.size <= opt.pack_max_numel
+        return p.size <= opt.pack_max_numel
     data = p._data
     return (isinstance(data, jax.Array) and jnp.issubdtype(data.dtype, jnp.floating) and data.ndim >= 1
             and data.size <= opt.pack_max_numel and len(data.sharding.device_set) == 1)
@@ -524,7 +539,7 @@ def group_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
     """
     params = group["params"]
     if opt._tier(group) != "fused":
-        for pack in {pack_of(p) for p in params} - {None}:
+        for pack in {pack_of(p, opt) for p in params} - {None}:
             if pack.flat:
                 pack.release()
         return []
@@ -539,11 +554,7 @@ def group_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
 
 def _plan_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]:
     cls = type(opt)
-    mine = [pack for pack in map(pack_of, group["params"]) if pack is not None and pack.flat]
-    for pack in set(mine):
-        if not owned_by(opt, pack):  # a pack of another optimizer (or orphaned): hand it back first
-            pack.release()
-    current = {id(pack): pack for pack in mine if owned_by(opt, pack)}
+    current = {id(pack): pack for pack in (pack_of(p, opt) for p in group["params"]) if pack is not None and pack.flat}
     wanted: dict[tuple, list[Parameter]] = {}
     if cls.elementwise and len(work) == len(group["params"]):
         for p in group["params"]:
@@ -552,7 +563,7 @@ def _plan_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
     order = _engine.order_keys(cls)
     result = []
     for params in [[same[i] for i in indices] for same in wanted.values() for indices in _pack_members(same)]:
-        pack = pack_of(params[0])
+        pack = pack_of(params[0], opt)
         if pack is not None and pack.flat and pack.params == params:
             result.append(pack)
             current.pop(id(pack), None)
@@ -560,7 +571,7 @@ def _plan_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
         shared = _flat_state_shared(opt, group, params) if len(params) > 1 else None
         if shared is None:
             continue
-        for pack in {pack_of(p) for p in params} - {None}:
+        for pack in {pack_of(p, opt) for p in params} - {None}:
             pack.release()
         if Pack.can_pack(opt._state, params, shared):
             pack = Pack.build(opt._state, params, shared, order)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import jax
@@ -34,10 +33,9 @@ class Parameter:
         and in error messages.
     """
 
-    __slots__ = ("__weakref__", "_data", "_owners", "grad", "name")
+    __slots__ = ("__weakref__", "_data", "grad", "name")
 
     def __init__(self, data: Any, name: str | None = None) -> None:
-        self._owners: weakref.WeakSet = weakref.WeakSet()  # the optimizers stepping it
         self.data = data
         self.grad: jax.Array | None = None
         self.name = name
@@ -93,7 +91,6 @@ class Parameter:
         return {"data": as_numpy(self.data), "grad": as_numpy(self.grad), "name": self.name}
 
     def __setstate__(self, state: dict) -> None:
-        self._owners = weakref.WeakSet()
         self.data = jnp.asarray(state["data"])
         self.grad = None if state["grad"] is None else jnp.asarray(state["grad"])
         self.name = state["name"]

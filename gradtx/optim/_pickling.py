@@ -42,8 +42,6 @@ class HostArray:
 
 
 def _is_box(x: Any) -> bool:
-    from gradtx.optim._parameter import Parameter  # here: parameter.py is imported by the optimizer that uses this
-
     return isinstance(x, Parameter)
 
 
@@ -123,6 +121,3 @@ def restore_optimizer(opt: Any, state: dict[str, Any]) -> None:
         for name, default in opt.defaults.items():
             if default is not required and name in declared:
                 group.setdefault(name, default)
-        for p in group["params"]:
-            if isinstance(p, Parameter):
-                p._owners.add(opt)

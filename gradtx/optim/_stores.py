@@ -23,10 +23,12 @@ stored again, so it steps in a store of its own from then on. Anything else
 the store cannot hold (another shape or dtype, a step of its own, an entry
 added or deleted, a ``p.data`` of another shape, dtype or device, another
 tier) hands the state back to per-parameter dicts (:meth:`Store.release`), and
-the next step stores it again, by bucket. Parameters spread over several
-devices and parameters another optimizer steps too keep the dicts
-(:func:`_storable`); a complex parameter's entries are shown, and written, as
-torch keeps them (complex), the chain's real view of them converted.
+the next step stores it again, by bucket. Every parameter is stored, on one
+device or sharded over several, stepped by this optimizer alone or by others
+too (each optimizer finds its own store of it,
+:func:`gradtx.optim._packing.pack_of`); a complex parameter's entries are
+shown, and written, as torch keeps them (complex), the chain's real view of
+them converted.
 
 A dict of ``opt.state`` held from before the state was stored (the raw dict
 of a parameter stepped apart) is not updated by later steps; read
@@ -45,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx.optim import _engine
-from gradtx.optim._packing import _ALIVE, _PACK_OF, arrays_taken, forget, pack_of, prune
+from gradtx.optim._packing import _ALIVE, arrays_taken, forget, hold, pack_of, prune
 from gradtx.optim._parameter import Parameter
 
 __all__ = ["Store", "group_stores"]
@@ -123,7 +125,7 @@ class Store:
         self.refs = list(map(weakref.ref, map(_DATA, params)))
         self.alive = True
         for p in params:
-            _PACK_OF[p] = weakref.ref(self)
+            hold(p, self)
 
     # --- the view ---------------------------------------------------------------------------------------
 
@@ -233,17 +235,9 @@ class Store:
         self.alive = False
 
 
-def _storable(p: Parameter) -> bool:
-    """Whether ``p``'s state may live in a store: an array (on one device or sharded over several) that this
-    optimizer alone steps (a store is found from the parameter, :func:`gradtx.optim._packing.pack_of`, so a
-    parameter has one)."""
-    return len(p._owners) == 1 and isinstance(p._data, jax.Array)
-
-
 def group_stores(opt: Any, group: dict[str, Any], tier: str, work: list[Parameter], static: tuple,
-                 dynamic: dict) -> tuple[list[Store], list[Parameter]]:
-    """The stores of a group's parameters with a gradient that are not packed (``work``), and those of them left
-    to per-parameter dicts (not :func:`_storable`).
+                 dynamic: dict) -> list[Store]:
+    """The stores of a group's parameters with a gradient that are not packed (``work``).
 
     Parameters whose states line up (the same entries, one step count) share
     stores: in the default tier one per run of ``opt.program_max_params``
@@ -259,34 +253,32 @@ def group_stores(opt: Any, group: dict[str, Any], tier: str, work: list[Paramete
     plan = opt._plans.get(key)
     made = (tier, opt.program_max_params, *map(id, work))
     if plan is not None and plan[0] == made and all(map(_ALIVE, plan[1])):
-        return plan[1], plan[2]
-    stores, rest = _plan_stores(opt, group, tier, work, static, dynamic)
-    opt._plans[key] = (made, stores, rest)
-    return stores, rest
+        return plan[1]
+    stores = _plan_stores(opt, group, tier, work, static, dynamic)
+    opt._plans[key] = (made, stores)
+    return stores
 
 
 def _plan_stores(opt: Any, group: dict[str, Any], tier: str, work: list[Parameter], static: tuple,
-                 dynamic: dict) -> tuple[list[Store], list[Parameter]]:
+                 dynamic: dict) -> list[Store]:
     """Keeps the group's stores made for this tier whose parameters all have a gradient, hands back the others,
     and stores the parameters not in a kept store anew (see :func:`group_stores`)."""
     limit = 1 if tier == "for-loop" else float("inf") if opt.program_max_params is None else opt.program_max_params
     working, kept = set(map(id, work)), []
-    for store in dict.fromkeys(s for s in map(pack_of, group["params"]) if s is not None and not s.flat):
+    for store in dict.fromkeys(s for s in (pack_of(p, opt) for p in group["params"]) if s is not None and not s.flat):
         if store.made_for == (tier, limit) and working.issuperset(map(id, store.params)):
             kept.append(store)
         else:
             store.release()
     prune(opt)
     held = {id(p) for store in kept for p in store.params}
-    loose = [p for p in work if id(p) not in held]
-    storable = list(map(_storable, loose))
     # the step array a kept store shows is in the dicts of the parameters handed back beside it: on its device,
     # they share its cell
     cells = {(id(store.step_cell["step"]), frozenset(store.devices)): store.step_cell
              for store in kept if "step" in store.step_cell}
-    stores = _new_stores(opt, tier, limit, [p for p, ok in zip(loose, storable) if ok], static, dynamic, cells)
+    stores = _new_stores(opt, tier, limit, [p for p in work if id(p) not in held], static, dynamic, cells)
     opt._packs.extend(stores)
-    return kept + stores, [p for p, ok in zip(loose, storable) if not ok]
+    return kept + stores
 
 
 def _new_stores(opt: Any, tier: str, limit: float, params: list[Parameter], static: tuple, dynamic: dict,
