@@ -74,14 +74,16 @@ IMPLEMENTATIONS = (
     "gradtx facade (default)",
     "gradtx facade foreach",
     "gradtx facade for-loop",
+    "gradtx facade (shared)",
     "gradtx functional jit (donated)",
     "optax jit (donated)",
     "torch fused",
     "torch foreach",
     "torch for-loop",
 )
+# "shared": the default tier over parameters another optimizer (SGD with momentum, stepped once) steps too
 FACADE_TIERS = {"gradtx facade (default)": "default", "gradtx facade foreach": "foreach",
-                "gradtx facade for-loop": "for-loop"}
+                "gradtx facade for-loop": "for-loop", "gradtx facade (shared)": "shared"}
 # Every timed step starts after a short pause (the other process's threads go idle), then a small parallel
 # operation of its own library wakes that library's thread pool, as the forward and backward passes of a
 # training loop would have: torch's fused CPU kernels open an OpenMP region per tensor, and with its workers
@@ -311,14 +313,18 @@ def facade_optimizer(name: str, sizes: list[int], dtype: str, tier: str, grads: 
     from gradtx import optim
 
     cls = getattr(optim, name)
-    flags = {"default": {}, "fused": {"fused": True}, "foreach": {"foreach": True},
+    flags = {"default": {}, "shared": {}, "fused": {"fused": True}, "foreach": {"foreach": True},
              "for-loop": {"foreach": False, "fused": False}}[tier]
     kwargs = {"lr": 1e-3, "momentum": 0.9} if name == "SGD" else {"lr": 1e-3}
     params = [optim.Parameter(jnp.zeros(n, dtype)) for n in sizes]
     grads = grads if grads is not None else [jnp.full(n, 1e-3, dtype) for n in sizes]
     for p, g in zip(params, grads):
         p.grad = g
-    return cls(params, **kwargs, **flags)
+    opt = cls(params, **kwargs, **flags)
+    if tier == "shared":  # each optimizer keeps its own state of the parameters
+        opt.neighbour = optim.SGD(params, lr=1e-3, momentum=0.9)
+        opt.neighbour.step()
+    return opt
 
 
 def facade_step(name: str, sizes: list[int], dtype: str, tier: str, grads: list | None = None) -> Callable[[], None]:
