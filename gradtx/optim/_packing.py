@@ -395,8 +395,9 @@ class StateEntry(MutableMapping):
 class StateView(MutableMapping):
     """``opt.state``: ``{Parameter: {torch name: array}}``, live over the optimizer's storage.
 
-    A parameter stepped apart maps to its own dict; a packed or stored one to
-    a :class:`StateEntry` over its pack or store. Reading never changes the storage.
+    A packed or stored parameter maps to a :class:`StateEntry` over its pack or
+    store; one whose state was handed back (until the next step stores it) to
+    its own dict. Reading never changes the storage.
     Like torch's ``defaultdict(dict)``, ``opt.state[p]`` of a parameter without
     state is an empty dict, added on first access.
     """
@@ -535,7 +536,7 @@ def group_packs(opt, group: dict[str, Any], work: list[Parameter]) -> list[Pack]
     parameter's shape, every parameter of the group with a gradient (torch
     leaves the others untouched), and states that line up (equal steps).
     Otherwise, and in the other tiers, the group's packs are released and its
-    parameters stepped one by one.
+    parameters stored (:mod:`gradtx.optim._stores`).
     """
     params = group["params"]
     if opt._tier(group) != "fused":

@@ -31,8 +31,8 @@ shown, and written, as torch keeps them (complex), the chain's real view of
 them converted.
 
 A dict of ``opt.state`` held from before the state was stored (the raw dict
-of a parameter stepped apart) is not updated by later steps; read
-``opt.state[p]`` again, as for a packed parameter.
+of a parameter whose state was handed back) is not updated by later steps;
+read ``opt.state[p]`` again, as for a packed parameter.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ class Store:
         self._staged: tuple = (None, None)  # (kind, extra) of the state chain_state last translated
         self._leaves: list | None = None  # the chain's leaves, while opt.state is read between two steps
         # the step as torch keeps it (float32), made once when read: one array for the group's stores, which
-        # step together (so a group handed back to per-parameter dicts steps as one bucket)
+        # step together (so a group handed back to per-parameter dicts is stored again as one bucket)
         self.step_cell: dict = {}
         self.refs = list(map(weakref.ref, map(_DATA, params)))
         self.alive = True
@@ -223,8 +223,8 @@ class Store:
     def release(self) -> None:
         """Hands every parameter's state back to its own dict; the store is empty afterwards.
 
-        The parameters of one store share one step array, so they step in one
-        bucket on the per-parameter path too.
+        The parameters of one store share one step array in their dicts, so the
+        next step stores them in one bucket again.
         """
         for i, p in enumerate(self.params):
             entry = {key: self.entry(key, i) for key in self.keys_of(i)}
