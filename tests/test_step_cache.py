@@ -20,6 +20,7 @@ import pytest
 import gradtx.optim as optim
 from gradtx.optim import _packing, _stores
 from tests.cases import OPTIMIZERS
+from tests.test_facade_stores import share
 
 TIERS = {"fused": {}, "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
 # Above pack_max_numel (8192): planned as separate arrays; "s" is small (packed in the default tier).
@@ -108,11 +109,10 @@ def _run(change, tier, storage, fresh_plans, planned, steps=6, change_at=4):
     """Steps an Adam optimizer, changing something before step ``change_at``; ``fresh_plans``: hands stored state
     back to per-parameter dicts before every step, so that each step plans afresh. ``"shared"``: another optimizer
     (SGD with momentum, ``lr=0``: it keeps state and leaves the parameters as they are) steps the parameters
-    after each step. Returns the optimizer and how many fresh plans each step made."""
+    after each step (``tests.test_facade_stores.share``). Returns the optimizer and how many fresh plans each step made."""
     opt = optim.Adam(_params(), lr=0.01, **TIERS[tier])
     if storage == "shared":
-        opt.neighbour = optim.SGD([p for g in opt.param_groups for p in g["params"]], lr=0.0, momentum=0.9)
-        opt.register_step_post_hook(lambda *_: opt.neighbour.step())
+        share(opt)
     counts = {}
     for step in range(1, steps + 1):
         if fresh_plans:
